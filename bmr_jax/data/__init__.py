@@ -1,0 +1,77 @@
+"""Datasets: registry, verified downloads and caching, parsing, preprocessing.
+
+Typical use::
+
+    from bmr_jax import data
+    ds = data.load("fashion_mnist", image_size=32)   # float32 NHWC, standardised per channel
+    ds.train.images.shape                            # (60000, 32, 32, 1)
+
+Files are looked up in ``data_dir`` / ``$BMR_JAX_DATA`` / the user cache folder (see
+:mod:`bmr_jax.data.files`), verified against their published MD5 on every load, and
+downloaded if missing. ``mnist_mini`` ships with the package and never needs the network.
+"""
+
+from __future__ import annotations
+
+from bmr_jax.data.dataset import Dataset, RawDataset, Split
+from bmr_jax.data.files import (
+    DATA_DIR_ENV,
+    OFFLINE_ENV,
+    DataFile,
+    default_data_dir,
+    md5sum,
+    resolve_data_dir,
+)
+from bmr_jax.data.preprocess import channel_statistics, pad_images, prepare
+from bmr_jax.data.registry import (
+    DatasetSpec,
+    fetch_dataset_files,
+    get_dataset_spec,
+    list_datasets,
+    load_raw,
+    register_dataset,
+)
+
+DEFAULT_DATASET = "mnist_mini"
+
+
+def load(
+    name: str = DEFAULT_DATASET,
+    image_size: int | None = None,
+    data_dir=None,
+    download: bool | None = None,
+) -> Dataset:
+    """Loads dataset ``name`` ready for a network (see :func:`prepare`).
+
+    Args:
+      name: a registered dataset name (:func:`list_datasets`).
+      image_size: zero-pad images to ``image_size x image_size`` (32 for LeNet-5, ViT, Mixer;
+        a network's registry entry says what it wants).
+      data_dir: data folder; default ``$BMR_JAX_DATA`` or the user cache folder.
+      download: allow downloading missing files (default: yes unless ``BMR_JAX_OFFLINE=1``).
+    """
+    return prepare(load_raw(name, data_dir, download), image_size)
+
+
+__all__ = [
+    "DATA_DIR_ENV",
+    "DEFAULT_DATASET",
+    "OFFLINE_ENV",
+    "DataFile",
+    "Dataset",
+    "DatasetSpec",
+    "RawDataset",
+    "Split",
+    "channel_statistics",
+    "default_data_dir",
+    "fetch_dataset_files",
+    "get_dataset_spec",
+    "list_datasets",
+    "load",
+    "load_raw",
+    "md5sum",
+    "pad_images",
+    "prepare",
+    "register_dataset",
+    "resolve_data_dir",
+]
