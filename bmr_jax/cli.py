@@ -80,7 +80,7 @@ def _cmd_datasets(args) -> int:
         if not args.names:
             raise BmrJaxError("datasets download needs at least one dataset name")
         for name in args.names:
-            paths = data.fetch_dataset_files(name, args.data_dir, download=True)
+            paths = data.fetch_dataset_files(name, args.data_dir)  # honours BMR_JAX_OFFLINE
             print(f"{name}: {len(paths)} files verified in {data.get_dataset_spec(name).folder(args.data_dir)}")
         return 0
     # verify

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from bmr_jax.errors import ShapeMismatchError
@@ -36,7 +37,7 @@ def count_params(module: nnx.Module) -> int:
     """Number of scalar entries in the module's ``nnx.Param`` variables (weights, biases,
     LayerNorm scales and offsets, embedding tables)."""
     params = nnx.state(module, nnx.Param)
-    return sum(int(jnp.size(leaf)) for leaf in jax.tree.leaves(params))
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(params))
 
 
 ACTIVATIONS = {"swish": nnx.swish, "relu": nnx.relu, "tanh": nnx.tanh, "gelu": nnx.gelu}

@@ -1,0 +1,71 @@
+"""Per-channel standardisation and zero padding (METHOD.md section 6), by hand-computed examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bmr_jax.data import RawDataset, Split, channel_statistics, pad_images, prepare
+from bmr_jax.errors import ShapeMismatchError
+
+
+def _raw(train_images, test_images):
+    return RawDataset(
+        name="hand",
+        train=Split(train_images, np.zeros(len(train_images), np.int32)),
+        test=Split(test_images, np.zeros(len(test_images), np.int32)),
+        num_classes=2,
+        class_names=("a", "b"),
+    )
+
+
+def test_statistics_by_hand():
+    # channel 0 holds 0 and 4 (mean 2, std 2); channel 1 holds 1 and 1 (mean 1, std 0)
+    images = np.array([[[[0, 1]]], [[[4, 1]]]], dtype=np.uint8)
+    mean, std = channel_statistics(images)
+    np.testing.assert_allclose(mean, [2.0, 1.0])
+    np.testing.assert_allclose(std, [2.0, 0.0])
+
+
+def test_statistics_match_numpy_on_many_chunks():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (20_000, 3, 2, 3), dtype=np.uint8)  # several 8192-image chunks
+    mean, std = channel_statistics(images)
+    np.testing.assert_allclose(mean, images.mean(axis=(0, 1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(std, images.std(axis=(0, 1, 2)), rtol=1e-10)
+
+
+def test_prepare_uses_training_statistics_for_both_splits():
+    train = np.array([[[[0]]], [[[4]]]], dtype=np.uint8)  # mean 2, std 2
+    test = np.array([[[[6]]]], dtype=np.uint8)
+    ds = prepare(_raw(train, test))
+    assert ds.train.images.ravel().tolist() == [-1.0, 1.0]
+    assert ds.test.images.ravel().tolist() == [2.0]  # (6 - 2) / 2, not the test split's own
+    assert ds.train.images.dtype == np.float32
+
+
+def test_constant_channel_is_not_divided_by_zero():
+    train = np.full((3, 2, 2, 1), 7, np.uint8)
+    ds = prepare(_raw(train, train[:1]))
+    assert np.all(ds.train.images == 0) and ds.channel_std.tolist() == [1.0]
+
+
+def test_padding_places_the_image_in_the_centre():
+    images = np.arange(1, 28 * 28 + 1, dtype=np.int32).reshape(1, 28, 28, 1).astype(np.uint16)
+    padded = pad_images(images, 32)
+    assert padded.shape == (1, 32, 32, 1)
+    np.testing.assert_array_equal(padded[0, 2:30, 2:30], images[0])
+    assert padded.sum() == images.sum()  # the border is zeros
+
+
+def test_prepare_pads_raw_pixels_before_standardising():
+    train = np.array([[[[0]]], [[[4]]]], dtype=np.uint8)  # 1x1 images, mean 2, std 2
+    ds = prepare(_raw(train, train), image_size=3)
+    assert ds.train.images.shape == (2, 3, 3, 1)
+    # the zero-padded border is a raw 0, i.e. (0 - 2) / 2 = -1 after standardisation
+    assert ds.train.images[1, 0, 0, 0] == -1.0 and ds.train.images[1, 1, 1, 0] == 1.0
+
+
+def test_cannot_pad_to_a_smaller_size():
+    with pytest.raises(ShapeMismatchError, match="cannot pad 28x28 images to 20x20"):
+        pad_images(np.zeros((1, 28, 28, 1), np.uint8), 20)
