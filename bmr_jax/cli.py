@@ -60,8 +60,10 @@ def _cmd_demo(args) -> int:
         f"final training loss {result.losses[-10:].mean():.4f}; "
         f"{result.seconds:.1f} s ({result.steps_per_second:.0f} steps/s after compilation)"
     )
-    print(f"test accuracy: {acc:.4f} on {len(dataset.test):,} images "
-          f"(evaluated in {time.perf_counter() - start:.2f} s)")
+    print(
+        f"test accuracy: {acc:.4f} on {len(dataset.test):,} images "
+        f"(evaluated in {time.perf_counter() - start:.2f} s)"
+    )
     return 0
 
 
@@ -81,7 +83,8 @@ def _cmd_datasets(args) -> int:
             raise BmrJaxError("datasets download needs at least one dataset name")
         for name in args.names:
             paths = data.fetch_dataset_files(name, args.data_dir)  # honours BMR_JAX_OFFLINE
-            print(f"{name}: {len(paths)} files verified in {data.get_dataset_spec(name).folder(args.data_dir)}")
+            folder = data.get_dataset_spec(name).folder(args.data_dir)
+            print(f"{name}: {len(paths)} files verified in {folder}")
         return 0
     # verify
     failures = 0
@@ -114,7 +117,9 @@ def _cmd_nets(args) -> int:
         net_shape = shape if size is None else (size, size, shape[2])
         for preset, doc in spec.presets.items():
             net = nnx.eval_shape(
-                lambda: nets.create_net(name, args.classes, net_shape, preset, rngs=nnx.Rngs(0))
+                lambda name=name, shape=net_shape, preset=preset: nets.create_net(
+                    name, args.classes, shape, preset, rngs=nnx.Rngs(0)
+                )
             )
             print(f"{name:14s} {preset:6s} {nets.count_params(net):>10,}  {doc}")
     return 0
@@ -140,15 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     datasets = sub.add_parser("datasets", help="list, download or verify datasets")
-    datasets.add_argument("action", choices=("list", "download", "verify"), nargs="?",
-                          default="list")
+    datasets.add_argument(
+        "action", choices=("list", "download", "verify"), nargs="?", default="list"
+    )
     datasets.add_argument("names", nargs="*", help="dataset names (verify: default all)")
     _add_data_dir(datasets)
     datasets.set_defaults(func=_cmd_datasets)
 
     nets_parser = sub.add_parser("nets", help="list the model zoo with parameter counts")
-    nets_parser.add_argument("--input-shape", type=int, nargs=3, default=(28, 28, 1),
-                             metavar=("H", "W", "C"))
+    nets_parser.add_argument(
+        "--input-shape", type=int, nargs=3, default=(28, 28, 1), metavar=("H", "W", "C")
+    )
     nets_parser.add_argument("--classes", type=int, default=10)
     nets_parser.set_defaults(func=_cmd_nets)
     return parser

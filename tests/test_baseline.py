@@ -29,7 +29,9 @@ def test_cross_entropy_by_hand():
     logits = jnp.array([[0.0, 0.0], [jnp.log(3.0), 0.0]])
     # row 0: -ln(1/2); row 1, label 0: -ln(3/4)
     expected = (np.log(2.0) + np.log(4.0 / 3.0)) / 2
-    np.testing.assert_allclose(baseline.cross_entropy(logits, jnp.array([1, 0])), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        baseline.cross_entropy(logits, jnp.array([1, 0])), expected, rtol=1e-6
+    )
 
 
 def test_real_training_run_reaches_the_stated_accuracy():
@@ -39,8 +41,9 @@ def test_real_training_run_reaches_the_stated_accuracy():
     """
     ds = data.load("mnist_mini", image_size=32)
     net = nets.create_net("lenet5", 10, ds.image_shape, rngs=nnx.Rngs(0))
-    result = baseline.fit(net, ds.train, steps=300, batch_size=128, optimizer=optax.adam(1e-3),
-                          progress=False)
+    result = baseline.fit(
+        net, ds.train, steps=300, batch_size=128, optimizer=optax.adam(1e-3), progress=False
+    )
     assert result.losses.shape == (300,)
     assert result.losses[-20:].mean() < 0.4 < 2.0 < result.losses[0]
     assert baseline.accuracy(net, ds.test) >= 0.93

@@ -38,11 +38,22 @@ def _add(tar: tarfile.TarFile, name: str, obj) -> None:
 def write_tiny_cifar10(path, per_batch=3, test=4):
     with tarfile.open(path, "w:gz") as tar:
         folder = "cifar-10-batches-py"
-        _add(tar, f"{folder}/batches.meta", {b"label_names": [b"airplane", b"automobile"] + [b"x"] * 8})
+        _add(
+            tar,
+            f"{folder}/batches.meta",
+            {b"label_names": [b"airplane", b"automobile"] + [b"x"] * 8},
+        )
         for b in range(1, 6):
             labels = [(b + i) % 10 for i in range(per_batch)]
-            _add(tar, f"{folder}/data_batch_{b}", {b"data": _planes(per_batch, 10 * b), b"labels": labels,
-                                                    b"batch_label": b"training batch"})
+            _add(
+                tar,
+                f"{folder}/data_batch_{b}",
+                {
+                    b"data": _planes(per_batch, 10 * b),
+                    b"labels": labels,
+                    b"batch_label": b"training batch",
+                },
+            )
         _add(tar, f"{folder}/test_batch", {b"data": _planes(test, 0), b"labels": list(range(test))})
         _add(tar, f"{folder}/readme.html", b"<html></html>")
 
@@ -50,12 +61,28 @@ def write_tiny_cifar10(path, per_batch=3, test=4):
 def write_tiny_cifar100(path, train=5, test=2):
     with tarfile.open(path, "w:gz") as tar:
         folder = "cifar-100-python"
-        _add(tar, f"{folder}/meta", {b"fine_label_names": [f"c{i}".encode() for i in range(100)],
-                                     b"coarse_label_names": [b"s"] * 20})
-        _add(tar, f"{folder}/train", {b"data": _planes(train, 1), b"fine_labels": [99, 0, 5, 7, 42],
-                                      b"coarse_labels": [0] * train})
-        _add(tar, f"{folder}/test", {b"data": _planes(test, 2), b"fine_labels": [3, 98],
-                                     b"coarse_labels": [1] * test})
+        _add(
+            tar,
+            f"{folder}/meta",
+            {
+                b"fine_label_names": [f"c{i}".encode() for i in range(100)],
+                b"coarse_label_names": [b"s"] * 20,
+            },
+        )
+        _add(
+            tar,
+            f"{folder}/train",
+            {
+                b"data": _planes(train, 1),
+                b"fine_labels": [99, 0, 5, 7, 42],
+                b"coarse_labels": [0] * train,
+            },
+        )
+        _add(
+            tar,
+            f"{folder}/test",
+            {b"data": _planes(test, 2), b"fine_labels": [3, 98], b"coarse_labels": [1] * test},
+        )
 
 
 def test_cifar10_layout_and_pixels(tmp_path):
@@ -130,7 +157,11 @@ def test_wrong_data_shape(tmp_path):
     path = tmp_path / "cifar-100-python.tar.gz"
     with tarfile.open(path, "w:gz") as tar:
         _add(tar, "cifar-100-python/meta", {b"fine_label_names": []})
-        _add(tar, "cifar-100-python/train", {b"data": np.zeros((2, 100), np.uint8), b"fine_labels": [0, 1]})
+        _add(
+            tar,
+            "cifar-100-python/train",
+            {b"data": np.zeros((2, 100), np.uint8), b"fine_labels": [0, 1]},
+        )
         _add(tar, "cifar-100-python/test", {b"data": _planes(1, 0), b"fine_labels": [0]})
     with pytest.raises(CorruptDataFileError, match=r"data has shape \(2, 100\)"):
         read_cifar_archive(path, CIFAR100_LAYOUT)

@@ -11,7 +11,7 @@ def test_demo_runs_and_prints_test_accuracy(capsys):
     assert main(["demo", "--steps", "60", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "lenet5 (paper, 61,706 parameters) on mnist_mini" in out
-    line = next(l for l in out.splitlines() if l.startswith("test accuracy:"))
+    line = next(s for s in out.splitlines() if s.startswith("test accuracy:"))
     assert 0.5 < float(line.split()[2]) <= 1.0  # 60 steps: well above chance (0.1)
 
 

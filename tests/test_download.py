@@ -46,7 +46,9 @@ def test_download_verifies_and_caches(data_dir, server, tmp_path, temporary_data
     spec = DatasetSpec(
         name="mnist_served",
         description="MNIST served from loopback",
-        files=tuple(DataFile(f.name, f.md5, ("http://127.0.0.1:9/", url + f.name)) for f in mnist.files),
+        files=tuple(
+            DataFile(f.name, f.md5, ("http://127.0.0.1:9/", url + f.name)) for f in mnist.files
+        ),
         read=read_idx_dataset,
         num_classes=10,
         image_shape=(28, 28, 1),
@@ -85,4 +87,6 @@ def test_no_source_and_offline(tmp_path, monkeypatch):
 def test_cached_file_with_wrong_checksum_is_refused_before_any_download(tmp_path):
     (tmp_path / "x.gz").write_bytes(b"stale")
     with pytest.raises(ChecksumMismatchError, match="x.gz: md5"):
-        fetch_file(tmp_path, DataFile("x.gz", "0" * 32, ("http://127.0.0.1:9/x.gz",)), download=True)
+        fetch_file(
+            tmp_path, DataFile("x.gz", "0" * 32, ("http://127.0.0.1:9/x.gz",)), download=True
+        )

@@ -13,7 +13,11 @@ from bmr_jax import baseline, data, nets
 from bmr_jax.data import Split
 from bmr_jax.errors import ShapeMismatchError, UnknownNameError
 
-FASHION = ((32, 32, 1), (28, 28, 1), 10)  # (shape for conv/ViT/Mixer, shape for dense nets, classes)
+FASHION = (
+    (32, 32, 1),
+    (28, 28, 1),
+    10,
+)  # (shape for conv/ViT/Mixer, shape for dense nets, classes)
 CIFAR10 = ((32, 32, 3), (32, 32, 3), 10)
 CIFAR100 = ((32, 32, 3), (32, 32, 3), 100)
 
@@ -111,14 +115,17 @@ def test_dropout_training_advances_the_rng():
     net = nets.create_net("lenet5_caffe", 10, (28, 28, 1), "small", rngs=nnx.Rngs(0), dropout=0.2)
     count = lambda: int(jax.tree.leaves(nnx.state(net, nnx.RngCount))[0])  # noqa: E731
     before = count()
-    baseline.fit(net, Split(batch.images[:64], batch.labels[:64]), steps=3, batch_size=32,
-                 progress=False)
+    baseline.fit(
+        net, Split(batch.images[:64], batch.labels[:64]), steps=3, batch_size=32, progress=False
+    )
     assert count() > before
 
 
 def test_shape_mismatch_errors():
     net = nets.create_net("lenet5", 10, (32, 32, 1), rngs=nnx.Rngs(0))
-    with pytest.raises(ShapeMismatchError, match=r"lenet5 was built for inputs of shape \(32, 32, 1\)"):
+    with pytest.raises(
+        ShapeMismatchError, match=r"lenet5 was built for inputs of shape \(32, 32, 1\)"
+    ):
         net(jnp.zeros((2, 28, 28, 1)))
     with pytest.raises(ShapeMismatchError, match="not divisible by patch 4"):
         nets.create_net("vit", 10, (30, 30, 1), rngs=nnx.Rngs(0))

@@ -82,7 +82,8 @@ def _load_member(tar: tarfile.TarFile, member: str, path: Path) -> dict:
     try:
         obj = _RestrictedUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
-        raise CorruptDataFileError(f"{path}: member {member!r} is not a valid pickle ({e})")
+        message = f"{path}: member {member!r} is not a valid pickle ({e})"
+        raise CorruptDataFileError(message) from None
     if not isinstance(obj, dict):
         raise CorruptDataFileError(f"{path}: member {member!r} does not hold a dict")
     return {_as_text(k): v for k, v in obj.items()}
@@ -124,9 +125,7 @@ def read_cifar_archive(path: str | Path, layout: CifarLayout):
         with tarfile.open(path, "r:gz") as tar:
             meta = _load_member(tar, f"{layout.folder}/{layout.meta_member}", path)
             train = [
-                _images_and_labels(
-                    _load_member(tar, f"{layout.folder}/{m}", path), layout, m, path
-                )
+                _images_and_labels(_load_member(tar, f"{layout.folder}/{m}", path), layout, m, path)
                 for m in layout.train_members
             ]
             test = _images_and_labels(

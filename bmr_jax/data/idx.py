@@ -62,11 +62,14 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
 
     The gzip header carries no time stamp, so the same array always gives the same bytes.
     """
-    for code, dtype in _IDX_TYPES.items():
-        if (dtype.kind, dtype.itemsize) == (array.dtype.kind, array.dtype.itemsize):
-            break
-    else:
+    matches = [
+        (code, dtype)
+        for code, dtype in _IDX_TYPES.items()
+        if (dtype.kind, dtype.itemsize) == (array.dtype.kind, array.dtype.itemsize)
+    ]
+    if not matches:
         raise ValueError(f"IDX has no type code for dtype {array.dtype}")
+    code, dtype = matches[0]
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     payload = np.ascontiguousarray(array, dtype=dtype).tobytes()
     with open(path, "wb") as raw_file:

@@ -161,7 +161,8 @@ _IDX_NAMES = (
 
 def _idx_files(md5s: tuple[str, ...], mirrors: tuple[str, ...]) -> tuple[DataFile, ...]:
     return tuple(
-        DataFile(name, md5, tuple(m + name for m in mirrors)) for name, md5 in zip(_IDX_NAMES, md5s)
+        DataFile(name, md5, tuple(m + name for m in mirrors))
+        for name, md5 in zip(_IDX_NAMES, md5s, strict=True)
     )
 
 

@@ -1,8 +1,8 @@
 """The model zoo: Flax NNX networks and their registry.
 
-    from flax import nnx
-    from bmr_jax import nets
-    net = nets.create_net("lenet5", num_classes=10, input_shape=(32, 32, 1), rngs=nnx.Rngs(0))
+from flax import nnx
+from bmr_jax import nets
+net = nets.create_net("lenet5", num_classes=10, input_shape=(32, 32, 1), rngs=nnx.Rngs(0))
 """
 
 from bmr_jax.nets.base import count_params

@@ -83,9 +83,7 @@ class LeNet(nnx.Module):
         height, width, channels = input_shape
         convs = []
         for i, features in enumerate(config.conv):
-            convs.append(
-                nnx.Conv(channels, features, (KERNEL, KERNEL), padding="VALID", rngs=rngs)
-            )
+            convs.append(nnx.Conv(channels, features, (KERNEL, KERNEL), padding="VALID", rngs=rngs))
             height, width, channels = height - KERNEL + 1, width - KERNEL + 1, features
             if i < 2:
                 height, width = height // POOL, width // POOL
@@ -97,7 +95,7 @@ class LeNet(nnx.Module):
         self.convs = nnx.List(convs)
         widths = (height * width * channels, *config.dense)
         self.dense = nnx.List(
-            [nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])]
+            [nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:], strict=True)]
         )
         self.head = nnx.Linear(widths[-1], num_classes, rngs=rngs)
         self.dropout = maybe_dropout(dropout, rngs)

@@ -54,7 +54,7 @@ class MLP(nnx.Module):
         self.activation = ACTIVATIONS[config.activation]
         widths = (math.prod(input_shape), *config.hidden)
         self.hidden = nnx.List(
-            [nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])]
+            [nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:], strict=True)]
         )
         self.head = nnx.Linear(widths[-1], num_classes, rngs=rngs)
         self.dropout = maybe_dropout(dropout, rngs)

@@ -15,7 +15,7 @@ from flax import nnx
 from bmr_jax.errors import UnknownNameError
 from bmr_jax.nets.lenet import LENET5_CAFFE_PRESETS, LeNet, lenet5_config
 from bmr_jax.nets.mixer import MIXER_PRESETS, Mixer
-from bmr_jax.nets.mlp import LENET_300_100_PRESETS, MLP_PRESETS, MLP
+from bmr_jax.nets.mlp import LENET_300_100_PRESETS, MLP, MLP_PRESETS
 from bmr_jax.nets.vit import VIT_PRESETS, ViT
 
 PRESETS = ("paper", "small")

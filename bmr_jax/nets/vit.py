@@ -108,7 +108,9 @@ class ViT(nnx.Module):
         self.embed = PatchEmbedding(input_shape, config.patch, config.width, rngs=rngs, name=name)
         init = nnx.initializers.normal(0.02)
         self.cls_token = nnx.Param(jnp.zeros((1, 1, config.width)))
-        self.positions = nnx.Param(init(rngs.params(), (1, self.embed.num_patches + 1, config.width)))
+        self.positions = nnx.Param(
+            init(rngs.params(), (1, self.embed.num_patches + 1, config.width))
+        )
         self.blocks = nnx.List(
             [EncoderBlock(config, rngs=rngs, dropout=dropout) for _ in range(config.depth)]
         )
