@@ -13,7 +13,9 @@ SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()
 # Tests read the real files the same way users do: through BMR_JAX_DATA. They must never
 # download, so downloads are off for the whole session (tests of the download code serve files
 # from a loopback HTTP server and switch them on explicitly).
-os.environ.setdefault("BMR_JAX_DATA", str(SHARED_DATA))
+# A relative BMR_JAX_DATA (e.g. ../shared/data) is taken relative to the repository root.
+_data = os.environ.get("BMR_JAX_DATA")
+os.environ["BMR_JAX_DATA"] = str((REPO_ROOT / _data).resolve()) if _data else str(SHARED_DATA)
 os.environ["BMR_JAX_OFFLINE"] = "1"
 os.environ.setdefault("BMR_JAX_COMPILATION_CACHE", str(REPO_ROOT / ".jax_cache"))
 
