@@ -35,27 +35,22 @@ def _add(tar: tarfile.TarFile, name: str, obj) -> None:
     tar.addfile(info, io.BytesIO(blob))
 
 
-def write_tiny_cifar10(path, per_batch=3, test=4):
+def write_tiny_cifar10(path, per_batch=3, test=4, label_names=None):
+    """Members in a scrambled order, as in the official archive."""
+    folder = "cifar-10-batches-py"
+    if label_names is None:
+        label_names = [b"airplane", b"automobile"] + [b"x"] * 8
     with tarfile.open(path, "w:gz") as tar:
-        folder = "cifar-10-batches-py"
-        _add(
-            tar,
-            f"{folder}/batches.meta",
-            {b"label_names": [b"airplane", b"automobile"] + [b"x"] * 8},
-        )
-        for b in range(1, 6):
-            labels = [(b + i) % 10 for i in range(per_batch)]
-            _add(
-                tar,
-                f"{folder}/data_batch_{b}",
-                {
-                    b"data": _planes(per_batch, 10 * b),
-                    b"labels": labels,
-                    b"batch_label": b"training batch",
-                },
-            )
         _add(tar, f"{folder}/test_batch", {b"data": _planes(test, 0), b"labels": list(range(test))})
+        for b in (4, 1, 3, 5, 2):
+            batch = {
+                b"data": _planes(per_batch, 10 * b),
+                b"labels": [(b + i) % 10 for i in range(per_batch)],
+                b"batch_label": b"training batch",
+            }
+            _add(tar, f"{folder}/data_batch_{b}", batch)
         _add(tar, f"{folder}/readme.html", b"<html></html>")
+        _add(tar, f"{folder}/batches.meta", {b"label_names": label_names})
 
 
 def write_tiny_cifar100(path, train=5, test=2):
@@ -174,7 +169,6 @@ class _RunsCode:
 
 def test_pickle_that_would_run_code_is_refused(tmp_path):
     path = tmp_path / "cifar-10-python.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        _add(tar, "cifar-10-batches-py/batches.meta", {b"label_names": _RunsCode()})
+    write_tiny_cifar10(path, label_names=_RunsCode())
     with pytest.raises(CorruptDataFileError, match="is not allowed"):
         read_cifar_archive(path, CIFAR10_LAYOUT)

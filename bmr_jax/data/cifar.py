@@ -72,21 +72,32 @@ def _as_text(key):
     return key.decode("latin1") if isinstance(key, bytes) else key
 
 
-def _load_member(tar: tarfile.TarFile, member: str, path: Path) -> dict:
+def _unpickle(blob: bytes, member: str, path: Path) -> dict:
     try:
-        f = tar.extractfile(member)
-    except KeyError:
-        raise CorruptDataFileError(f"{path}: archive has no member {member!r}") from None
-    if f is None:
-        raise CorruptDataFileError(f"{path}: member {member!r} is not a regular file")
-    try:
-        obj = _RestrictedUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
+        obj = _RestrictedUnpickler(io.BytesIO(blob), encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
         message = f"{path}: member {member!r} is not a valid pickle ({e})"
         raise CorruptDataFileError(message) from None
     if not isinstance(obj, dict):
         raise CorruptDataFileError(f"{path}: member {member!r} does not hold a dict")
     return {_as_text(k): v for k, v in obj.items()}
+
+
+def _read_members(path: Path, names: list[str]) -> dict[str, bytes]:
+    """The bytes of the named members, read in one sequential pass over the gzip stream (the
+    official archives do not store their members in the order we need them)."""
+    wanted, blobs = set(names), {}
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for info in tar:
+                if info.name in wanted and info.isfile():
+                    blobs[info.name] = tar.extractfile(info).read()
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise CorruptDataFileError(f"{path}: not a complete tar.gz archive ({e})") from None
+    for name in names:
+        if name not in blobs:
+            raise CorruptDataFileError(f"{path}: archive has no member {name!r}")
+    return blobs
 
 
 def _images_and_labels(batch: dict, layout: CifarLayout, member: str, path: Path):
@@ -121,21 +132,12 @@ def read_cifar_archive(path: str | Path, layout: CifarLayout):
       CorruptDataFileError: unreadable archive, missing member, or inconsistent contents.
     """
     path = Path(path)
-    try:
-        with tarfile.open(path, "r:gz") as tar:
-            meta = _load_member(tar, f"{layout.folder}/{layout.meta_member}", path)
-            train = [
-                _images_and_labels(_load_member(tar, f"{layout.folder}/{m}", path), layout, m, path)
-                for m in layout.train_members
-            ]
-            test = _images_and_labels(
-                _load_member(tar, f"{layout.folder}/{layout.test_member}", path),
-                layout,
-                layout.test_member,
-                path,
-            )
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise CorruptDataFileError(f"{path}: not a complete tar.gz archive ({e})") from None
+    members = [layout.meta_member, *layout.train_members, layout.test_member]
+    blobs = _read_members(path, [f"{layout.folder}/{m}" for m in members])
+    batches = {m: _unpickle(blobs[f"{layout.folder}/{m}"], m, path) for m in members}
+    meta = batches[layout.meta_member]
+    train = [_images_and_labels(batches[m], layout, m, path) for m in layout.train_members]
+    test = _images_and_labels(batches[layout.test_member], layout, layout.test_member, path)
     names = tuple(_as_text(n) for n in meta.get(layout.names_key, ()))
     train_images = np.concatenate([images for images, _ in train])
     train_labels = np.concatenate([labels for _, labels in train])
