@@ -1,8 +1,9 @@
 """Slow: every network's small preset trains on real Fashion-MNIST on a CPU in minutes.
 
 Each run: Adam (lr 1e-3), batch 120, 1,000 steps (2 epochs), then test accuracy on the 10,000
-official test images. Thresholds are set a few points under what was measured on the 2-core
-development machine (see the closing comment of each parameter), so a broken network or data
+official test images. Thresholds are set 1-3 points under what was measured on the 2-core
+development machine (seed 137, `make test-slow`): mlp 0.860, lenet5 0.863, lenet_300_100 0.858,
+lenet5_caffe 0.872, vit 0.829 (165 s), mixer 0.872 (96 s), so a broken network or data
 pipeline fails while seed noise does not.
 """
 
@@ -23,7 +24,7 @@ THRESHOLDS = {
     "lenet_300_100": 0.84,
     "lenet5_caffe": 0.86,
     "vit": 0.80,
-    "mixer": 0.82,
+    "mixer": 0.85,
 }
 
 
