@@ -37,12 +37,16 @@ def data_dir() -> Path:
 
 
 @pytest.fixture
-def temporary_dataset(monkeypatch):
+def temporary_dataset():
     """Registers dataset specs for one test only: ``temporary_dataset(spec)``."""
-    from bmr_jax.data import registry
+    from bmr_jax.data.registry import DATASETS
+
+    added = []
 
     def register(spec):
-        monkeypatch.setitem(registry._REGISTRY, spec.name, spec)
+        added.append(DATASETS.register(spec.name, spec).name)
         return spec
 
-    return register
+    yield register
+    for name in added:
+        DATASETS.unregister(name)

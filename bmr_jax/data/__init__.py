@@ -24,6 +24,7 @@ from bmr_jax.data.files import (
 )
 from bmr_jax.data.preprocess import channel_statistics, pad_images, prepare
 from bmr_jax.data.registry import (
+    DATASETS,
     DatasetSpec,
     fetch_dataset_files,
     get_dataset_spec,
@@ -54,6 +55,7 @@ def load(
 
 
 __all__ = [
+    "DATASETS",
     "DATA_DIR_ENV",
     "DEFAULT_DATASET",
     "OFFLINE_ENV",

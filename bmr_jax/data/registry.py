@@ -17,7 +17,8 @@ from bmr_jax.data.cifar import CIFAR10_LAYOUT, CIFAR100_LAYOUT, CifarLayout, rea
 from bmr_jax.data.dataset import RawDataset, Split
 from bmr_jax.data.files import DataFile, fetch_file, resolve_data_dir
 from bmr_jax.data.idx import read_idx
-from bmr_jax.errors import CorruptDataFileError, UnknownNameError
+from bmr_jax.errors import CorruptDataFileError
+from bmr_jax.registry import Registry
 
 EMBEDDED_DIR = Path(__file__).parent
 
@@ -54,28 +55,22 @@ class DatasetSpec:
         return resolve_data_dir(data_dir) / self.name
 
 
-_REGISTRY: dict[str, DatasetSpec] = {}
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 
 def register_dataset(spec: DatasetSpec, *, overwrite: bool = False) -> DatasetSpec:
     """Adds ``spec`` to the registry (``overwrite=True`` to replace an existing name)."""
-    if spec.name in _REGISTRY and not overwrite:
-        raise ValueError(f"dataset {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
+    return DATASETS.register(spec.name, spec, overwrite=overwrite)
 
 
 def list_datasets() -> list[str]:
     """Registered dataset names, in registration order."""
-    return list(_REGISTRY)
+    return DATASETS.names()
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:
     """The spec registered as ``name``; :class:`UnknownNameError` if there is none."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownNameError("dataset", name, list(_REGISTRY)) from None
+    return DATASETS.get(name)
 
 
 def fetch_dataset_files(name: str, data_dir=None, download: bool | None = None) -> dict[str, Path]:

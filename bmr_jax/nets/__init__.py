@@ -10,6 +10,7 @@ from bmr_jax.nets.lenet import LeNet, LeNetConfig
 from bmr_jax.nets.mixer import Mixer, MixerConfig
 from bmr_jax.nets.mlp import MLP, MLPConfig
 from bmr_jax.nets.registry import (
+    NETS,
     PRESET_DOCS,
     PRESETS,
     NetSpec,
@@ -21,6 +22,7 @@ from bmr_jax.nets.registry import (
 from bmr_jax.nets.vit import ViT, ViTConfig
 
 __all__ = [
+    "NETS",
     "LeNet",
     "LeNetConfig",
     "MLP",

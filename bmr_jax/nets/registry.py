@@ -17,6 +17,7 @@ from bmr_jax.nets.lenet import LENET5_CAFFE_PRESETS, LeNet, lenet5_config
 from bmr_jax.nets.mixer import MIXER_PRESETS, Mixer
 from bmr_jax.nets.mlp import LENET_300_100_PRESETS, MLP, MLP_PRESETS
 from bmr_jax.nets.vit import VIT_PRESETS, ViT
+from bmr_jax.registry import Registry
 
 PRESETS = ("paper", "small")
 
@@ -38,28 +39,22 @@ class NetSpec:
     presets: dict[str, str]
 
 
-_REGISTRY: dict[str, NetSpec] = {}
+NETS: Registry[NetSpec] = Registry("network")
 
 
 def register_net(spec: NetSpec, *, overwrite: bool = False) -> NetSpec:
     """Adds a network to the registry (``overwrite=True`` to replace an existing name)."""
-    if spec.name in _REGISTRY and not overwrite:
-        raise ValueError(f"network {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
+    return NETS.register(spec.name, spec, overwrite=overwrite)
 
 
 def list_nets() -> list[str]:
     """Registered network names."""
-    return list(_REGISTRY)
+    return NETS.names()
 
 
 def get_net_spec(name: str) -> NetSpec:
     """The spec registered as ``name``; :class:`UnknownNameError` if none."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownNameError("network", name, list(_REGISTRY)) from None
+    return NETS.get(name)
 
 
 def create_net(
