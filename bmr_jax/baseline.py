@@ -132,6 +132,7 @@ def fit(
             bar.update(50)
     losses = np.asarray(jax.device_get(losses))
     end = time.perf_counter()
+    bar.update(steps - bar.n)
     bar.close()
     nnx.update(model, state.params, state.rest)
     model.eval()

@@ -118,3 +118,34 @@ def test_data_dir_precedence(monkeypatch, tmp_path):
     assert data.resolve_data_dir() == tmp_path / "env"
     monkeypatch.delenv("BMR_JAX_DATA")
     assert data.resolve_data_dir() == data.default_data_dir().resolve()
+
+
+def _write_idx_dataset(folder, train_labels, test_images=3):
+    from bmr_jax.data.idx import write_idx
+
+    folder.mkdir(parents=True)
+    write_idx(folder / "train-images-idx3-ubyte.gz", np.zeros((4, 2, 2), np.uint8))
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.asarray(train_labels, np.uint8))
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((test_images, 2, 2), np.uint8))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.zeros(3, np.uint8))
+    names = sorted(p.name for p in folder.iterdir())
+    return tuple(data.DataFile(n, data.md5sum(folder / n)) for n in names)
+
+
+@pytest.mark.parametrize(
+    "train_labels, test_images, message",
+    [
+        ([0, 1, 2, 9], 3, r"labels range over \[0, 9\], expected \[0, 2\]"),
+        ([0, 1, 2, 1], 5, "3 labels for 5 images in t10k-images-idx3-ubyte.gz"),
+    ],
+)
+def test_inconsistent_idx_dataset(tmp_path, temporary_dataset, train_labels, test_images, message):
+    from bmr_jax.data.registry import DatasetSpec, read_idx_dataset
+    from bmr_jax.errors import CorruptDataFileError
+
+    files = _write_idx_dataset(tmp_path / "three_classes", train_labels, test_images)
+    temporary_dataset(
+        DatasetSpec("three_classes", "hand-made", files, read_idx_dataset, 3, (2, 2, 1))
+    )
+    with pytest.raises(CorruptDataFileError, match=message):
+        data.load_raw("three_classes", data_dir=tmp_path)

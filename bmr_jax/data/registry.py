@@ -90,10 +90,12 @@ def load_raw(name: str, data_dir=None, download: bool | None = None) -> RawDatas
 
 
 def _labels(array: np.ndarray, num_classes: int, path: Path) -> np.ndarray:
-    if array.ndim != 1 or array.size == 0 or array.max() >= num_classes:
+    if array.ndim != 1 or array.size == 0:
+        raise CorruptDataFileError(f"{path}: expected a vector of labels, got shape {array.shape}")
+    if array.min() < 0 or array.max() >= num_classes:
         raise CorruptDataFileError(
-            f"{path}: expected a vector of labels in [0, {num_classes}), got shape "
-            f"{array.shape}" + (f" with maximum {array.max()}" if array.size else "")
+            f"{path}: labels range over [{array.min()}, {array.max()}], "
+            f"expected [0, {num_classes - 1}]"
         )
     return array.astype(np.int32)
 
