@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+from bmr_jax.batches import EpochBatches, gather
 from bmr_jax.data import Split
 
 
@@ -60,8 +60,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
 
     @jax.jit(donate_argnums=0)
     def step(state: TrainState, images, labels, order, i):
-        index = order[i]
-        x, y = jnp.take(images, index, axis=0), jnp.take(labels, index, axis=0)
+        x, y = gather(images, labels, order, i)
         (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state.rest, x, y
         )
@@ -70,14 +69,6 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         return TrainState(params, rest, opt_state), loss
 
     return step
-
-
-@jax.jit(static_argnums=(1, 2))
-def _epoch_order(key: jax.Array, size: int, batch_size: int) -> jax.Array:
-    """A fresh permutation of ``range(size)`` cut into full batches ``(size // B, B)``."""
-    num_batches = size // batch_size
-    perm = jax.random.permutation(key, size)[: num_batches * batch_size]
-    return perm.reshape(num_batches, batch_size)
 
 
 def fit(
@@ -103,26 +94,20 @@ def fit(
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    if not 1 <= batch_size <= len(train):
-        raise ValueError(f"batch_size must be in [1, {len(train)}], got {batch_size}")
+    batches = EpochBatches(len(train), batch_size, jax.random.key(seed))
     optimizer = optimizer or optax.adam(1e-3)
     model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     state = TrainState(params, rest, optimizer.init(params))
     step = make_train_step(graphdef, optimizer)
     images, labels = jax.device_put(train.images), jax.device_put(train.labels)
-    key = jax.random.key(seed)
-    num_batches = len(train) // batch_size
 
     losses = []
     start = time.perf_counter()
     first_step_done = start
     bar = tqdm(total=steps, disable=not progress, unit="step", leave=False)
     for t in range(steps):
-        if t % num_batches == 0:
-            key, epoch_key = jax.random.split(key)
-            order = _epoch_order(epoch_key, len(train), batch_size)
-        state, loss = step(state, images, labels, order, t % num_batches)
+        state, loss = step(state, images, labels, *batches.next())
         losses.append(loss)
         if t == 0:
             loss.block_until_ready()

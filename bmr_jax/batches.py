@@ -1,0 +1,52 @@
+"""Minibatches from an on-device shuffled index.
+
+The training set is copied to the device once. Each epoch draws a fresh permutation on the
+device and cuts it into full batches ``order`` of shape ``(num_batches, batch_size)``; a jitted
+step receives ``order`` and the batch number ``i`` and gathers ``images[order[i]]`` itself, so no
+data moves between host and device during training.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+
+@partial(jax.jit, static_argnums=(1, 2))
+def epoch_order(key: jax.Array, size: int, batch_size: int) -> jax.Array:
+    """A fresh permutation of ``range(size)`` cut into full batches ``(size // B, B)``."""
+    num_batches = size // batch_size
+    perm = jax.random.permutation(key, size)[: num_batches * batch_size]
+    return perm.reshape(num_batches, batch_size)
+
+
+def gather(images: jax.Array, labels: jax.Array, order: jax.Array, i) -> tuple:
+    """Batch ``i`` of ``order`` (use inside a jitted step)."""
+    index = order[i]
+    return jnp.take(images, index, axis=0), jnp.take(labels, index, axis=0)
+
+
+class EpochBatches:
+    """Yields ``(order, i)`` for successive steps, reshuffling at every epoch.
+
+    The last incomplete batch of each epoch is dropped. State is the key and the position, so
+    a run can be resumed from ``(key, step)``.
+    """
+
+    def __init__(self, size: int, batch_size: int, key: jax.Array):
+        if not 1 <= batch_size <= size:
+            raise ValueError(f"batch_size must be in [1, {size}], got {batch_size}")
+        self.size, self.batch_size, self.key = size, batch_size, key
+        self.num_batches = size // batch_size
+        self.position = 0
+        self._order = None
+
+    def next(self) -> tuple[jax.Array, int]:
+        i = self.position % self.num_batches
+        if i == 0 or self._order is None:
+            self.key, epoch_key = jax.random.split(self.key)
+            self._order = epoch_order(epoch_key, self.size, self.batch_size)
+        self.position += 1
+        return self._order, i

@@ -1,0 +1,222 @@
+"""Approximate posteriors (METHOD.md section 3) over the latent sites of a Bayesian network.
+
+- :class:`DeltaGuide` (MAP): a point mass at a learned value for every latent.
+- :class:`MeanFieldGuide`: ``Normal(loc, scale)`` on every real latent (the ``Z`` matrices) and
+  ``LogNormal(loc, scale)`` on every positive latent (prior scales and precisions).
+- :class:`RowMVNGuide`: like mean-field, but each row of each ``Z`` matrix (one output unit's
+  fan-in) is a full-covariance multivariate Normal.
+- :class:`MatrixNormalGuide`: each ``Z`` matrix is matrix-normal,
+  ``vec(Z) ~ N(vec(M), V (x) diag(u))``: rows independent, row ``i`` with covariance ``u_i V``.
+
+Initialisation (the same for all): every latent starts at the value given by
+:meth:`BayesianNetwork.init_latents`, i.e. the network's own initial weights divided by the
+prior's initial scale, and the prior's scale latents at their prior means. Posterior standard
+deviations start at ``init_scale = 1e-2`` (in ``Z`` units; on the log scale for positive
+latents): with hidden scales of 0.1 the weights are then perturbed by about 1e-3 against
+initial magnitudes of 3e-2 to 3e-1, so the first steps see the deterministic network and train
+as reliably as it does; the KL term widens the posteriors where the data allow. (NumPyro's
+default ``AutoNormal`` start, uniform in [-2, 2] with scale 0.1, saturates tanh networks.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro import handlers
+from numpyro.distributions import constraints
+
+from bmr_jax.registry import Registry
+
+
+@dataclass(frozen=True)
+class LatentSite:
+    """A latent sample site of the model: its shape and whether it is positive."""
+
+    name: str
+    shape: tuple[int, ...]
+    positive: bool
+
+
+def latent_sites(model, *args, init_values: Mapping[str, jax.Array], **kwargs):
+    """The latent sites of ``model(*args, **kwargs)`` in trace order, read from one abstract
+    trace (``jax.eval_shape``: nothing is computed)."""
+    found = {}
+
+    def run():
+        with handlers.seed(rng_seed=0), handlers.substitute(data=dict(init_values)):
+            trace = handlers.trace(model).get_trace(*args, **kwargs)
+        for name, site in _latents(trace).items():
+            found[name] = (tuple(site["value"].shape), _base_support(site["fn"].support))
+        return 0
+
+    jax.eval_shape(run)
+    sites = {}
+    for name, (shape, support) in found.items():
+        if support not in (constraints.real, constraints.positive, constraints.softplus_positive):
+            raise ValueError(f"latent site {name!r} has unsupported support {support}")
+        sites[name] = LatentSite(name, shape, support is not constraints.real)
+    return sites
+
+
+def _base_support(support):
+    while hasattr(support, "base_constraint"):  # independent(...) of an expanded distribution
+        support = support.base_constraint
+    return support
+
+
+def _latents(trace):
+    return {k: v for k, v in trace.items() if v["type"] == "sample" and not v["is_observed"]}
+
+
+class Guide:
+    """Base class: one ``numpyro`` site per latent; subclasses say which distribution."""
+
+    name = "guide"
+
+    def __init__(
+        self,
+        sites: Mapping[str, LatentSite],
+        init_values: Mapping[str, jax.Array],
+        init_scale: float = 1e-2,
+    ):
+        self.sites = dict(sites)
+        self.init_values = {k: jnp.asarray(init_values[k]) for k in self.sites}
+        self.init_scale = init_scale
+
+    def __call__(self, *args, **kwargs):
+        for site in self.sites.values():
+            numpyro.sample(site.name, self.distribution(site))
+
+    def distribution(self, site: LatentSite) -> dist.Distribution:
+        raise NotImplementedError
+
+    def _loc(self, site: LatentSite, value=None):
+        init = self.init_values[site.name] if value is None else value
+        init = jnp.broadcast_to(init, site.shape)
+        return numpyro.param(f"{site.name}/loc", jnp.log(init) if site.positive else init)
+
+    def _scale(self, site: LatentSite, shape=None):
+        init = jnp.full(site.shape if shape is None else shape, self.init_scale)
+        return numpyro.param(f"{site.name}/scale", init, constraint=constraints.softplus_positive)
+
+    def _diagonal(self, site: LatentSite) -> dist.Distribution:
+        """Normal / LogNormal with independent entries."""
+        base = (dist.LogNormal if site.positive else dist.Normal)(
+            self._loc(site), self._scale(site)
+        )
+        return base.to_event(len(site.shape))
+
+
+class DeltaGuide(Guide):
+    """MAP: a learned point for every latent (positive ones kept positive)."""
+
+    name = "delta"
+
+    def distribution(self, site):
+        init = jnp.broadcast_to(self.init_values[site.name], site.shape)
+        constraint = constraints.positive if site.positive else constraints.real
+        value = numpyro.param(f"{site.name}/loc", init, constraint=constraint)
+        return dist.Delta(value, event_dim=len(site.shape))
+
+
+class MeanFieldGuide(Guide):
+    """Fully factorised: Normal on real latents, LogNormal on positive ones."""
+
+    name = "mean_field"
+
+    def distribution(self, site):
+        return self._diagonal(site)
+
+
+def _is_matrix(site: LatentSite) -> bool:
+    return site.name.endswith("/z") and len(site.shape) == 2 and not site.positive
+
+
+class RowMVNGuide(Guide):
+    """Each row of every ``Z`` matrix: ``MultivariateNormal(loc_i, L_i L_i')`` (full covariance
+    within one output unit's fan-in); other latents as in the mean-field guide."""
+
+    name = "row_mvn"
+
+    def distribution(self, site):
+        if not _is_matrix(site):
+            return self._diagonal(site)
+        rows, cols = site.shape
+        tril = numpyro.param(
+            f"{site.name}/scale_tril",
+            jnp.broadcast_to(self.init_scale * jnp.eye(cols), (rows, cols, cols)),
+            constraint=constraints.lower_cholesky,
+        )
+        return dist.MultivariateNormal(self._loc(site), scale_tril=tril).to_event(1)
+
+
+class MatrixNormal(dist.Distribution):
+    """``vec(Z) ~ N(vec(M), V (x) diag(u))`` for a ``(rows, cols)`` matrix ``Z``: rows are
+    independent, row ``i`` is ``N(M_i, u_i V)``. Parameterised by ``loc = M``,
+    ``row_scale = sqrt(u)`` and ``col_scale_tril = chol(V)``; ``Z = M + diag(sqrt u) E L'``."""
+
+    arg_constraints = {
+        "loc": constraints.real_matrix,
+        "row_scale": constraints.positive,
+        "col_scale_tril": constraints.lower_cholesky,
+    }
+    support = constraints.real_matrix
+    reparametrized_params = ["loc", "row_scale", "col_scale_tril"]
+
+    def __init__(self, loc, row_scale, col_scale_tril, *, validate_args=None):
+        self.loc, self.row_scale, self.col_scale_tril = loc, row_scale, col_scale_tril
+        super().__init__(batch_shape=(), event_shape=loc.shape, validate_args=validate_args)
+
+    def sample(self, key, sample_shape=()):
+        eps = jax.random.normal(key, sample_shape + self.loc.shape, self.loc.dtype)
+        return self.loc + self.row_scale[:, None] * (eps @ self.col_scale_tril.T)
+
+    def log_prob(self, value):
+        rows, cols = self.loc.shape
+        centred = (value - self.loc) / self.row_scale[:, None]  # rows of N(0, V)
+        white = jax.scipy.linalg.solve_triangular(
+            self.col_scale_tril, jnp.swapaxes(centred, -1, -2), lower=True
+        )
+        log_det = cols * jnp.sum(jnp.log(self.row_scale)) + rows * jnp.sum(
+            jnp.log(jnp.diagonal(self.col_scale_tril))
+        )
+        quad = jnp.sum(jnp.square(white), axis=(-2, -1))
+        return -0.5 * quad - log_det - 0.5 * rows * cols * jnp.log(2 * jnp.pi)
+
+
+class MatrixNormalGuide(Guide):
+    """Every ``Z`` matrix matrix-normal (:class:`MatrixNormal`), enabling neuron-level BMR
+    (METHOD.md 4.3); other latents as in the mean-field guide."""
+
+    name = "matrix_normal"
+
+    def distribution(self, site):
+        if not _is_matrix(site):
+            return self._diagonal(site)
+        rows, cols = site.shape
+        row_scale = numpyro.param(
+            f"{site.name}/row_scale",
+            jnp.full((rows,), self.init_scale),
+            constraint=constraints.positive,
+        )
+        tril = numpyro.param(
+            f"{site.name}/col_scale_tril", jnp.eye(cols), constraint=constraints.lower_cholesky
+        )
+        return MatrixNormal(self._loc(site), row_scale, tril)
+
+
+GUIDES: Registry[type[Guide]] = Registry("guide")
+for _cls in (DeltaGuide, MeanFieldGuide, RowMVNGuide, MatrixNormalGuide):
+    GUIDES.register(_cls.name, _cls)
+
+
+def sample_latents(guide, params: Mapping[str, jax.Array], key: jax.Array, *args, **kwargs):
+    """One draw of every latent from ``guide`` with parameters ``params`` (constrained)."""
+    with handlers.seed(rng_seed=key), handlers.substitute(data=dict(params)):
+        trace = handlers.trace(guide).get_trace(*args, **kwargs)
+    return {k: v["value"] for k, v in _latents(trace).items()}

@@ -1,0 +1,156 @@
+"""A Flax NNX network as a NumPyro model: prior over the layer matrices, likelihood over data.
+
+METHOD.md section 2. For every Bayesian layer ``l`` of the layer view the model samples
+``Z_l ~ N(0, I)`` (site ``"{layer}/z"``, shape ``(rows, cols)``), takes the prior's scales, and
+sets ``W_l = scale_l * gamma_l * Z_l`` with ``gamma_l`` the pruning multipliers passed in as data
+(1, or a tiny value for pruned entries: changing them never recompiles). Parameters that are not
+Bayesian (LayerNorm, class token, position table, non-Bayesian layers) are ``numpyro.param``
+point estimates named by their dotted path. The network is then called with these parameters,
+and the likelihood observes the labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from flax import nnx
+
+from bmr_jax.layers import LayerView, build_layer_view, from_matrix
+from bmr_jax.likelihoods import CategoricalLikelihood
+from bmr_jax.priors import Prior, layer_scales_at
+
+PRUNED_GAMMA = 1e-12  # METHOD.md 2.1: the prior scale multiplier of a pruned weight
+
+
+def z_site(layer: str) -> str:
+    return f"{layer}/z"
+
+
+def _dotted(path: tuple) -> str:
+    return ".".join(map(str, path))
+
+
+@dataclass(frozen=True, eq=False)
+class BayesianNetwork:
+    """Everything fixed about a Bayesian network: structure, prior, likelihood, initial values.
+
+    Build it with :meth:`from_module`. Its :meth:`model` is the NumPyro model
+    ``model(x, y, gamma, num_data)``.
+    """
+
+    view: LayerView
+    prior: Prior
+    likelihood: Any
+    train_graphdef: Any
+    eval_graphdef: Any
+    rest: Any  # non-Param state (dropout RNG)
+    initial_params: dict  # dotted path -> initial value of every nnx.Param leaf
+    param_paths: tuple  # Param leaf paths, in the order of nnx.to_flat_state
+    has_dropout: bool = False
+    layer_leaves: dict = field(default_factory=dict)  # layer name -> (kernel path, bias path)
+
+    @classmethod
+    def from_module(
+        cls,
+        module: nnx.Module,
+        input_shape: tuple[int, ...],
+        prior: Prior,
+        likelihood=None,
+        *,
+        bayesian=None,
+        prunable=None,
+    ) -> BayesianNetwork:
+        """Wraps ``module`` (its current parameters become the initial values)."""
+        view = build_layer_view(module, input_shape, bayesian=bayesian, prunable=prunable)
+        module.train()
+        train_graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+        module.eval()
+        eval_graphdef, _, _ = nnx.split(module, nnx.Param, ...)
+        module.train()
+        flat = list(nnx.to_flat_state(params))
+        paths = tuple(path for path, _ in flat)
+        initial = {_dotted(path): variable[...] for path, variable in flat}
+        leaves = {
+            s.name: (s.path + ("kernel",), s.path + ("bias",) if s.has_bias else None)
+            for s in view.bayesian_layers
+        }
+        has_dropout = bool(jax.tree.leaves(nnx.state(module, nnx.RngState)))
+        return cls(
+            view=view,
+            prior=prior,
+            likelihood=likelihood or CategoricalLikelihood(),
+            train_graphdef=train_graphdef,
+            eval_graphdef=eval_graphdef,
+            rest=rest,
+            initial_params=initial,
+            param_paths=paths,
+            has_dropout=has_dropout,
+            layer_leaves=leaves,
+        )
+
+    # ----------------------------------------------------------------- the model
+
+    def network_params(self, gamma: Mapping[str, jax.Array]) -> nnx.State:
+        """Samples the prior and returns the network's ``nnx.Param`` state (pure arrays)."""
+        scales = self.prior.scales(self.view)
+        values: dict[tuple, jax.Array] = {}
+        for spec in self.view.bayesian_layers:
+            z = numpyro.sample(
+                z_site(spec.name), dist.Normal(0.0, 1.0).expand(spec.shape).to_event(2)
+            )
+            w = scales[spec.name] * gamma[spec.name] * z  # METHOD.md 2: W = scale * gamma * Z
+            kernel_path, bias_path = self.layer_leaves[spec.name]
+            values[kernel_path], bias = from_matrix(spec, w)
+            if bias_path is not None:
+                values[bias_path] = bias
+        for path in self.param_paths:
+            if path not in values:
+                name = _dotted(path)
+                values[path] = numpyro.param(name, self.initial_params[name])
+        return nnx.from_flat_state([(path, values[path]) for path in self.param_paths])
+
+    def apply(self, params: nnx.State, x: jax.Array, *, train: bool) -> jax.Array:
+        """The network's outputs for parameters ``params`` (dropout only when ``train``)."""
+        graphdef = self.train_graphdef if train else self.eval_graphdef
+        module = nnx.merge(graphdef, params, self.rest, copy=True)
+        if train and self.has_dropout:
+            nnx.reseed(module, dropout=numpyro.prng_key())
+        return module(x)
+
+    def model(self, x, y=None, gamma=None, num_data=None, train: bool = True):
+        """The NumPyro model. ``gamma``: ``{layer: (rows, cols) multipliers}`` (default all 1);
+        ``num_data``: size of the full training set (default: the batch)."""
+        gamma = self.full_gamma() if gamma is None else gamma
+        params = self.network_params(gamma)
+        outputs = self.apply(params, x, train=train)
+        self.likelihood(outputs, y, x.shape[0] if num_data is None else num_data)
+        return outputs
+
+    # ----------------------------------------------------------------- initial values
+
+    def full_gamma(self) -> dict[str, jax.Array]:
+        """Multipliers of an unpruned network: ones of every Bayesian layer's shape."""
+        return {s.name: jnp.ones(s.shape) for s in self.view.bayesian_layers}
+
+    def init_latents(self) -> dict[str, jax.Array]:
+        """Initial values of every latent site: the prior's scale initialisation, and
+        ``Z = W_init / scale_init`` so that the network starts from its own initialisation."""
+        values = dict(self.prior.init_values(self.view))
+        if hasattr(self.likelihood, "init_values"):
+            values.update(self.likelihood.init_values())
+        scales = layer_scales_at(self.prior, self.view, values)
+        for spec in self.view.bayesian_layers:
+            kernel_path, bias_path = self.layer_leaves[spec.name]
+            kernel = self.initial_params[_dotted(kernel_path)]
+            matrix = kernel.reshape(spec.fan_in, spec.rows).T
+            if bias_path is not None:
+                bias = self.initial_params[_dotted(bias_path)].reshape(spec.rows, 1)
+                matrix = jnp.concatenate([matrix, bias], axis=1)
+            values[z_site(spec.name)] = matrix / jnp.broadcast_to(scales[spec.name], spec.shape)
+        return values

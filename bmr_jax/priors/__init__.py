@@ -1,0 +1,44 @@
+"""Weight priors behind one small protocol (:class:`Prior`), with a registry.
+
+    from bmr_jax import priors
+    prior = priors.create_prior("horseshoe", tau0=1e-2)
+
+Shipped: ``flat`` (METHOD.md 2.1) and ``horseshoe`` (regularised horseshoe, METHOD.md 2.2).
+"""
+
+from bmr_jax.priors.base import Prior, layer_scales_at
+from bmr_jax.priors.flat import FlatPrior
+from bmr_jax.priors.horseshoe import HorseshoePrior, half_cauchy
+from bmr_jax.registry import Registry
+
+PRIORS: Registry[type[Prior]] = Registry("prior")
+
+
+def register_prior(name: str, *, overwrite: bool = False):
+    """Class decorator: ``@register_prior("laplace")`` makes the prior nameable in configs."""
+
+    def decorate(cls: type[Prior]) -> type[Prior]:
+        PRIORS.register(name, cls, overwrite=overwrite)
+        return cls
+
+    return decorate
+
+
+def create_prior(name: str, **options) -> Prior:
+    """An instance of the prior registered as ``name`` with ``options`` as its attributes."""
+    return PRIORS.get(name)(**options)
+
+
+register_prior("flat")(FlatPrior)
+register_prior("horseshoe")(HorseshoePrior)
+
+__all__ = [
+    "PRIORS",
+    "FlatPrior",
+    "HorseshoePrior",
+    "Prior",
+    "create_prior",
+    "half_cauchy",
+    "layer_scales_at",
+    "register_prior",
+]
