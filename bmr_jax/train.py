@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from numpyro import handlers
@@ -28,6 +29,13 @@ from bmr_jax.batches import EpochBatches, gather
 from bmr_jax.data import Split
 from bmr_jax.guides import Guide, MeanFieldGuide
 from bmr_jax.model import BayesianNetwork
+
+
+def as_gamma(gamma: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Pruning multipliers as strongly typed arrays of the default float type, so that masks
+    built from Python scalars (weakly typed) do not trigger a recompilation."""
+    dtype = jnp.result_type(float)
+    return {k: jnp.asarray(v, dtype=dtype) for k, v in gamma.items()}
 
 
 def default_elbo(guide: Guide):
@@ -91,14 +99,14 @@ class SVITrainer:
 
     def init(self, gamma: Mapping[str, jax.Array] | None = None):
         """The initial SVI state (guide parameters at their initial values)."""
-        gamma = self.bnet.full_gamma() if gamma is None else gamma
+        gamma = as_gamma(self.bnet.full_gamma() if gamma is None else gamma)
         order, _ = self.batches.next()
         self.batches.position -= 1  # init only peeks at the first batch
         return self._init(self._init_key, self.images, self.labels, order, gamma)
 
     def step(self, state, gamma):
         """One SVI step on the next minibatch: ``(state, loss)``."""
-        return self._step(state, self.images, self.labels, *self.batches.next(), gamma)
+        return self._step(state, self.images, self.labels, *self.batches.next(), as_gamma(gamma))
 
     def run_block(
         self,
@@ -110,12 +118,12 @@ class SVITrainer:
         description: str = "block",
     ):
         """Runs ``steps`` SVI steps; returns ``(state, losses)`` (losses per datum, numpy)."""
-        gamma = self.bnet.full_gamma() if gamma is None else gamma
+        gamma = as_gamma(self.bnet.full_gamma() if gamma is None else gamma)
         losses = []
         bar = tqdm(total=steps, disable=not progress, unit="step", desc=description, leave=False)
         start = time.perf_counter()
         for t in range(steps):
-            state, loss = self.step(state, gamma)
+            state, loss = self._step(state, self.images, self.labels, *self.batches.next(), gamma)
             losses.append(loss)
             if progress and (t + 1) % 25 == 0:
                 bar.set_postfix(loss=f"{float(loss):.4f}")

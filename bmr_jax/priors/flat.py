@@ -24,24 +24,32 @@ class FlatPrior(Prior):
     Attributes:
       concentration, rate: of the Gamma hyper-prior on the layer precision ``c^-2``.
       hidden_factor: hidden layers use ``scale = hidden_factor * c`` (the paper's 1/10).
+      fixed_precision: if set, ``c^-2`` is this constant instead of a latent variable (a
+        plain Gaussian prior with known scales; used by the exactness tests).
     """
 
     concentration: float = 2.0
     rate: float = 2.0
     hidden_factor: float = 0.1
+    fixed_precision: float | None = None
     name: str = "flat"
 
     def scales(self, view: LayerView):
         out = {}
         for spec in view.bayesian_layers:
-            precision = numpyro.sample(
-                f"{spec.name}/precision", dist.Gamma(self.concentration, self.rate)
-            )
+            if self.fixed_precision is not None:
+                precision = jnp.asarray(self.fixed_precision)
+            else:
+                precision = numpyro.sample(
+                    f"{spec.name}/precision", dist.Gamma(self.concentration, self.rate)
+                )
             c = jnp.reciprocal(jnp.sqrt(precision))
             out[spec.name] = c if spec.is_last else self.hidden_factor * c
         return out
 
     def init_values(self, view: LayerView):
         # the prior mean of c^-2: hidden scales start at hidden_factor, the last layer at 1
+        if self.fixed_precision is not None:
+            return {}
         mean = self.concentration / self.rate
         return {f"{s.name}/precision": jnp.asarray(mean) for s in view.bayesian_layers}
