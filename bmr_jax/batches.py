@@ -42,11 +42,19 @@ class EpochBatches:
         self.num_batches = size // batch_size
         self.position = 0
         self._order = None
+        self._order_epoch = -1
 
-    def next(self) -> tuple[jax.Array, int]:
-        i = self.position % self.num_batches
-        if i == 0 or self._order is None:
+    def peek(self) -> tuple[jax.Array, int]:
+        """The ``(order, i)`` that :meth:`next` will return, without advancing."""
+        epoch, i = divmod(self.position, self.num_batches)
+        if epoch != self._order_epoch:  # first batch of a new epoch: draw its permutation
             self.key, epoch_key = jax.random.split(self.key)
             self._order = epoch_order(epoch_key, self.size, self.batch_size)
-        self.position += 1
+            self._order_epoch = epoch
         return self._order, i
+
+    def next(self) -> tuple[jax.Array, int]:
+        """``(order, i)`` of the next step's batch; advances by one."""
+        batch = self.peek()
+        self.position += 1
+        return batch

@@ -22,7 +22,9 @@ LayerNorm scale and offset             no (point)   no          --
 class token, position table            no (point)   no          --
 =====================================  ===========  ==========  ===========================
 
-"Point" parameters are fitted as point estimates (``numpyro.param``) without a prior.
+"Point" parameters are fitted as point estimates (``numpyro.param``) without a prior by
+default; ``BayesianNetwork.from_module(..., other_prior_scale=s)`` makes them latent with a
+Gaussian ``N(1 or 0, s^2)`` prior instead (Bayesian, still not prunable).
 ``prunable`` / ``bayesian`` predicates over layer names change the defaults. The classifier
 (the last layer called) is marked ``is_last``: its prior scale differs and decision rules
 never prune it.

@@ -54,6 +54,7 @@ class BayesianNetwork:
     param_paths: tuple  # Param leaf paths, in the order of nnx.to_flat_state
     has_dropout: bool = False
     layer_leaves: dict = field(default_factory=dict)  # layer name -> (kernel path, bias path)
+    other_prior_scale: float | None = None
 
     @classmethod
     def from_module(
@@ -65,8 +66,17 @@ class BayesianNetwork:
         *,
         bayesian=None,
         prunable=None,
+        other_prior_scale: float | None = None,
     ) -> BayesianNetwork:
-        """Wraps ``module`` (its current parameters become the initial values)."""
+        """Wraps ``module`` (its current parameters become the initial values).
+
+        Args:
+          bayesian, prunable: predicates on layer names (see :func:`build_layer_view`).
+          other_prior_scale: ``None`` (default): parameters outside the Bayesian layers are
+            point estimates without a prior; a float: they are latent with a Gaussian prior of
+            this standard deviation (centred on 1 for LayerNorm scales, else 0), so every guide
+            gives them a posterior too. They are never pruned.
+        """
         view = build_layer_view(module, input_shape, bayesian=bayesian, prunable=prunable)
         module.train()
         train_graphdef, params, rest = nnx.split(module, nnx.Param, ...)
@@ -92,6 +102,7 @@ class BayesianNetwork:
             param_paths=paths,
             has_dropout=has_dropout,
             layer_leaves=leaves,
+            other_prior_scale=other_prior_scale,
         )
 
     # ----------------------------------------------------------------- the model
@@ -111,9 +122,20 @@ class BayesianNetwork:
                 values[bias_path] = bias
         for path in self.param_paths:
             if path not in values:
-                name = _dotted(path)
-                values[path] = numpyro.param(name, self.initial_params[name])
+                values[path] = self._other_param(path)
         return nnx.from_flat_state([(path, values[path]) for path in self.param_paths])
+
+    def _other_param(self, path: tuple) -> jax.Array:
+        """A parameter outside the Bayesian layers (LayerNorm, tokens, positions, non-Bayesian
+        layers): a point estimate, or with ``other_prior_scale`` a Gaussian latent centred on
+        1 for LayerNorm scales and 0 otherwise."""
+        name = _dotted(path)
+        init = self.initial_params[name]
+        if self.other_prior_scale is None:
+            return numpyro.param(name, init)
+        centre = 1.0 if path[-1] == "scale" else 0.0
+        prior = dist.Normal(centre, self.other_prior_scale).expand(init.shape)
+        return numpyro.sample(name, prior.to_event(init.ndim))
 
     def apply(self, params: nnx.State, x: jax.Array, *, train: bool) -> jax.Array:
         """The network's outputs for parameters ``params`` (dropout only when ``train``)."""
@@ -144,6 +166,11 @@ class BayesianNetwork:
         values = dict(self.prior.init_values(self.view))
         if hasattr(self.likelihood, "init_values"):
             values.update(self.likelihood.init_values())
+        if self.other_prior_scale is not None:
+            layer_leaf_paths = {p for pair in self.layer_leaves.values() for p in pair if p}
+            for path in self.param_paths:
+                if path not in layer_leaf_paths:
+                    values[_dotted(path)] = self.initial_params[_dotted(path)]
         scales = layer_scales_at(self.prior, self.view, values)
         for spec in self.view.bayesian_layers:
             kernel_path, bias_path = self.layer_leaves[spec.name]

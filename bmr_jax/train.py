@@ -100,8 +100,7 @@ class SVITrainer:
     def init(self, gamma: Mapping[str, jax.Array] | None = None):
         """The initial SVI state (guide parameters at their initial values)."""
         gamma = as_gamma(self.bnet.full_gamma() if gamma is None else gamma)
-        order, _ = self.batches.next()
-        self.batches.position -= 1  # init only peeks at the first batch
+        order, _ = self.batches.peek()
         return self._init(self._init_key, self.images, self.labels, order, gamma)
 
     def step(self, state, gamma):
