@@ -8,10 +8,13 @@ method      prior        guide       lr      dropout  eval samples
 flat_map    flat         delta       1e-3    0.2      1
 flat_ff     flat         mean-field  5e-3    0        100
 tiered_ff   horseshoe    mean-field  5e-3    0        100
+bmr_ss      flat         mean-field  1e-2    0        100
 ==========  ===========  ==========  ======  =======  ============
 
-BMR-S&S and BMR-RHS (flat prior + mean-field guide + reduction between blocks) arrive with the
-BMR kernels.
+BMR-S&S (METHOD.md 4.5) is Flat-FF with a reduce step before every block after the first
+(warm-up): Delta F of every prunable weight, the spike-and-slab rule, pruned weights' prior
+multipliers set to 1e-12, and SVI continued under the reduced prior with the same optimiser
+state. ``write_back=True`` also writes the reduced posterior into the guide.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from bmr_jax import evaluate, guides, nets, priors
+from bmr_jax import bmr, evaluate, guides, nets, priors
+from bmr_jax.bmr import Rule, SpikeAndSlab
 from bmr_jax.data import Dataset
 from bmr_jax.model import BayesianNetwork
 from bmr_jax.registry import Registry
@@ -43,6 +47,8 @@ class Method:
     dropout: float = 0.0
     eval_samples: int = 100
     prior_options: dict = field(default_factory=dict)
+    rule: Rule | None = None  # a decision rule makes it a BMR method
+    write_back: bool = False
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -50,6 +56,7 @@ for _m in (
     Method("flat_map", "flat", "delta", lr=1e-3, dropout=0.2, eval_samples=1),
     Method("flat_ff", "flat", "mean_field", lr=5e-3),
     Method("tiered_ff", "horseshoe", "mean_field", lr=5e-3),
+    Method("bmr_ss", "flat", "mean_field", lr=1e-2, rule=SpikeAndSlab()),
 ):
     METHODS.register(_m.name, _m)
 
@@ -62,6 +69,9 @@ class Setup:
     bnet: BayesianNetwork
     guide: guides.Guide
     trainer: SVITrainer
+    sequential: bool = True  # the network's layers read each other in sequence
+    state: object = None  # the SVI state after :func:`run`
+    masks: dict | None = None  # the pruning masks after :func:`run`
 
 
 def build(
@@ -101,7 +111,7 @@ def build(
         batch_size=batch_size,
         seed=seed,
     )
-    return Setup(method, bnet, guide, trainer)
+    return Setup(method, bnet, guide, trainer, nets.get_net_spec(net).sequential)
 
 
 def run(
@@ -117,17 +127,39 @@ def run(
 ) -> list[dict]:
     """Trains block by block, evaluating on the test split after each block.
 
+    For a BMR method, every block after the first starts with the reduce step (METHOD.md 4.5).
+
     Returns one record per block: ``block``, ``step``, ``loss`` (mean per-datum negative ELBO
-    of the block), ``acc``, ``nll``, ``ece``, ``lpd``, ``train_seconds``, ``eval_seconds``.
+    of the block), ``acc``, ``nll``, ``ece``, ``lpd``, ``pruned_fraction``,
+    ``dead_fraction``, ``compression``, ``train_seconds``, ``reduce_seconds``,
+    ``eval_seconds``.
     """
     samples = eval_samples or setup.method.eval_samples
     predictive = evaluate.make_predictive(setup.bnet, setup.guide)
+    view = setup.bnet.view
+    masks = {s.name: jnp.ones(s.shape, bool) for s in view.bayesian_layers}
+    reduce = None
+    if setup.method.rule is not None:
+        prior_var = {s.name: setup.bnet.prior.prior_variance(s) for s in view.bayesian_layers}
+        reduce = bmr.make_guide_reduce(setup.trainer, setup.method.rule, prior_var)
     state = setup.trainer.init()
     key = jax.random.key(seed + 1)
     records = []
     for block in range(1, blocks + 1):
+        reduce_seconds = 0.0
+        if reduce is not None and block > 1:
+            start = time.perf_counter()
+            result = reduce(state, masks, block, setup.method.write_back)
+            masks = jax.block_until_ready(result.masks)
+            reduce_seconds = time.perf_counter() - start
+            if result.reduced is not None:
+                values = {}
+                for name, (loc, scale) in result.reduced.items():
+                    values[f"{name}/z/loc"], values[f"{name}/z/scale"] = loc, scale
+                state = setup.trainer.set_params(state, values)
+        gamma = bmr.gamma_from_masks(masks)
         state, losses = setup.trainer.run_block(
-            state, steps_per_block, progress=progress, description=f"block {block}/{blocks}"
+            state, steps_per_block, gamma, progress=progress, description=f"block {block}/{blocks}"
         )
         start = time.perf_counter()
         key, eval_key = jax.random.split(key)
@@ -138,18 +170,24 @@ def run(
             dataset.test.images,
             key=eval_key,
             samples=samples,
+            gamma=gamma,
             predictive=predictive,
         )
+        counts = bmr.sparsity(masks, view, setup.sequential)
         record = {
             "block": block,
             "step": block * steps_per_block,
             "loss": float(losses.mean()),
             **evaluate.classification_metrics(probs, dataset.test.labels),
+            "pruned_fraction": counts["pruned_fraction"],
+            "dead_fraction": counts["dead_fraction"],
+            "compression": counts["compression"],
             "train_seconds": setup.trainer.last_block_seconds,
+            "reduce_seconds": reduce_seconds,
             "eval_seconds": time.perf_counter() - start,
         }
         records.append(record)
         if on_block:
             on_block(record)
-    setup.state = state
+    setup.state, setup.masks = state, masks
     return records

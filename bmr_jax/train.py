@@ -136,3 +136,13 @@ class SVITrainer:
     def params(self, state) -> dict[str, jax.Array]:
         """The guide's (and the model's point) parameters, constrained."""
         return self.svi.get_params(state)
+
+    def set_params(self, state, values: Mapping[str, jax.Array]):
+        """``state`` with the named parameters replaced by ``values`` (constrained), keeping
+        the optimiser's moments: how a reduced posterior is written back into the guide."""
+        transforms = self.svi.constrain_fn.args[0]  # name -> bijection from unconstrained
+        step, (params, optimizer_state) = state.optim_state
+        params = dict(params)
+        for name, value in values.items():
+            params[name] = transforms[name].inv(jnp.asarray(value, params[name].dtype))
+        return state._replace(optim_state=(step, (params, optimizer_state)))

@@ -31,12 +31,15 @@ class NetSpec:
       build: ``build(num_classes, input_shape, preset, rngs, dropout=0.0) -> nnx.Module``.
       image_size: the square size inputs must be padded to (``None``: any size as stored).
       presets: preset name -> one-line description.
+      sequential: each weight layer reads the previous layer's units directly (no residual
+        streams), so a dead unit kills the weights that read it (see ``bmr.sparsity``).
     """
 
     name: str
     build: Callable[..., nnx.Module]
     image_size: int | None
     presets: dict[str, str]
+    sequential: bool = True
 
 
 NETS: Registry[NetSpec] = Registry("network")
@@ -135,7 +138,7 @@ register_net(
         PRESET_DOCS["lenet5_caffe"],
     )
 )
-register_net(NetSpec("vit", _table_builder(ViT, VIT_PRESETS, "vit"), 32, PRESET_DOCS["vit"]))
+register_net(NetSpec("vit", _table_builder(ViT, VIT_PRESETS, "vit"), 32, PRESET_DOCS["vit"], False))
 register_net(
-    NetSpec("mixer", _table_builder(Mixer, MIXER_PRESETS, "mixer"), 32, PRESET_DOCS["mixer"])
+    NetSpec("mixer", _table_builder(Mixer, MIXER_PRESETS, "mixer"), 32, PRESET_DOCS["mixer"], False)
 )

@@ -1,0 +1,157 @@
+"""The reduce step between training blocks (METHOD.md 4.5), and sparsity accounting.
+
+One jitted call computes Delta F of the spike reduction for every prunable weight of every
+layer from the guide's posterior over ``Z`` (mean-field: ``mean = loc``,
+``precision = scale^-2``; full prior variance from the prior, 1 for non-centred priors),
+applies a decision rule and returns the new masks, per-layer statistics and, optionally, the
+reduced posterior in the non-centred coordinates the guide uses.
+
+What is counted (:func:`sparsity`): every entry of every Bayesian layer's
+``(rows, fan_in + 1)`` matrix, biases included, the classifier included (it is never pruned,
+but it is part of the network). ``pruned_fraction`` counts the entries the rule pruned;
+``dead_fraction`` adds, for networks whose layers feed each other in sequence (MLP and LeNet
+variants), the weights that read a dead unit -- a unit whose whole row, bias included, is
+pruned outputs a constant 0 (every activation here maps 0 to 0), so its outgoing weights are
+dead too. ``compression`` is all entries / entries still alive after dead-unit propagation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from bmr_jax.bmr.decide import Rule
+from bmr_jax.bmr.delta_f import delta_f
+from bmr_jax.layers import LayerView
+from bmr_jax.model import PRUNED_GAMMA, z_site
+
+
+def mean_field_posterior(params: Mapping[str, jax.Array], view: LayerView):
+    """``{layer: (mean, precision)}`` of ``Z`` from mean-field guide parameters."""
+    out = {}
+    for spec in view.bayesian_layers:
+        loc = params[f"{z_site(spec.name)}/loc"]
+        scale = params[f"{z_site(spec.name)}/scale"]
+        out[spec.name] = (loc, 1.0 / jnp.square(scale))
+    return out
+
+
+def noncentred_reduced_posterior(mean, precision, prior_var, reduced_var):
+    """The reduced posterior of the non-centred ``Z`` once its multiplier becomes
+    ``gamma = sqrt(g / s)``: ``Z' = Z~ / gamma`` with ``Z~ ~ q~`` from :func:`delta_f`, i.e.
+    ``loc' = mu (pi / d) sqrt(g s)`` and ``precision' = d / s`` with ``d = 1 + g (pi - 1/s)``.
+    A pruned weight (``g = 0``) returns to its prior ``N(0, s)``, a kept one (``g = s``) is
+    unchanged."""
+    g, s, pi, mu = reduced_var, prior_var, precision, mean
+    d = 1.0 + g * (pi - 1.0 / s)
+    return mu * (pi / d) * jnp.sqrt(g * s), d / s
+
+
+@dataclass(frozen=True)
+class ReduceResult:
+    """Output of the reduce step (all pytrees of arrays)."""
+
+    masks: dict  # {layer: bool (rows, cols)}, True = kept
+    delta_f: dict  # {layer: (rows, cols)} Delta F of pruning each weight
+    info: dict  # rule-specific, e.g. {"zeta": {layer: scalar}}
+    reduced: dict | None  # {layer: (loc, scale)} non-centred reduced posterior, or None
+
+
+def make_reduce(view: LayerView, rule: Rule, prior_var: Mapping[str, float] | None = None):
+    """``reduce(posterior, masks, block, write_back) -> ReduceResult``, pure and jit-able.
+
+    ``posterior`` is ``{layer: (mean, precision)}`` (see :func:`mean_field_posterior`);
+    ``block`` may be traced; ``write_back`` is static. Jitted, one compiled call covers all
+    layers; :func:`make_guide_reduce` composes it with reading the guide.
+    """
+    layers = [s.name for s in view.bayesian_layers]
+    prunable = {s.name: s.prunable for s in view.bayesian_layers}
+    prior_var = {name: 1.0 for name in layers} if prior_var is None else dict(prior_var)
+
+    @partial(jax.jit, static_argnums=3)
+    def reduce(posterior, masks, block, write_back: bool = False):
+        # METHOD.md 4.1: Delta F of the spike (reduced variance 0) for every weight
+        df = {name: delta_f(*posterior[name], prior_var[name], 0.0)[0] for name in layers}
+        new_masks, info = rule(df, masks, prunable, block)
+        new_masks = {name: new_masks[name] & masks[name] for name in layers}  # permanent
+        reduced = None
+        if write_back:
+            reduced = {}
+            for name in layers:
+                mean, precision = posterior[name]
+                g = jnp.where(new_masks[name], prior_var[name], 0.0).astype(mean.dtype)
+                loc, prec = noncentred_reduced_posterior(mean, precision, prior_var[name], g)
+                reduced[name] = (loc, jax.lax.rsqrt(prec))
+        return ReduceResult(new_masks, df, info, reduced)
+
+    return reduce
+
+
+def make_guide_reduce(trainer, rule: Rule, prior_var: Mapping[str, float] | None = None):
+    """One jitted ``reduce(svi_state, masks, block, write_back) -> ReduceResult`` that reads
+    the mean-field guide's parameters out of the SVI state, so the whole reduce step is a
+    single dispatch with no host round trip."""
+    view = trainer.bnet.view
+    inner = make_reduce(view, rule, prior_var)
+
+    @partial(jax.jit, static_argnums=3)
+    def reduce(svi_state, masks, block, write_back: bool = False):
+        posterior = mean_field_posterior(trainer.params(svi_state), view)
+        return inner(posterior, masks, block, write_back)
+
+    return reduce
+
+
+jax.tree_util.register_dataclass(
+    ReduceResult, data_fields=["masks", "delta_f", "info", "reduced"], meta_fields=[]
+)
+
+
+def gamma_from_masks(masks: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Prior scale multipliers: 1 where kept, ``PRUNED_GAMMA`` (1e-12) where pruned."""
+    return {k: jnp.where(m, 1.0, PRUNED_GAMMA).astype(jnp.result_type(float)) for k, m in
+            masks.items()}  # fmt: skip
+
+
+def propagate_dead_units(masks: Mapping[str, jax.Array], view: LayerView) -> dict:
+    """Masks with the weights that read a dead unit removed, for a sequential network.
+
+    A unit (row) is dead when its whole row, bias included, is pruned. The next layer's
+    column ``k < fan_in`` reads unit ``k mod rows`` of the previous layer (dense after dense,
+    NHWC-flattened features after a conv, and a conv's ``(kh, kw, in)`` fan-in all put the
+    channel last). Dead units cascade forward.
+    """
+    out = dict(masks)
+    specs = view.bayesian_layers
+    for prev, spec in zip(specs[:-1], specs[1:], strict=True):
+        if spec.fan_in % prev.rows:
+            raise ValueError(f"{spec.name} does not read {prev.name}'s units in sequence")
+        dead = ~jnp.any(out[prev.name], axis=1)  # (prev.rows,)
+        reads_dead = jnp.tile(dead, spec.fan_in // prev.rows)
+        if spec.has_bias:
+            reads_dead = jnp.concatenate([reads_dead, jnp.zeros(1, bool)])
+        out[spec.name] = out[spec.name] & ~reads_dead[None, :]
+    return out
+
+
+def sparsity(masks: Mapping[str, jax.Array], view: LayerView, sequential: bool) -> dict:
+    """Pruned fraction per layer and in total, dead-unit fraction and compression ratio.
+
+    Returns a dict of floats: ``pruned_fraction``, ``dead_fraction`` (pruned + dead, equal to
+    ``pruned_fraction`` for non-sequential networks), ``compression`` and
+    ``layers: {layer: pruned fraction}``.
+    """
+    effective = propagate_dead_units(masks, view) if sequential else dict(masks)
+    total = sum(int(m.size) for m in masks.values())
+    kept = sum(int(jnp.sum(m)) for m in masks.values())
+    alive = sum(int(jnp.sum(m)) for m in effective.values())
+    return {
+        "pruned_fraction": 1.0 - kept / total,
+        "dead_fraction": 1.0 - alive / total,
+        "compression": total / max(alive, 1),
+        "layers": {k: 1.0 - float(jnp.mean(m)) for k, m in masks.items()},
+    }
