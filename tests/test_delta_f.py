@@ -206,3 +206,13 @@ def test_matrix_normal_rows_match_mvn_on_the_vectorised_problem():
 def test_group_delta_f_sums_rows():
     rows = jnp.array([1.0, 2.0, 3.0, 4.0])
     np.testing.assert_allclose(group_delta_f(rows, jnp.array([0, 0, 1, 1]), 2), [3.0, 7.0])
+
+
+def test_spike_fast_path_equals_the_general_formula_at_zero():
+    rng = np.random.default_rng(7)
+    mean = rng.normal(size=1000).astype(np.float32)
+    precision = np.exp(rng.normal(0, 3, 1000)).astype(np.float32)
+    fast = delta_f(mean, precision, 1.0, 0)  # Python 0: spike formula
+    general = delta_f(mean, precision, 1.0, np.zeros(1000, np.float32))  # array: general path
+    for a, b in zip(fast, general, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

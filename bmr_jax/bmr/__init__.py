@@ -13,6 +13,7 @@ from bmr_jax.bmr.delta_f import (
     delta_f,
     delta_f_matrix_normal_rows,
     delta_f_mvn,
+    delta_f_spike,
     group_delta_f,
 )
 from bmr_jax.bmr.reduce import (
@@ -37,6 +38,7 @@ __all__ = [
     "delta_f",
     "delta_f_matrix_normal_rows",
     "delta_f_mvn",
+    "delta_f_spike",
     "gamma_from_masks",
     "group_delta_f",
     "make_guide_reduce",
