@@ -9,12 +9,18 @@ flat_map    flat         delta       1e-3    0.2      1
 flat_ff     flat         mean-field  5e-3    0        100
 tiered_ff   horseshoe    mean-field  5e-3    0        100
 bmr_ss      flat         mean-field  1e-2    0        100
+bmr_rhs     flat         mean-field  1e-2    0        100
 ==========  ===========  ==========  ======  =======  ============
 
 BMR-S&S (METHOD.md 4.5) is Flat-FF with a reduce step before every block after the first
 (warm-up): Delta F of every prunable weight, the spike-and-slab rule, pruned weights' prior
 multipliers set to 1e-12, and SVI continued under the reduced prior with the same optimiser
 state. ``write_back=True`` also writes the reduced posterior into the guide.
+
+BMR-RHS (METHOD.md 4.6) replaces the rule by a fit of regularised-horseshoe hyper-parameters
+with Delta F as their likelihood (:mod:`bmr_jax.bmr.rhs`); every weight's prior multiplier
+becomes its fitted scale (pruned below a threshold), and the reduced posterior is written back
+so that the network's function carries over to the new prior.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from flax import nnx
 
 from bmr_jax import bmr, evaluate, guides, nets, priors
 from bmr_jax.bmr import Rule, SpikeAndSlab
+from bmr_jax.bmr.rhs import RHSConfig, flat_posterior, make_rhs_fit, rhs_gamma_and_masks
 from bmr_jax.data import Dataset
 from bmr_jax.model import BayesianNetwork
 from bmr_jax.registry import Registry
@@ -49,6 +56,7 @@ class Method:
     prior_options: dict = field(default_factory=dict)
     rule: Rule | None = None  # a decision rule makes it a BMR method
     write_back: bool = False
+    rhs: RHSConfig | None = None  # BMR-RHS: fit horseshoe hyper-parameters by BMR
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -57,6 +65,7 @@ for _m in (
     Method("flat_ff", "flat", "mean_field", lr=5e-3),
     Method("tiered_ff", "horseshoe", "mean_field", lr=5e-3),
     Method("bmr_ss", "flat", "mean_field", lr=1e-2, rule=SpikeAndSlab()),
+    Method("bmr_rhs", "flat", "mean_field", lr=1e-2, write_back=True, rhs=RHSConfig()),
 ):
     METHODS.register(_m.name, _m)
 
@@ -138,10 +147,16 @@ def run(
     predictive = evaluate.make_predictive(setup.bnet, setup.guide)
     view = setup.bnet.view
     masks = {s.name: jnp.ones(s.shape, bool) for s in view.bayesian_layers}
-    reduce = None
+    reduce = rhs_fit = None
+    prior_var = {s.name: setup.bnet.prior.prior_variance(s) for s in view.bayesian_layers}
     if setup.method.rule is not None:
-        prior_var = {s.name: setup.bnet.prior.prior_variance(s) for s in view.bayesian_layers}
         reduce = bmr.make_guide_reduce(setup.trainer, setup.method.rule, prior_var)
+    if setup.method.rhs is not None:
+        rhs_fit = make_rhs_fit(view, setup.method.rhs)
+        read_posterior = jax.jit(
+            lambda state: bmr.mean_field_posterior(setup.trainer.params(state), view)
+        )
+    gamma = setup.bnet.full_gamma()
     state = setup.trainer.init()
     key = jax.random.key(seed + 1)
     records = []
@@ -157,7 +172,20 @@ def run(
                 for name, (loc, scale) in result.reduced.items():
                     values[f"{name}/z/loc"], values[f"{name}/z/scale"] = loc, scale
                 state = setup.trainer.set_params(state, values)
-        gamma = bmr.gamma_from_masks(masks)
+            gamma = bmr.gamma_from_masks(masks)
+        if rhs_fit is not None and block > 1:
+            start = time.perf_counter()
+            posterior = read_posterior(state)
+            key, fit_key = jax.random.split(key)
+            fitted, _ = rhs_fit(fit_key, flat_posterior(posterior, gamma, masks))
+            old_gamma = gamma
+            gamma, masks = rhs_gamma_and_masks(fitted, masks, setup.method.rhs.threshold)
+            gamma = jax.block_until_ready(gamma)
+            reduce_seconds = time.perf_counter() - start
+            if setup.method.write_back:
+                state = setup.trainer.set_params(
+                    state, _rescaled_posterior(posterior, old_gamma, gamma, prior_var)
+                )
         state, losses = setup.trainer.run_block(
             state, steps_per_block, gamma, progress=progress, description=f"block {block}/{blocks}"
         )
@@ -191,3 +219,18 @@ def run(
             on_block(record)
     setup.state, setup.masks = state, masks
     return records
+
+
+def _rescaled_posterior(posterior, old_gamma, new_gamma, prior_var):
+    """Guide values after a change of prior multipliers from ``old`` to ``new``: the reduced
+    posterior of ``Z_old`` under the reduced prior ``N(0, s (new / old)^2)``, in the new
+    non-centred coordinates (METHOD.md 4.1; :func:`bmr.noncentred_reduced_posterior`)."""
+    values = {}
+    for name, (mean, precision) in posterior.items():
+        # a posterior wider than its prior carries nothing beyond it: keeps d > 0
+        precision = jnp.maximum(precision, 1.0 / prior_var[name])
+        ratio = new_gamma[name] / old_gamma[name]
+        g = prior_var[name] * jnp.square(jnp.where(ratio < 1e-6, 0.0, ratio))
+        loc, prec = bmr.noncentred_reduced_posterior(mean, precision, prior_var[name], g)
+        values[f"{name}/z/loc"], values[f"{name}/z/scale"] = loc, jax.lax.rsqrt(prec)
+    return values
