@@ -47,7 +47,14 @@ def test_method_reaches_the_stated_accuracy(method, mnist):
 
 
 def test_method_registry():
-    assert methods.METHODS.names() == ["flat_map", "flat_ff", "tiered_ff", "bmr_ss", "bmr_rhs"]
+    assert methods.METHODS.names() == [
+        "flat_map",
+        "flat_ff",
+        "tiered_ff",
+        "bmr_ss",
+        "bmr_rhs",
+        "bmr_units",
+    ]
     assert methods.METHODS.get("flat_map").dropout == 0.2
 
 

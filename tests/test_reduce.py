@@ -105,3 +105,32 @@ def test_gamma_from_masks():
     np.testing.assert_allclose(gamma["a"], [1.0, 1e-12])
     assert gamma["a"].dtype == jnp.result_type(float)
     jax.block_until_ready(gamma)
+
+
+def test_structured_reduce_prunes_whole_units_from_a_matrix_normal_guide():
+    """dense.0 of a LeNet-5 with a matrix-normal guide: units 0-41 get posteriors tight around
+    0, units 42-83 clearly non-zero means; the unit rule removes exactly units 0-41, whole rows
+    (weights and bias), and Delta F per unit equals the closed form on the guide's summaries."""
+    from bmr_jax import data, methods
+    from bmr_jax.bmr import delta_f_matrix_normal_rows, make_neuron_reduce, matrix_normal_posterior
+
+    ds = data.load("mnist_mini", image_size=32)
+    setup = methods.build("bmr_units", ds, net="lenet5", preset="small", seed=0)
+    trainer = setup.trainer
+    state = trainer.init()
+    rows, cols = 84, 121
+    loc = np.concatenate([np.zeros((42, cols)), np.full((42, cols), 2.0)]).astype(np.float32)
+    state = trainer.set_params(
+        state,
+        {"dense.0/z/loc": loc, "dense.0/z/row_scale": np.full(rows, 1e-2, np.float32)},
+    )
+    view = setup.bnet.view
+    masks = {s.name: jnp.ones(s.shape, bool) for s in view.bayesian_layers}
+    result = make_neuron_reduce(trainer, SpikeAndSlab())(state, masks, 2)
+    kept_units = np.asarray(result.masks["dense.0"]).all(axis=1)
+    np.testing.assert_array_equal(kept_units, np.arange(rows) >= 42)
+    assert not np.asarray(result.masks["dense.0"])[:42].any()  # whole rows, bias included
+    assert np.asarray(result.masks["head"]).all()
+    mean, row_var, col_cov = matrix_normal_posterior(trainer.params(state), view)["dense.0"]
+    expected = delta_f_matrix_normal_rows(mean, row_var, col_cov, 1.0, jnp.zeros(rows))
+    np.testing.assert_allclose(result.delta_f["dense.0"], expected, rtol=1e-5)

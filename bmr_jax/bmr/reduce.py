@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from bmr_jax.bmr.decide import Rule
-from bmr_jax.bmr.delta_f import delta_f
+from bmr_jax.bmr.delta_f import delta_f, delta_f_matrix_normal_rows
 from bmr_jax.layers import LayerView
 from bmr_jax.model import PRUNED_GAMMA, z_site
 
@@ -38,6 +38,48 @@ def mean_field_posterior(params: Mapping[str, jax.Array], view: LayerView):
         scale = params[f"{z_site(spec.name)}/scale"]
         out[spec.name] = (loc, 1.0 / jnp.square(scale))
     return out
+
+
+def matrix_normal_posterior(params: Mapping[str, jax.Array], view: LayerView):
+    """``{layer: (M, u, V)}`` of ``Z`` from matrix-normal guide parameters: row ``i`` of ``Z``
+    is ``N(M_i, u_i V)`` (:class:`bmr_jax.guides.MatrixNormal`)."""
+    out = {}
+    for spec in view.bayesian_layers:
+        site = z_site(spec.name)
+        tril = params[f"{site}/col_scale_tril"]
+        out[spec.name] = (
+            params[f"{site}/loc"],
+            jnp.square(params[f"{site}/row_scale"]),
+            tril @ tril.T,
+        )
+    return out
+
+
+def make_neuron_reduce(trainer, rule: Rule, prior_var: Mapping[str, float] | None = None):
+    """Structured BMR: one jitted ``reduce(svi_state, masks, block) -> ReduceResult`` that
+    scores removing whole output units (rows) of every prunable layer in closed form from a
+    matrix-normal guide (METHOD.md 4.3, :func:`delta_f_matrix_normal_rows`), applies ``rule``
+    to the units of each layer, and prunes the whole row (weights and bias) of every removed
+    unit. ``ReduceResult.delta_f`` holds the per-unit Delta F."""
+    view = trainer.bnet.view
+    layers = [s.name for s in view.bayesian_layers]
+    prunable = {s.name: s.prunable for s in view.bayesian_layers}
+    prior_var = {name: 1.0 for name in layers} if prior_var is None else dict(prior_var)
+
+    @jax.jit
+    def reduce(svi_state, masks, block):
+        posterior = matrix_normal_posterior(trainer.params(svi_state), view)
+        df = {}
+        for name in layers:
+            mean, row_var, col_cov = posterior[name]
+            spike = jnp.zeros(mean.shape[0], mean.dtype)
+            df[name] = delta_f_matrix_normal_rows(mean, row_var, col_cov, prior_var[name], spike)
+        alive_units = {name: jnp.any(masks[name], axis=1) for name in layers}
+        units, info = rule(df, alive_units, prunable, block)
+        new_masks = {name: masks[name] & units[name][:, None] for name in layers}
+        return ReduceResult(new_masks, df, info, None)
+
+    return reduce
 
 
 def noncentred_reduced_posterior(mean, precision, prior_var, reduced_var):
