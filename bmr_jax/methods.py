@@ -178,10 +178,7 @@ def run(
             masks = jax.block_until_ready(result.masks)
             reduce_seconds = time.perf_counter() - start
             if result.reduced is not None:
-                values = {}
-                for name, (loc, scale) in result.reduced.items():
-                    values[f"{name}/z/loc"], values[f"{name}/z/scale"] = loc, scale
-                state = setup.trainer.set_params(state, values)
+                state = setup.trainer.set_params(state, _guide_values(result.reduced))
             gamma = bmr.gamma_from_masks(masks)
         if rhs_fit is not None and block > 1:
             start = time.perf_counter()
@@ -235,12 +232,20 @@ def _rescaled_posterior(posterior, old_gamma, new_gamma, prior_var):
     """Guide values after a change of prior multipliers from ``old`` to ``new``: the reduced
     posterior of ``Z_old`` under the reduced prior ``N(0, s (new / old)^2)``, in the new
     non-centred coordinates (METHOD.md 4.1; :func:`bmr.noncentred_reduced_posterior`)."""
-    values = {}
+    reduced = {}
     for name, (mean, precision) in posterior.items():
         # a posterior wider than its prior carries nothing beyond it: keeps d > 0
         precision = jnp.maximum(precision, 1.0 / prior_var[name])
         ratio = new_gamma[name] / old_gamma[name]
         g = prior_var[name] * jnp.square(jnp.where(ratio < 1e-6, 0.0, ratio))
         loc, prec = bmr.noncentred_reduced_posterior(mean, precision, prior_var[name], g)
-        values[f"{name}/z/loc"], values[f"{name}/z/scale"] = loc, jax.lax.rsqrt(prec)
+        reduced[name] = (loc, jax.lax.rsqrt(prec))
+    return _guide_values(reduced)
+
+
+def _guide_values(reduced):
+    """``{layer: (loc, scale)}`` as the mean-field guide's parameter names."""
+    values = {}
+    for name, (loc, scale) in reduced.items():
+        values[f"{name}/z/loc"], values[f"{name}/z/scale"] = loc, scale
     return values

@@ -21,7 +21,7 @@ import numpyro
 import numpyro.distributions as dist
 from flax import nnx
 
-from bmr_jax.layers import LayerView, build_layer_view, from_matrix
+from bmr_jax.layers import LayerView, build_layer_view, from_matrix, to_matrix
 from bmr_jax.likelihoods import CategoricalLikelihood
 from bmr_jax.priors import Prior, layer_scales_at
 
@@ -175,9 +175,7 @@ class BayesianNetwork:
         for spec in self.view.bayesian_layers:
             kernel_path, bias_path = self.layer_leaves[spec.name]
             kernel = self.initial_params[_dotted(kernel_path)]
-            matrix = kernel.reshape(spec.fan_in, spec.rows).T
-            if bias_path is not None:
-                bias = self.initial_params[_dotted(bias_path)].reshape(spec.rows, 1)
-                matrix = jnp.concatenate([matrix, bias], axis=1)
+            bias = None if bias_path is None else self.initial_params[_dotted(bias_path)]
+            matrix = to_matrix(spec, kernel, bias)
             values[z_site(spec.name)] = matrix / jnp.broadcast_to(scales[spec.name], spec.shape)
         return values

@@ -216,3 +216,15 @@ def test_spike_fast_path_equals_the_general_formula_at_zero():
     general = delta_f(mean, precision, 1.0, np.zeros(1000, np.float32))  # array: general path
     for a, b in zip(fast, general, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_mvn_vmaps_over_rows():
+    rng = np.random.default_rng(8)
+    precisions = np.stack([_random_precision(rng, 3) for _ in range(4)]).astype(np.float32)
+    means = rng.normal(size=(4, 3)).astype(np.float32)
+    g = np.array([0.0, 0.5, 1.0], np.float32)
+    batched = jax.vmap(lambda m, p: delta_f_mvn(m, p, 1.0, g))(means, precisions)
+    for i in range(4):
+        single = delta_f_mvn(means[i], precisions[i], 1.0, g)
+        for a, b in zip(batched, single, strict=True):
+            np.testing.assert_allclose(a[i], b, rtol=1e-5)
