@@ -39,6 +39,9 @@ def quadrature_delta_f(mu, pi, s, g):
     return top + np.log(value)
 
 
+# quad reports round-off for the sharpest integrands (pi = 1e6, g = 1e-8 s); the comparison
+# below still holds to 1e-8
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
 @pytest.mark.parametrize("mu, pi, s, fraction", GRID)
 def test_delta_f_matches_quadrature_in_float64(mu, pi, s, fraction):
     g = fraction * s
@@ -49,6 +52,7 @@ def test_delta_f_matches_quadrature_in_float64(mu, pi, s, fraction):
         np.testing.assert_allclose(float(df), reference, rtol=1e-8, atol=1e-8)
 
 
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
 @pytest.mark.parametrize("mu, pi, s, fraction", GRID)
 def test_delta_f_in_float32_is_finite_and_accurate(mu, pi, s, fraction):
     g = fraction * s
