@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# the BMR quickstart: BMR-S&S on the embedded mnist_mini, a LeNet-5, 4 blocks (configs/quickstart.yaml)
 demo: $(STAMP)
-	$(BIN)/bmr-jax demo
+	rm -rf runs/quickstart
+	$(BIN)/bmr-jax run configs/quickstart.yaml --out runs/quickstart
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

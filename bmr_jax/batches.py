@@ -43,15 +43,26 @@ class EpochBatches:
         self.position = 0
         self._order = None
         self._order_epoch = -1
+        self._epoch_key = key  # the key the current epoch's permutation was drawn from
 
     def peek(self) -> tuple[jax.Array, int]:
         """The ``(order, i)`` that :meth:`next` will return, without advancing."""
         epoch, i = divmod(self.position, self.num_batches)
         if epoch != self._order_epoch:  # first batch of a new epoch: draw its permutation
+            self._epoch_key = self.key
             self.key, epoch_key = jax.random.split(self.key)
             self._order = epoch_order(epoch_key, self.size, self.batch_size)
             self._order_epoch = epoch
         return self._order, i
+
+    def state(self) -> tuple[jax.Array, int]:
+        """``(key, position)`` from which :meth:`restore` continues exactly where this is."""
+        drawn = self._order_epoch == self.position // self.num_batches
+        return (self._epoch_key if drawn else self.key), self.position
+
+    def restore(self, key: jax.Array, position: int) -> None:
+        """Continues from a :meth:`state`: the same batches, in the same order."""
+        self.key, self.position, self._order, self._order_epoch = key, position, None, -1
 
     def next(self) -> tuple[jax.Array, int]:
         """``(order, i)`` of the next step's batch; advances by one."""

@@ -1,5 +1,6 @@
 """The ``bmr-jax`` command line.
 
+    bmr-jax run CONFIG [k=v ...]      run or resume an experiment into a run folder
     bmr-jax demo                      train a LeNet-5 on the embedded mnist_mini, print accuracy
     bmr-jax datasets list             registered datasets and whether their files are present
     bmr-jax datasets download NAME    download (and verify) a dataset's files
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from bmr_jax.errors import BmrJaxError
 
@@ -63,6 +65,22 @@ def _cmd_demo(args) -> int:
     print(
         f"test accuracy: {acc:.4f} on {len(dataset.test):,} images "
         f"(evaluated in {time.perf_counter() - start:.2f} s)"
+    )
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from bmr_jax.config import load_config
+    from bmr_jax.experiment import run_experiment
+    from bmr_jax.runtime import enable_compilation_cache
+
+    config = load_config(args.config, args.overrides)
+    out = args.out or str(Path("runs") / Path(args.config).stem)
+    enable_compilation_cache()
+    summary = run_experiment(config, out, data_dir=args.data_dir, progress=not args.quiet)
+    print(
+        f"{out}: acc {summary['acc']:.4f} nll {summary['nll']:.4f} ece {summary['ece']:.4f} "
+        f"pruned {summary['pruned_fraction']:.3f} after {summary['steps']} steps"
     )
     return 0
 
@@ -144,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(demo)
     demo.set_defaults(func=_cmd_demo)
 
+    run = sub.add_parser("run", help="run (or resume) an experiment config into a run folder")
+    run.add_argument("config", help="YAML config file (see configs/)")
+    run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.blocks=5")
+    run.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_data_dir(run)
+    run.set_defaults(func=_cmd_run)
+
     datasets = sub.add_parser("datasets", help="list, download or verify datasets")
     datasets.add_argument(
         "action", choices=("list", "download", "verify"), nargs="?", default="list"
@@ -162,7 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `run` takes key=value overrides anywhere after the config, also after its options
+    overrides = [e for e in extra if "=" in e and not e.startswith("-")]
+    if extra != overrides or (overrides and args.command != "run"):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
     try:
         return args.func(args)
     except BmrJaxError as e:

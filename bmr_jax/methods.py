@@ -130,6 +130,29 @@ def build(
     return Setup(method, bnet, guide, trainer, nets.get_net_spec(net).sequential)
 
 
+@dataclass
+class RunState:
+    """Everything a run needs to continue after block ``block`` (a checkpoint's content)."""
+
+    block: int  # blocks completed
+    svi_state: object
+    masks: dict  # {layer: bool (rows, cols)}
+    gamma: dict  # {layer: prior multipliers}
+    batches: tuple  # EpochBatches.state(): (key, position)
+
+
+def initial_state(setup: Setup) -> RunState:
+    """The state before the first block."""
+    view = setup.bnet.view
+    return RunState(
+        block=0,
+        svi_state=setup.trainer.init(),
+        masks={s.name: jnp.ones(s.shape, bool) for s in view.bayesian_layers},
+        gamma=setup.bnet.full_gamma(),
+        batches=setup.trainer.batches.state(),
+    )
+
+
 def run(
     setup: Setup,
     dataset: Dataset,
@@ -137,23 +160,27 @@ def run(
     blocks: int,
     steps_per_block: int,
     eval_samples: int | None = None,
+    chunk_size: int = 1000,
     seed: int = 137,
     progress: bool = True,
-    on_block: Callable[[dict], None] | None = None,
+    on_block: Callable[[dict, RunState], None] | None = None,
+    resume: RunState | None = None,
 ) -> list[dict]:
     """Trains block by block, evaluating on the test split after each block.
 
     For a BMR method, every block after the first starts with the reduce step (METHOD.md 4.5).
+    ``on_block(record, state)`` is called after every block (to log and checkpoint);
+    ``resume`` continues from such a state (randomness is keyed by block number, so a resumed
+    run equals an uninterrupted one).
 
-    Returns one record per block: ``block``, ``step``, ``loss`` (mean per-datum negative ELBO
-    of the block), ``acc``, ``nll``, ``ece``, ``lpd``, ``pruned_fraction``,
+    Returns one record per block run: ``block``, ``step``, ``loss`` (mean per-datum negative
+    ELBO of the block), ``acc``, ``nll``, ``ece``, ``lpd``, ``pruned_fraction``,
     ``dead_fraction``, ``compression``, ``train_seconds``, ``reduce_seconds``,
     ``eval_seconds``.
     """
     samples = eval_samples or setup.method.eval_samples
     predictive = evaluate.make_predictive(setup.bnet, setup.guide)
     view = setup.bnet.view
-    masks = {s.name: jnp.ones(s.shape, bool) for s in view.bayesian_layers}
     reduce = rhs_fit = None
     prior_var = {s.name: setup.bnet.prior.prior_variance(s) for s in view.bayesian_layers}
     if setup.method.rule is not None and setup.method.structured:
@@ -166,11 +193,14 @@ def run(
         read_posterior = jax.jit(
             lambda state: bmr.mean_field_posterior(setup.trainer.params(state), view)
         )
-    gamma = setup.bnet.full_gamma()
-    state = setup.trainer.init()
-    key = jax.random.key(seed + 1)
+    current = resume or initial_state(setup)
+    setup.trainer.batches.restore(*current.batches)
+    state, masks, gamma = current.svi_state, current.masks, current.gamma
+    base_key = jax.random.key(seed + 1)
     records = []
-    for block in range(1, blocks + 1):
+    for block in range(current.block + 1, blocks + 1):
+        block_key = jax.random.fold_in(base_key, block)
+        fit_key, eval_key = jax.random.split(block_key)
         reduce_seconds = 0.0
         if reduce is not None and block > 1:
             start = time.perf_counter()
@@ -183,7 +213,6 @@ def run(
         if rhs_fit is not None and block > 1:
             start = time.perf_counter()
             posterior = read_posterior(state)
-            key, fit_key = jax.random.split(key)
             fitted, _ = rhs_fit(fit_key, flat_posterior(posterior, gamma, masks))
             old_gamma = gamma
             gamma, masks = rhs_gamma_and_masks(fitted, masks, setup.method.rhs.threshold)
@@ -197,7 +226,6 @@ def run(
             state, steps_per_block, gamma, progress=progress, description=f"block {block}/{blocks}"
         )
         start = time.perf_counter()
-        key, eval_key = jax.random.split(key)
         probs = evaluate.predictive_probs(
             setup.bnet,
             setup.guide,
@@ -206,6 +234,7 @@ def run(
             key=eval_key,
             samples=samples,
             gamma=gamma,
+            chunk_size=chunk_size,
             predictive=predictive,
         )
         counts = bmr.sparsity(masks, view, setup.sequential)
@@ -222,8 +251,9 @@ def run(
             "eval_seconds": time.perf_counter() - start,
         }
         records.append(record)
+        current = RunState(block, state, masks, gamma, setup.trainer.batches.state())
         if on_block:
-            on_block(record)
+            on_block(record, current)
     setup.state, setup.masks = state, masks
     return records
 

@@ -30,3 +30,16 @@ def test_peek_does_not_advance_or_reshuffle():
 def test_batch_size_checked():
     with pytest.raises(ValueError, match=r"batch_size must be in \[1, 4\]"):
         EpochBatches(4, 5, jax.random.key(0))
+
+
+def test_state_and_restore_continue_the_same_sequence():
+    reference = EpochBatches(10, 3, jax.random.key(2))
+    expected = [np.asarray(o[i]) for o, i in (reference.next() for _ in range(8))]
+    for cut in (0, 1, 3, 4, 7):  # mid-epoch and on epoch boundaries
+        first = EpochBatches(10, 3, jax.random.key(2))
+        seen = [np.asarray(o[i]) for o, i in (first.next() for _ in range(cut))]
+        resumed = EpochBatches(10, 3, jax.random.key(99))
+        resumed.restore(*first.state())
+        seen += [np.asarray(o[i]) for o, i in (resumed.next() for _ in range(8 - cut))]
+        for a, b in zip(seen, expected, strict=True):
+            np.testing.assert_array_equal(a, b)

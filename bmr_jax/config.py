@@ -1,0 +1,207 @@
+"""Experiment configuration: a typed schema, YAML files with defaults, ``key=value`` overrides.
+
+A config file is YAML with the keys below; ``defaults: [other.yaml, ...]`` (paths relative to
+the file) are loaded first and the file's own keys override theirs, so shared settings live in
+one place. Any key can be overridden from the command line as ``section.key=value`` (the value
+is parsed as YAML: ``train.blocks=5``, ``net.preset=small``, ``train.lr=null``).
+
+Every error -- unknown key, wrong type, impossible value, unknown name -- raises
+:class:`ConfigError` with one line naming the key and what is allowed (exit status 2 on the
+command line).
+
+Keys (defaults in brackets):
+
+- ``seed`` [137]: seeds initialisation, data order and posterior sampling.
+- ``method`` [bmr_ss]: flat_map | flat_ff | tiered_ff | bmr_ss | bmr_rhs | bmr_units.
+- ``data.name`` [mnist_mini]: mnist_mini | mnist | fashion_mnist | cifar10 | cifar100.
+- ``net.name`` [lenet5]: mlp | lenet5 | lenet_300_100 | lenet5_caffe | vit | mixer.
+- ``net.preset`` [paper]: paper | small.
+- ``train.blocks`` [50]: training blocks (BMR reduces between blocks).
+- ``train.steps_per_block`` [500]: SVI steps per block.
+- ``train.batch_size`` [120]: minibatch size.
+- ``train.lr`` [null]: learning rate; null takes the method's reference value.
+- ``eval.samples`` [null]: posterior samples for the test metrics; null takes the method's
+  value (100; 1 for MAP).
+- ``eval.chunk_size`` [1000]: test images per evaluation chunk (memory bound).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bmr_jax.errors import BmrJaxError
+
+
+class ConfigError(BmrJaxError, ValueError):
+    """A config file or override is invalid (the message names the key)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "mnist_mini"
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    name: str = "lenet5"
+    preset: str = "paper"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    blocks: int = 50
+    steps_per_block: int = 500
+    batch_size: int = 120
+    lr: float | None = None
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    samples: int | None = None
+    chunk_size: int = 1000
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = 137
+    method: str = "bmr_ss"
+    data: DataConfig = field(default_factory=DataConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"data": DataConfig, "net": NetConfig, "train": TrainConfig, "eval": EvalConfig}
+_POSITIVE = {"train.blocks", "train.steps_per_block", "train.batch_size", "eval.samples",
+             "eval.chunk_size"}  # fmt: skip
+
+
+def _allowed_names(key: str) -> list[str] | None:
+    from bmr_jax import data, methods, nets
+
+    return {
+        "method": methods.METHODS.names(),
+        "data.name": data.list_datasets(),
+        "net.name": nets.list_nets(),
+        "net.preset": list(nets.PRESETS),
+    }.get(key)
+
+
+def _check_type(key: str, value: Any, annotation: str) -> Any:
+    optional = "None" in annotation
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key}: must not be null")
+    if annotation.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    elif annotation.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        value = float(value)
+    elif annotation.startswith("str") and not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if key in _POSITIVE and value < 1:
+        raise ConfigError(f"{key}: must be >= 1, got {value}")
+    if key == "train.lr" and not value > 0:
+        raise ConfigError(f"{key}: must be > 0, got {value}")
+    allowed = _allowed_names(key)
+    if allowed is not None and value not in allowed:
+        raise ConfigError(f"{key}: unknown value {value!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _build(cls, values: dict, prefix: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in fields:
+            raise ConfigError(
+                f"{key}: unknown key; allowed: {', '.join(prefix + f for f in fields)}"
+            )
+        section = _SECTIONS.get(name) if not prefix else None
+        if section is not None:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a mapping of {section.__name__} keys")
+            kwargs[name] = _build(section, value, f"{name}.")
+        else:
+            kwargs[name] = _check_type(key, value, str(fields[name].type))
+    return cls(**kwargs)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: defaults include themselves in a cycle")
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    try:
+        content = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys")
+    includes = content.pop("defaults", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    merged: dict = {}
+    for include in includes:
+        merged = _merge(merged, _read_yaml(path.parent / include, (*seen, path)))
+    return _merge(merged, content)
+
+
+def parse_override(text: str) -> dict:
+    """``"train.blocks=5"`` -> ``{"train": {"blocks": 5}}`` (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        value = raw
+    out: dict = value
+    for part in reversed(key.strip().split(".")):
+        if not part:
+            raise ConfigError(f"override {text!r}: empty key")
+        out = {part: out}
+    return out
+
+
+def from_dict(values: dict) -> Config:
+    """A validated :class:`Config` from nested dicts (missing keys take their defaults)."""
+    return _build(Config, values, "")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Reads ``path`` (with its defaults), applies ``overrides`` and validates the result."""
+    values = _read_yaml(Path(path)) if path is not None else {}
+    for override in overrides:
+        values = _merge(values, parse_override(override))
+    return from_dict(values)
+
+
+def dump_config(config: Config) -> str:
+    """The fully resolved config as YAML (what a run folder's config.yaml holds)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

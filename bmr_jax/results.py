@@ -1,0 +1,164 @@
+"""Run folders: the resolved config, metrics per block, the summary, and a checkpoint.
+
+    DIR/.bmr-jax-run     marks the folder as ours (a folder without it is never written to)
+    DIR/config.yaml      the fully resolved config
+    DIR/metrics.jsonl    one JSON object per finished block
+    DIR/checkpoint.npz   the state after the last finished block (to resume)
+    DIR/summary.json     written when the run is complete
+
+Every file is written atomically (a temporary file in the same folder, flushed, then renamed),
+so an interrupted run never leaves a half-written file. On resume, metrics lines past the
+checkpoint's block (written just before an interruption) are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bmr_jax.errors import BmrJaxError
+
+MARKER = ".bmr-jax-run"
+
+
+class RunFolderError(BmrJaxError):
+    """The output folder cannot be used (not ours, or holding a different run)."""
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.fchmod(fd, 0o666 & ~umask)  # what open() would give, not mkstemp's 0600
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunFolder:
+    """A run's output folder (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoint.npz"
+
+    def is_finished(self) -> bool:
+        return self.summary_path.is_file()
+
+    def claim(self, config_yaml: str) -> None:
+        """Makes the folder ours for a run of ``config_yaml``; refuses a foreign or
+        different run's folder."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunFolderError(f"{self.path}: exists and is not a folder")
+        if self.path.is_dir() and any(self.path.iterdir()):
+            if not (self.path / MARKER).is_file():
+                raise RunFolderError(
+                    f"{self.path}: not empty and not a bmr-jax run folder; choose another --out"
+                )
+            if self.config_path.is_file() and self.config_path.read_text() != config_yaml:
+                raise RunFolderError(
+                    f"{self.path}: holds a run of a different config; choose another --out"
+                )
+        atomic_write(self.path / MARKER, b"bmr-jax run folder\n")
+        atomic_write(self.config_path, config_yaml.encode())
+
+    def metrics(self) -> list[dict]:
+        if not self.metrics_path.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+
+    def append_metrics(self, record: dict) -> None:
+        lines = [json.dumps(r) for r in self.metrics() if r["block"] < record["block"]]
+        atomic_write(self.metrics_path, ("\n".join([*lines, json.dumps(record)]) + "\n").encode())
+
+    def truncate_metrics(self, last_block: int) -> list[dict]:
+        """Keeps the metrics of blocks ``<= last_block``; returns them."""
+        kept = [r for r in self.metrics() if r["block"] <= last_block]
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        atomic_write(self.metrics_path, text.encode())
+        return kept
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write(self.summary_path, (json.dumps(summary, indent=2) + "\n").encode())
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self, run_state) -> None:
+        arrays = {"block": np.asarray(run_state.block)}
+        leaves = jax.tree.leaves(run_state.svi_state)
+        for i, leaf in enumerate(leaves):
+            arrays[f"svi/{i}"] = _to_numpy(leaf)
+        for name, mask in run_state.masks.items():
+            arrays[f"mask/{name}"] = np.asarray(mask)
+        for name, gamma in run_state.gamma.items():
+            arrays[f"gamma/{name}"] = np.asarray(gamma)
+        key, position = run_state.batches
+        arrays["batches/key"] = _to_numpy(key)
+        arrays["batches/position"] = np.asarray(position)
+        with tempfile.TemporaryFile() as buffer:
+            np.savez(buffer, **arrays)
+            buffer.seek(0)
+            atomic_write(self.checkpoint_path, buffer.read())
+
+    def load_checkpoint(self, template):
+        """The saved state, shaped like ``template`` (a fresh :func:`initial_state`)."""
+        from bmr_jax.methods import RunState
+
+        try:
+            with np.load(self.checkpoint_path) as saved:
+                arrays = dict(saved)
+        except (OSError, ValueError) as e:
+            raise RunFolderError(f"{self.checkpoint_path}: unreadable checkpoint ({e})") from None
+        leaves, treedef = jax.tree.flatten(template.svi_state)
+        restored = [_like(arrays[f"svi/{i}"], leaf) for i, leaf in enumerate(leaves)]
+        key_template, _ = template.batches
+        return RunState(
+            block=int(arrays["block"]),
+            svi_state=jax.tree.unflatten(treedef, restored),
+            masks={k: jnp.asarray(arrays[f"mask/{k}"]) for k in template.masks},
+            gamma={k: jnp.asarray(arrays[f"gamma/{k}"]) for k in template.gamma},
+            batches=(_like(arrays["batches/key"], key_template), int(arrays["batches/position"])),
+        )
+
+
+def _is_key(x) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _to_numpy(x) -> np.ndarray:
+    return np.asarray(jax.random.key_data(x) if _is_key(x) else x)
+
+
+def _like(value: np.ndarray, template):
+    if _is_key(template):
+        return jax.random.wrap_key_data(jnp.asarray(value))
+    return jnp.asarray(value, dtype=template.dtype)

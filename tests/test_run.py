@@ -1,0 +1,122 @@
+"""`bmr-jax run`: run folders, interruption and resume, config errors (real data, few steps)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bmr_jax.cli import main
+from bmr_jax.config import ConfigError, load_config
+from bmr_jax.experiment import run_experiment
+
+TINY = [
+    "method=bmr_ss",
+    "data.name=mnist_mini",
+    "net.preset=small",
+    "train.blocks=3",
+    "train.steps_per_block=40",
+    "eval.samples=2",
+]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "full"
+    assert main(["run", "configs/quickstart.yaml", *TINY, "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_run_writes_the_contract(uninterrupted):
+    files = {p.name for p in uninterrupted.iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "summary.json", ".bmr-jax-run"} <= files
+    assert "checkpoint.npz" not in files  # removed once the run is complete
+    lines = (uninterrupted / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["block"] for r in records] == [1, 2, 3]
+    for key in ("block", "step", "acc", "nll", "ece", "pruned_fraction", "train_seconds"):
+        assert all(key in r for r in records)
+    summary = json.loads((uninterrupted / "summary.json").read_text())
+    assert summary["steps"] == 120 and summary["acc"] == records[-1]["acc"]
+    resolved = load_config(uninterrupted / "config.yaml")  # config.yaml is complete and valid
+    assert resolved.train.blocks == 3 and resolved.seed == 137 and resolved.method == "bmr_ss"
+
+
+def test_interrupted_run_resumes_to_the_same_result(uninterrupted, tmp_path, capsys):
+    config = load_config("configs/quickstart.yaml", TINY)
+    out = tmp_path / "interrupted"
+    assert run_experiment(config, out, progress=False, stop_after=1) is None
+    assert (out / "checkpoint.npz").is_file() and not (out / "summary.json").exists()
+    # a line written after the checkpoint (a crash between the two) is dropped on resume
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"block": 2, "acc": -1}) + "\n")
+    assert main(["run", "configs/quickstart.yaml", *TINY, "--out", str(out), "--quiet"]) == 0
+    assert "resuming after block 1/3" in capsys.readouterr().out
+    resumed = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    full = [json.loads(x) for x in (uninterrupted / "metrics.jsonl").read_text().splitlines()]
+    assert [r["block"] for r in resumed] == [1, 2, 3]
+    for a, b in zip(resumed, full, strict=True):
+        for key in ("loss", "acc", "nll", "ece", "pruned_fraction"):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=key)
+    # a finished run is not run again
+    assert main(["run", "configs/quickstart.yaml", *TINY, "--out", str(out), "--quiet"]) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_folders_that_are_not_ours_or_hold_another_run(tmp_path, capsys):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert main(["run", "configs/quickstart.yaml", *TINY, "--out", str(foreign)]) == 2
+    err = capsys.readouterr().err
+    assert "not a bmr-jax run folder" in err and err.count("\n") == 1
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]  # nothing written
+    other = tmp_path / "other"
+    config = load_config("configs/quickstart.yaml", TINY)
+    run_experiment(config, other, progress=False, stop_after=1)
+    assert main(["run", "configs/quickstart.yaml", *TINY, "seed=1", "--out", str(other)]) == 2
+    assert "holds a run of a different config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.blocks=0", "train.blocks: must be >= 1, got 0"),
+        ("train.block=3", "train.block: unknown key; allowed: train.blocks"),
+        ("net.name=resnet", "net.name: unknown value 'resnet'; allowed: mlp, lenet5"),
+        ("method=sgd", "method: unknown value 'sgd'; allowed: flat_map"),
+        ("data.name=imagenet", "data.name: unknown value 'imagenet'"),
+        ("train.lr=fast", "train.lr: expected a number, got 'fast'"),
+        ("seed=1.5", "seed: expected an integer, got 1.5"),
+        ("train.lr=-1", "train.lr: must be > 0"),
+        ("blocks", "override 'blocks': expected key=value"),
+    ],
+)
+def test_config_errors_exit_2_with_one_line(override, message, capsys, tmp_path):
+    out = tmp_path / "never"
+    assert main(["run", "configs/quickstart.yaml", override, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+    with pytest.raises(ConfigError):
+        load_config("configs/quickstart.yaml", [override])
+
+
+def test_config_files_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    assert main(["run", str(bad), "--out", str(tmp_path / "x")]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("defaults: [loop.yaml]\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(loop)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_defaults_are_merged_not_copied():
+    config = load_config("configs/quickstart.yaml")
+    assert config.train.batch_size == 120  # from base.yaml
+    assert config.train.blocks == 4  # quickstart's own value wins
