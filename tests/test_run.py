@@ -120,3 +120,15 @@ def test_defaults_are_merged_not_copied():
     config = load_config("configs/quickstart.yaml")
     assert config.train.batch_size == 120  # from base.yaml
     assert config.train.blocks == 4  # quickstart's own value wins
+
+
+def test_every_shipped_config_is_valid():
+    from pathlib import Path
+
+    files = sorted(Path("configs").rglob("*.yaml"))
+    assert len(files) == 1 + 1 + 60 + 2  # base, quickstart, the grid, the MNIST anchors
+    for path in files:
+        config = load_config(path)
+        if path.parent.name != "configs":
+            assert config.train.blocks == 50 and config.train.steps_per_block == 500
+            assert config.data.name == path.parent.name and config.net.preset == "paper"
