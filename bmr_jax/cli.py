@@ -69,13 +69,25 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def default_run_folder(config_path: str) -> Path:
+    """``runs/`` + the config's path below a ``configs`` folder, without ``.yaml``
+    (``configs/fashion_mnist/mlp-bmr_ss.yaml`` -> ``runs/fashion_mnist/mlp-bmr_ss``), or
+    ``runs/<file name>`` for a config elsewhere."""
+    path = Path(config_path).resolve().with_suffix("")
+    parts = path.parts
+    if "configs" in parts:
+        below = parts[len(parts) - parts[::-1].index("configs") :]
+        return Path("runs", *below)
+    return Path("runs", path.name)
+
+
 def _cmd_run(args) -> int:
     from bmr_jax.config import load_config
     from bmr_jax.experiment import run_experiment
     from bmr_jax.runtime import enable_compilation_cache
 
     config = load_config(args.config, args.overrides)
-    out = args.out or str(Path("runs") / Path(args.config).stem)
+    out = args.out or str(default_run_folder(args.config))
     enable_compilation_cache()
     summary = run_experiment(config, out, data_dir=args.data_dir, progress=not args.quiet)
     print(
@@ -165,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run (or resume) an experiment config into a run folder")
     run.add_argument("config", help="YAML config file (see configs/)")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.blocks=5")
-    run.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
+    run.add_argument("--out", default=None, help="run folder (default: runs/<config path>)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_data_dir(run)
     run.set_defaults(func=_cmd_run)

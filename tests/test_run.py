@@ -132,3 +132,15 @@ def test_every_shipped_config_is_valid():
         if path.parent.name != "configs":
             assert config.train.blocks == 50 and config.train.steps_per_block == 500
             assert config.data.name == path.parent.name and config.net.preset == "paper"
+
+
+def test_default_run_folder_keeps_the_dataset():
+    from pathlib import Path
+
+    from bmr_jax.cli import default_run_folder
+
+    assert default_run_folder("configs/fashion_mnist/mlp-bmr_ss.yaml") == Path(
+        "runs/fashion_mnist/mlp-bmr_ss"
+    )
+    assert default_run_folder("configs/quickstart.yaml") == Path("runs/quickstart")
+    assert default_run_folder("/tmp/elsewhere/my.yaml") == Path("runs/my")
