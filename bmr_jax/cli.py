@@ -1,6 +1,7 @@
 """The ``bmr-jax`` command line.
 
     bmr-jax run CONFIG [k=v ...]      run or resume an experiment into a run folder
+    bmr-jax grid GRID [k=v ...]       run a grid of experiments, skipping finished runs
     bmr-jax demo                      train a LeNet-5 on the embedded mnist_mini, print accuracy
     bmr-jax datasets list             registered datasets and whether their files are present
     bmr-jax datasets download NAME    download (and verify) a dataset's files
@@ -97,6 +98,17 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_grid(args) -> int:
+    from bmr_jax.grid import load_grid, run_grid
+    from bmr_jax.runtime import enable_compilation_cache
+
+    runs = load_grid(args.grid, args.overrides)
+    enable_compilation_cache()
+    counts = run_grid(runs, data_dir=args.data_dir, progress=not args.quiet)
+    print(f"{args.grid}: {counts['finished']} runs completed, {counts['skipped']} already finished")
+    return 0
+
+
 def _cmd_datasets(args) -> int:
     from bmr_jax import data
     from bmr_jax.data.files import verify_file
@@ -182,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(run)
     run.set_defaults(func=_cmd_run)
 
+    grid = sub.add_parser("grid", help="run a grid of experiments (skips finished runs)")
+    grid.add_argument("grid", help="grid YAML file (see experiments/)")
+    grid.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    grid.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_data_dir(grid)
+    grid.set_defaults(func=_cmd_grid)
+
     datasets = sub.add_parser("datasets", help="list, download or verify datasets")
     datasets.add_argument(
         "action", choices=("list", "download", "verify"), nargs="?", default="list"
@@ -204,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # `run` takes key=value overrides anywhere after the config, also after its options
     overrides = [e for e in extra if "=" in e and not e.startswith("-")]
-    if extra != overrides or (overrides and args.command != "run"):
+    if extra != overrides or (overrides and args.command not in ("run", "grid")):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if overrides:
         args.overrides = [*args.overrides, *overrides]

@@ -1,0 +1,75 @@
+"""`bmr-jax grid`: expansion, validation before running, skipping and continuing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bmr_jax.cli import main
+from bmr_jax.config import ConfigError
+from bmr_jax.experiment import run_experiment
+from bmr_jax.grid import load_grid
+
+QUICKSTART = Path("configs/quickstart.yaml").resolve()
+
+TINY = ["data.name=mnist_mini", "net.preset=small", "train.blocks=1",
+        "train.steps_per_block=20", "eval.samples=2"]  # fmt: skip
+
+
+def _grid(tmp_path, text):
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_grid_expands_configs_times_product(tmp_path):
+    path = _grid(
+        tmp_path,
+        f"""
+configs: [{QUICKSTART}]
+product: {{seed: [1, 2], net.preset: [small]}}
+overrides: [train.blocks=2]
+out: out
+""",
+    )
+    runs = load_grid(path)
+    assert [r.name for r in runs] == [
+        "configs/quickstart,seed=1,net.preset=small", "configs/quickstart,seed=2,net.preset=small"
+    ]  # fmt: skip
+    assert [r.config.seed for r in runs] == [1, 2]
+    assert all(r.config.train.blocks == 2 and r.config.net.preset == "small" for r in runs)
+    assert runs[0].out == tmp_path / "out" / runs[0].name
+
+
+def test_grid_runs_skips_finished_and_continues_unfinished(tmp_path, capsys):
+    path = _grid(tmp_path, f"configs: [{QUICKSTART}]\nproduct: {{seed: [1, 2]}}\nout: out\n")
+    # start run 2 and interrupt it after its first block of two
+    runs = load_grid(path, [*TINY, "train.blocks=2"])
+    run_experiment(runs[1].config, runs[1].out, progress=False, stop_after=1, log=lambda s: None)
+    assert main(["grid", str(path), *TINY, "train.blocks=2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming after block 1/2" in out and "2 runs completed, 0 already finished" in out
+    for run in runs:
+        records = [json.loads(x) for x in (run.out / "metrics.jsonl").read_text().splitlines()]
+        assert [r["block"] for r in records] == [1, 2]
+    assert main(["grid", str(path), *TINY, "train.blocks=2", "--quiet"]) == 0
+    assert "0 runs completed, 2 already finished" in capsys.readouterr().out
+
+
+def test_bad_grids_fail_before_running(tmp_path, capsys):
+    bad = _grid(tmp_path, f"configs: [{QUICKSTART}]\nproduct: {{train.blocks: [1, 0]}}\n")
+    assert main(["grid", str(bad)]) == 2
+    assert "train.blocks: must be >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(ConfigError, match="unknown grid key 'config'"):
+        load_grid(_grid(tmp_path, "config: x.yaml\n"))
+    with pytest.raises(ConfigError, match="matches no file"):
+        load_grid(_grid(tmp_path, "configs: [nothing-*.yaml]\n"))
+
+
+def test_shipped_grids_expand():
+    for path in sorted(Path("experiments").glob("*.yaml")):
+        runs = load_grid(path)
+        assert runs, path
