@@ -2,6 +2,7 @@
 
     bmr-jax run CONFIG [k=v ...]      run or resume an experiment into a run folder
     bmr-jax grid GRID [k=v ...]       run a grid of experiments, skipping finished runs
+    bmr-jax plot RUNS... --figure N --out FILE   draw figure N (1-4) of the paper
     bmr-jax demo                      train a LeNet-5 on the embedded mnist_mini, print accuracy
     bmr-jax datasets list             registered datasets and whether their files are present
     bmr-jax datasets download NAME    download (and verify) a dataset's files
@@ -109,6 +110,14 @@ def _cmd_grid(args) -> int:
     return 0
 
 
+def _cmd_plot(args) -> int:
+    from bmr_jax.plots import plot
+
+    for path in plot(args.runs, args.figure, args.out):
+        print(path)
+    return 0
+
+
 def _cmd_datasets(args) -> int:
     from bmr_jax import data
     from bmr_jax.data.files import verify_file
@@ -200,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_data_dir(grid)
     grid.set_defaults(func=_cmd_grid)
+
+    plot_parser = sub.add_parser("plot", help="draw one of the paper's figures from run folders")
+    plot_parser.add_argument("runs", nargs="+", help="run folders")
+    plot_parser.add_argument("--figure", type=int, required=True, choices=(1, 2, 3, 4))
+    plot_parser.add_argument("--out", required=True, help="output file (.png and .pdf)")
+    plot_parser.set_defaults(func=_cmd_plot)
 
     datasets = sub.add_parser("datasets", help="list, download or verify datasets")
     datasets.add_argument(

@@ -101,6 +101,7 @@ def run_experiment(
         ),  # fmt: skip
         "seconds_this_call": time.perf_counter() - start,
     }
+    folder.save_posterior(_posterior_weights(setup), setup.masks)
     folder.write_summary(summary)
     folder.path.joinpath("checkpoint.npz").unlink(missing_ok=True)
     return summary
@@ -110,3 +111,20 @@ def _read_summary(folder: RunFolder) -> dict:
     import json
 
     return json.loads(folder.summary_path.read_text())
+
+
+def _posterior_weights(setup) -> dict:
+    """Every Bayesian layer's weight matrix ``W = scale * gamma * Z`` at the posterior median
+    of the guide (what figures 3 and 4 draw)."""
+    import jax
+    from numpyro import handlers
+
+    from bmr_jax import bmr
+
+    params = setup.trainer.params(setup.state)
+    latents = setup.guide.median(params)
+    gamma = bmr.gamma_from_masks(setup.masks)
+    with handlers.seed(rng_seed=0), handlers.substitute(data={**params, **latents}):
+        net_params = setup.bnet.network_params(gamma)
+    matrices = setup.bnet.view.matrices(net_params)
+    return {k: v for k, v in jax.device_get(matrices).items() if k in setup.masks}

@@ -95,6 +95,14 @@ class Guide:
     def distribution(self, site: LatentSite) -> dist.Distribution:
         raise NotImplementedError
 
+    def median(self, params: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        """The posterior median of every latent (the location for real latents, ``exp(loc)``
+        for log-normal positive ones): a point summary for figures and exports."""
+        return {
+            name: jnp.exp(params[f"{name}/loc"]) if site.positive else params[f"{name}/loc"]
+            for name, site in self.sites.items()
+        }
+
     def _loc(self, site: LatentSite, value=None):
         init = self.init_values[site.name] if value is None else value
         init = jnp.broadcast_to(init, site.shape)
@@ -122,6 +130,9 @@ class DeltaGuide(Guide):
         constraint = constraints.positive if site.positive else constraints.real
         value = numpyro.param(f"{site.name}/loc", init, constraint=constraint)
         return dist.Delta(value, event_dim=len(site.shape))
+
+    def median(self, params):
+        return {name: params[f"{name}/loc"] for name in self.sites}  # the point itself
 
 
 class MeanFieldGuide(Guide):

@@ -5,6 +5,7 @@
     DIR/metrics.jsonl    one JSON object per finished block
     DIR/checkpoint.npz   the state after the last finished block (to resume)
     DIR/summary.json     written when the run is complete
+    DIR/posterior.npz    the final posterior-median weight matrices and masks per layer
 
 Every file is written atomically (a temporary file in the same folder, flushed, then renamed),
 so an interrupted run never leaves a half-written file. On resume, metrics lines past the
@@ -109,6 +110,28 @@ class RunFolder:
 
     def write_summary(self, summary: dict) -> None:
         atomic_write(self.summary_path, (json.dumps(summary, indent=2) + "\n").encode())
+
+    @property
+    def posterior_path(self) -> Path:
+        return self.path / "posterior.npz"
+
+    def save_posterior(self, weights: dict, masks: dict) -> None:
+        """The final posterior-median weight matrices and masks, per layer (in the order of
+        the forward pass)."""
+        arrays = {"layers": np.asarray(list(weights))}
+        arrays.update({f"weight/{k}": np.asarray(v) for k, v in weights.items()})
+        arrays.update({f"mask/{k}": np.asarray(masks[k]) for k in weights})
+        with tempfile.TemporaryFile() as buffer:
+            np.savez_compressed(buffer, **arrays)
+            buffer.seek(0)
+            atomic_write(self.posterior_path, buffer.read())
+
+    def load_posterior(self) -> tuple[dict, dict]:
+        """``(weights, masks)`` as saved by :meth:`save_posterior`."""
+        with np.load(self.posterior_path) as saved:
+            layers = [str(x) for x in saved["layers"]]
+            return ({k: saved[f"weight/{k}"] for k in layers},
+                    {k: saved[f"mask/{k}"] for k in layers})  # fmt: skip
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -1,0 +1,168 @@
+"""The paper's figures (METHOD.md section 7), drawn from run folders only.
+
+1. Rows = networks, columns = ACC, ECE, NLL against block, one line per method (one dataset).
+2. Pruned fraction of BMR-S&S against block, one panel per dataset, one line per network.
+3. Per-layer CDF of |posterior-median weight| (log x axis; pruned weights left out), one row
+   per network, one line per method.
+4. First-layer weights as images, one row per run: the first six units' incoming weights
+   (first input channel) as square images -- 28x28 receptive fields for the MLP, 5x5
+   filters for LeNet.
+
+Each figure is saved as ``FILE.png`` and ``FILE.pdf``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bmr_jax.config import load_config  # noqa: E402
+from bmr_jax.errors import BmrJaxError  # noqa: E402
+from bmr_jax.results import RunFolder  # noqa: E402
+
+NET_ORDER = ("mlp", "lenet5", "vit", "mixer", "lenet_300_100", "lenet5_caffe")
+METHOD_ORDER = ("flat_map", "flat_ff", "tiered_ff", "bmr_ss", "bmr_rhs", "bmr_units")
+LABELS = {"flat_map": "Flat-MAP", "flat_ff": "Flat-FF", "tiered_ff": "Tiered-FF",
+          "bmr_ss": "BMR-S&S", "bmr_rhs": "BMR-RHS", "bmr_units": "BMR units"}  # fmt: skip
+
+
+class PlotError(BmrJaxError):
+    """The run folders given cannot make the requested figure."""
+
+
+class Run:
+    """What a figure needs from one run folder."""
+
+    def __init__(self, path):
+        folder = RunFolder(path)
+        if not folder.config_path.is_file() or not folder.metrics_path.is_file():
+            raise PlotError(f"{path}: not a run folder with config.yaml and metrics.jsonl")
+        self.folder = folder
+        self.config = load_config(folder.config_path)
+        self.metrics = folder.metrics()
+        self.method, self.net = self.config.method, self.config.net.name
+        self.dataset = self.config.data.name
+
+    def series(self, key):
+        return [r["block"] for r in self.metrics], [r[key] for r in self.metrics]
+
+    def posterior(self):
+        if not self.folder.posterior_path.is_file():
+            raise PlotError(f"{self.folder.path}: no posterior.npz (the run is not finished)")
+        return self.folder.load_posterior()
+
+
+def _order(values, order):
+    return sorted(set(values), key=lambda v: (order.index(v) if v in order else len(order), v))
+
+
+def _save(fig, out) -> list[Path]:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def figure1(runs: list[Run], out) -> list[Path]:
+    datasets = {r.dataset for r in runs}
+    if len(datasets) != 1:
+        raise PlotError(f"figure 1 draws one dataset at a time; got {sorted(datasets)}")
+    nets = _order([r.net for r in runs], NET_ORDER)
+    fig, axes = plt.subplots(
+        len(nets), 3, figsize=(11, 2.6 * len(nets)), squeeze=False, layout="constrained"
+    )
+    for row, net in enumerate(nets):
+        for run in sorted((r for r in runs if r.net == net),
+                          key=lambda r: _order([r.method], METHOD_ORDER)[0]):  # fmt: skip
+            for col, key in enumerate(("acc", "ece", "nll")):
+                axes[row, col].plot(*run.series(key), label=LABELS.get(run.method, run.method))
+        for col, key in enumerate(("ACC", "ECE", "NLL")):
+            axes[row, col].set_title(f"{net}: {key}", fontsize=9)
+            axes[row, col].set_xlabel("block")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(f"{next(iter(datasets))}: test metrics per block")
+    return _save(fig, out)
+
+
+def figure2(runs: list[Run], out) -> list[Path]:
+    bmr = [r for r in runs if r.method == "bmr_ss"]
+    if not bmr:
+        raise PlotError("figure 2 needs BMR-S&S runs (method bmr_ss)")
+    datasets = _order([r.dataset for r in bmr], ("fashion_mnist", "cifar10", "cifar100"))
+    fig, axes = plt.subplots(
+        1, len(datasets), figsize=(4 * len(datasets), 3), squeeze=False, layout="constrained"
+    )
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        for run in sorted((r for r in bmr if r.dataset == dataset),
+                          key=lambda r: _order([r.net], NET_ORDER)[0]):  # fmt: skip
+            ax.plot(*run.series("pruned_fraction"), label=run.net)
+        ax.set(title=dataset, xlabel="block", ylabel="pruned fraction", ylim=(0, 1))
+        ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def figure3(runs: list[Run], out) -> list[Path]:
+    nets = _order([r.net for r in runs], NET_ORDER)
+    posteriors = {id(r): r.posterior() for r in runs}
+    layers = max(len(posteriors[id(r)][0]) for r in runs)
+    fig, axes = plt.subplots(len(nets), layers, figsize=(2.8 * layers, 2.6 * len(nets)),
+                             squeeze=False, layout="constrained")  # fmt: skip
+    for row, net in enumerate(nets):
+        for run in (r for r in runs if r.net == net):
+            weights, masks = posteriors[id(run)]
+            for col, (name, w) in enumerate(weights.items()):
+                kept = np.abs(w[masks[name]])
+                kept = np.sort(kept[kept > 0])
+                if kept.size:
+                    cdf = np.arange(1, kept.size + 1) / kept.size
+                    axes[row, col].plot(kept, cdf, label=LABELS.get(run.method, run.method))
+                axes[row, col].set_xscale("log")
+                axes[row, col].set_title(f"{net}: {name}", fontsize=8)
+        axes[row, 0].set_ylabel("CDF of |w|")
+        axes[row, 0].legend(fontsize=7)
+    return _save(fig, out)
+
+
+def figure4(runs: list[Run], out) -> list[Path]:
+    channels = {"cifar10": 3, "cifar100": 3}
+    rows = sorted(runs, key=lambda r: (_order([r.net], NET_ORDER)[0],
+                                       _order([r.method], METHOD_ORDER)[0]))  # fmt: skip
+    fig, axes = plt.subplots(
+        len(rows), 6, figsize=(12, 2.2 * len(rows)), squeeze=False, layout="constrained"
+    )
+    for row, run in enumerate(rows):
+        weights, _ = run.posterior()
+        first = next(iter(weights.values()))[:, :-1]  # drop the bias column
+        label = f"{run.net} / {LABELS.get(run.method, run.method)}"
+        for ax in axes[row]:
+            ax.axis("off")
+        c = channels.get(run.dataset, 1)
+        side = int(round(math.sqrt(first.shape[1] // c)))
+        for k in range(min(6, first.shape[0])):
+            kernel = first[k].reshape(side, side, c)[..., 0]
+            limit = np.abs(kernel).max() or 1.0
+            axes[row, k].imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        axes[row, 0].set_title(label, fontsize=8, loc="left")
+    return _save(fig, out)
+
+
+FIGURES = {1: figure1, 2: figure2, 3: figure3, 4: figure4}
+
+
+def plot(run_paths, figure: int, out) -> list[Path]:
+    """Draws figure ``figure`` from the run folders ``run_paths``; returns the files written."""
+    if figure not in FIGURES:
+        raise PlotError(f"unknown figure {figure}; allowed: 1, 2, 3, 4")
+    runs = [Run(p) for p in run_paths]
+    if not runs:
+        raise PlotError("no run folders given")
+    return FIGURES[figure](runs, out)

@@ -1,0 +1,87 @@
+"""The four paper figures render from run folders (hand-made fixture folders and a real run)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bmr_jax.cli import main
+from bmr_jax.config import dump_config, from_dict
+from bmr_jax.plots import PlotError, plot
+from bmr_jax.results import MARKER, RunFolder
+
+SHAPES = {  # first two layers of each net, small stand-ins for the real matrices
+    "mlp": {"hidden.0": (20, 785), "head": (10, 21)},
+    "lenet5": {"convs.0": (6, 26), "head": (10, 7)},
+}
+
+
+def _fixture_run(root, dataset, net, method, seed=0):
+    folder = RunFolder(root / dataset / f"{net}-{method}")
+    folder.path.mkdir(parents=True)
+    (folder.path / MARKER).write_text("bmr-jax run folder\n")
+    config = from_dict({"method": method, "data": {"name": dataset}, "net": {"name": net}})
+    folder.config_path.write_text(dump_config(config))
+    rng = np.random.default_rng(seed)
+    for block in (1, 2, 3):
+        folder.append_metrics({
+            "block": block, "step": 500 * block, "acc": 0.8 + 0.02 * block + 0.01 * seed,
+            "ece": 0.05 / block,
+            "nll": 0.6 - 0.05 * block, "pruned_fraction": 0.0 if method != "bmr_ss" else
+            0.3 * (block - 1),
+        })  # fmt: skip
+    weights = {k: rng.normal(0, 0.1, s) for k, s in SHAPES[net].items()}
+    masks = {k: rng.uniform(size=s) > 0.3 for k, s in SHAPES[net].items()}
+    folder.save_posterior(weights, masks)
+    return folder.path
+
+
+@pytest.fixture
+def fixture_runs(tmp_path):
+    return [
+        _fixture_run(tmp_path, "fashion_mnist", net, method, seed)
+        for seed, (net, method) in enumerate(
+            (n, m) for n in ("mlp", "lenet5") for m in ("flat_ff", "bmr_ss")
+        )
+    ]
+
+
+@pytest.mark.parametrize("figure", [1, 2, 3, 4])
+def test_every_figure_renders_as_png_and_pdf(figure, fixture_runs, tmp_path):
+    out = tmp_path / "figures" / f"fig{figure}"
+    paths = plot(fixture_runs, figure, out)
+    assert sorted(p.suffix for p in paths) == [".pdf", ".png"]
+    for path in paths:
+        assert path.is_file() and path.stat().st_size > 5_000
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_cli_and_errors(fixture_runs, tmp_path, capsys):
+    assert main(["plot", *map(str, fixture_runs), "--figure", "2", "--out",
+                 str(tmp_path / "f2")]) == 0  # fmt: skip
+    assert capsys.readouterr().out.count("f2.") == 2
+    other = _fixture_run(tmp_path, "cifar10", "mlp", "flat_ff")
+    with pytest.raises(PlotError, match="one dataset at a time"):
+        plot([*fixture_runs, other], 1, tmp_path / "f1")
+    assert main(["plot", str(tmp_path), "--figure", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    flat = [p for p in fixture_runs if "bmr_ss" not in p.name]
+    with pytest.raises(PlotError, match="needs BMR-S&S runs"):
+        plot(flat, 2, tmp_path / "f2b")
+
+
+def test_figures_from_a_real_run(tmp_path):
+    """A real (tiny) run folder written by `bmr-jax run` is enough for all four figures."""
+    out = tmp_path / "run"
+    assert main(["run", "configs/quickstart.yaml", "net.preset=small", "train.blocks=2",
+                 "train.steps_per_block=30", "eval.samples=2", "--out", str(out),
+                 "--quiet"]) == 0  # fmt: skip
+    weights, masks = RunFolder(out).load_posterior()
+    assert list(weights) == ["convs.0", "convs.1", "convs.2", "dense.0", "head"]
+    assert weights["convs.0"].shape == (6, 26) and masks["convs.0"].dtype == bool
+    summary = json.loads((out / "summary.json").read_text())
+    for figure in (1, 2, 3, 4):
+        assert plot([out], figure, tmp_path / f"real{figure}")
+    assert summary["steps"] == 60
