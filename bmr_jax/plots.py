@@ -58,8 +58,13 @@ class Run:
         return self.folder.load_posterior()
 
 
+def _rank(value, order):
+    """Sort key: position in ``order`` (unknown values last, by name)."""
+    return (order.index(value) if value in order else len(order), value)
+
+
 def _order(values, order):
-    return sorted(set(values), key=lambda v: (order.index(v) if v in order else len(order), v))
+    return sorted(set(values), key=lambda v: _rank(v, order))
 
 
 def _save(fig, out) -> list[Path]:
@@ -82,7 +87,7 @@ def figure1(runs: list[Run], out) -> list[Path]:
     )
     for row, net in enumerate(nets):
         for run in sorted((r for r in runs if r.net == net),
-                          key=lambda r: _order([r.method], METHOD_ORDER)[0]):  # fmt: skip
+                          key=lambda r: _rank(r.method, METHOD_ORDER)):  # fmt: skip
             for col, key in enumerate(("acc", "ece", "nll")):
                 axes[row, col].plot(*run.series(key), label=LABELS.get(run.method, run.method))
         for col, key in enumerate(("ACC", "ECE", "NLL")):
@@ -103,7 +108,7 @@ def figure2(runs: list[Run], out) -> list[Path]:
     )
     for ax, dataset in zip(axes[0], datasets, strict=True):
         for run in sorted((r for r in bmr if r.dataset == dataset),
-                          key=lambda r: _order([r.net], NET_ORDER)[0]):  # fmt: skip
+                          key=lambda r: _rank(r.net, NET_ORDER)):  # fmt: skip
             ax.plot(*run.series("pruned_fraction"), label=run.net)
         ax.set(title=dataset, xlabel="block", ylabel="pruned fraction", ylim=(0, 1))
         ax.legend(fontsize=8)
@@ -134,8 +139,8 @@ def figure3(runs: list[Run], out) -> list[Path]:
 
 def figure4(runs: list[Run], out) -> list[Path]:
     channels = {"cifar10": 3, "cifar100": 3}
-    rows = sorted(runs, key=lambda r: (_order([r.net], NET_ORDER)[0],
-                                       _order([r.method], METHOD_ORDER)[0]))  # fmt: skip
+    rows = sorted(runs, key=lambda r: (_rank(r.net, NET_ORDER),
+                                       _rank(r.method, METHOD_ORDER)))  # fmt: skip
     fig, axes = plt.subplots(
         len(rows), 6, figsize=(12, 2.2 * len(rows)), squeeze=False, layout="constrained"
     )

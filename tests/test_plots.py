@@ -85,3 +85,15 @@ def test_figures_from_a_real_run(tmp_path):
     for figure in (1, 2, 3, 4):
         assert plot([out], figure, tmp_path / f"real{figure}")
     assert summary["steps"] == 60
+
+
+def test_methods_and_nets_follow_the_papers_order():
+    from bmr_jax.plots import METHOD_ORDER, NET_ORDER, _rank
+
+    methods = ["bmr_ss", "flat_map", "tiered_ff", "zzz_custom", "flat_ff"]
+    assert sorted(methods, key=lambda m: _rank(m, METHOD_ORDER)) == [
+        "flat_map", "flat_ff", "tiered_ff", "bmr_ss", "zzz_custom"
+    ]  # fmt: skip
+    assert sorted(["vit", "mlp", "mixer", "lenet5"], key=lambda n: _rank(n, NET_ORDER)) == [
+        "mlp", "lenet5", "vit", "mixer"
+    ]  # fmt: skip
