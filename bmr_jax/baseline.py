@@ -125,16 +125,21 @@ def fit(
     return FitResult(losses=losses, seconds=end - start, steps_per_second=rate)
 
 
+@jax.jit(static_argnums=0)
+def _forward(graphdef: nnx.GraphDef, state, x):
+    return nnx.merge(graphdef, state)(x)
+
+
 def predict_logits(model: nnx.Module, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Logits of ``model`` (in evaluation mode) for every image, in chunks of ``batch_size``."""
+    """Logits of ``model`` (in evaluation mode) for every image, in chunks of ``batch_size``.
+    The forward pass is compiled once per network structure and chunk shape, and reused by
+    later calls."""
     model.eval()
     graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def forward(state, x):
-        return nnx.merge(graphdef, state)(x)
-
-    chunks = [forward(state, images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    chunks = [
+        _forward(graphdef, state, images[i : i + batch_size])
+        for i in range(0, len(images), batch_size)
+    ]
     return np.concatenate(jax.device_get(chunks))
 
 

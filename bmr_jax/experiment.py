@@ -31,7 +31,7 @@ def run_experiment(
     folder.claim(dump_config(config))
     if folder.is_finished():
         log(f"{folder.path}: already finished")
-        return _read_summary(folder)
+        return folder.read_summary()
     spec = nets.get_net_spec(config.net.name)
     dataset = data.load(config.data.name, image_size=spec.image_size, data_dir=data_dir)
     setup = methods.build(
@@ -105,12 +105,6 @@ def run_experiment(
     folder.write_summary(summary)
     folder.path.joinpath("checkpoint.npz").unlink(missing_ok=True)
     return summary
-
-
-def _read_summary(folder: RunFolder) -> dict:
-    import json
-
-    return json.loads(folder.summary_path.read_text())
 
 
 def _posterior_weights(setup) -> dict:

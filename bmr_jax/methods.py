@@ -33,6 +33,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -183,16 +184,12 @@ def run(
     view = setup.bnet.view
     reduce = rhs_fit = None
     prior_var = {s.name: setup.bnet.prior.prior_variance(s) for s in view.bayesian_layers}
-    if setup.method.rule is not None and setup.method.structured:
-        neuron_reduce = bmr.make_neuron_reduce(setup.trainer, setup.method.rule, prior_var)
-        reduce = lambda state, masks, block, write_back: neuron_reduce(state, masks, block)  # noqa: E731
-    elif setup.method.rule is not None:
-        reduce = bmr.make_guide_reduce(setup.trainer, setup.method.rule, prior_var)
+    if setup.method.rule is not None:
+        make = bmr.make_neuron_reduce if setup.method.structured else bmr.make_guide_reduce
+        reduce = make(setup.trainer, setup.method.rule, prior_var)
     if setup.method.rhs is not None:
         rhs_fit = make_rhs_fit(view, setup.method.rhs)
-        read_posterior = jax.jit(
-            lambda state: bmr.mean_field_posterior(setup.trainer.params(state), view)
-        )
+        read_posterior = jax.jit(partial(bmr.read_mean_field_posterior, setup.trainer))
     current = resume or initial_state(setup)
     setup.trainer.batches.restore(*current.batches)
     state, masks, gamma = current.svi_state, current.masks, current.gamma

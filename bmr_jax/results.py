@@ -108,6 +108,9 @@ class RunFolder:
         atomic_write(self.metrics_path, text.encode())
         return kept
 
+    def read_summary(self) -> dict:
+        return json.loads(self.summary_path.read_text())
+
     def write_summary(self, summary: dict) -> None:
         atomic_write(self.summary_path, (json.dumps(summary, indent=2) + "\n").encode())
 

@@ -26,6 +26,7 @@ from bmr_jax.bmr.reduce import (
     mean_field_posterior,
     noncentred_reduced_posterior,
     propagate_dead_units,
+    read_mean_field_posterior,
     sparsity,
 )
 
@@ -50,6 +51,7 @@ __all__ = [
     "mean_field_posterior",
     "noncentred_reduced_posterior",
     "propagate_dead_units",
+    "read_mean_field_posterior",
     "sparsity",
     "spike_and_slab",
 ]

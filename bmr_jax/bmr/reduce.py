@@ -56,18 +56,22 @@ def matrix_normal_posterior(params: Mapping[str, jax.Array], view: LayerView):
 
 
 def make_neuron_reduce(trainer, rule: Rule, prior_var: Mapping[str, float] | None = None):
-    """Structured BMR: one jitted ``reduce(svi_state, masks, block) -> ReduceResult`` that
+    """Structured BMR: one jitted ``reduce(svi_state, masks, block, write_back=False) ->
+    ReduceResult`` (the signature of :func:`make_guide_reduce`) that
     scores removing whole output units (rows) of every prunable layer in closed form from a
     matrix-normal guide (METHOD.md 4.3, :func:`delta_f_matrix_normal_rows`), applies ``rule``
     to the units of each layer, and prunes the whole row (weights and bias) of every removed
-    unit. ``ReduceResult.delta_f`` holds the per-unit Delta F."""
+    unit. ``ReduceResult.delta_f`` holds the per-unit Delta F. Writing a reduced posterior
+    back is not supported for matrix-normal guides (``write_back=True`` raises)."""
     view = trainer.bnet.view
     layers = [s.name for s in view.bayesian_layers]
     prunable = {s.name: s.prunable for s in view.bayesian_layers}
     prior_var = {name: 1.0 for name in layers} if prior_var is None else dict(prior_var)
 
-    @jax.jit
-    def reduce(svi_state, masks, block):
+    @partial(jax.jit, static_argnums=3)
+    def reduce(svi_state, masks, block, write_back: bool = False):
+        if write_back:
+            raise ValueError("structured BMR cannot write back a matrix-normal posterior")
         posterior = matrix_normal_posterior(trainer.params(svi_state), view)
         df = {}
         for name in layers:
@@ -133,17 +137,20 @@ def make_reduce(view: LayerView, rule: Rule, prior_var: Mapping[str, float] | No
     return reduce
 
 
+def read_mean_field_posterior(trainer, svi_state):
+    """``{layer: (mean, precision)}`` of ``Z`` read out of an SVI state (jit-able)."""
+    return mean_field_posterior(trainer.params(svi_state), trainer.bnet.view)
+
+
 def make_guide_reduce(trainer, rule: Rule, prior_var: Mapping[str, float] | None = None):
     """One jitted ``reduce(svi_state, masks, block, write_back) -> ReduceResult`` that reads
     the mean-field guide's parameters out of the SVI state, so the whole reduce step is a
     single dispatch with no host round trip."""
-    view = trainer.bnet.view
-    inner = make_reduce(view, rule, prior_var)
+    inner = make_reduce(trainer.bnet.view, rule, prior_var)
 
     @partial(jax.jit, static_argnums=3)
     def reduce(svi_state, masks, block, write_back: bool = False):
-        posterior = mean_field_posterior(trainer.params(svi_state), view)
-        return inner(posterior, masks, block, write_back)
+        return inner(read_mean_field_posterior(trainer, svi_state), masks, block, write_back)
 
     return reduce
 
