@@ -3,6 +3,7 @@
     bmr-jax run CONFIG [k=v ...]      run or resume an experiment into a run folder
     bmr-jax grid GRID [k=v ...]       run a grid of experiments, skipping finished runs
     bmr-jax plot RUNS... --figure N --out FILE   draw figure N (1-4) of the paper
+    bmr-jax report RUNS... [--csv F]  final metrics as a Markdown table; per-block CSV
     bmr-jax demo                      train a LeNet-5 on the embedded mnist_mini, print accuracy
     bmr-jax datasets list             registered datasets and whether their files are present
     bmr-jax datasets download NAME    download (and verify) a dataset's files
@@ -118,6 +119,15 @@ def _cmd_plot(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from bmr_jax.report import report
+
+    print(report(args.runs, args.csv), end="")
+    if args.csv:
+        print(f"per-block metrics: {args.csv}")
+    return 0
+
+
 def _cmd_datasets(args) -> int:
     from bmr_jax import data
     from bmr_jax.data.files import verify_file
@@ -215,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot_parser.add_argument("--figure", type=int, required=True, choices=(1, 2, 3, 4))
     plot_parser.add_argument("--out", required=True, help="output file (.png and .pdf)")
     plot_parser.set_defaults(func=_cmd_plot)
+
+    report_parser = sub.add_parser("report", help="tabulate run folders (Markdown; CSV per block)")
+    report_parser.add_argument("runs", nargs="+", help="run folders")
+    report_parser.add_argument("--csv", help="also write every run's per-block metrics here")
+    report_parser.set_defaults(func=_cmd_report)
 
     datasets = sub.add_parser("datasets", help="list, download or verify datasets")
     datasets.add_argument(

@@ -23,6 +23,9 @@ Keys (defaults in brackets):
 - ``eval.samples`` [null]: posterior samples for the test metrics; null takes the method's
   value (100; 1 for MAP).
 - ``eval.chunk_size`` [1000]: test images per evaluation chunk (memory bound).
+- ``eval.every`` [1]: test metrics after every k-th block and after the last; the other
+  blocks record ``null`` for acc/nll/ece/lpd (a 100-sample evaluation of a LeNet-5 costs
+  about as much as a 500-step block on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class TrainConfig:
 class EvalConfig:
     samples: int | None = None
     chunk_size: int = 1000
+    every: int = 1
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ class Config:
 
 _SECTIONS = {"data": DataConfig, "net": NetConfig, "train": TrainConfig, "eval": EvalConfig}
 _POSITIVE = {"train.blocks", "train.steps_per_block", "train.batch_size", "eval.samples",
-             "eval.chunk_size"}  # fmt: skip
+             "eval.chunk_size", "eval.every"}  # fmt: skip
 
 
 def _allowed_names(key: str) -> list[str] | None:

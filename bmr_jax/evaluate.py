@@ -69,6 +69,9 @@ def predictive_probs(
     return np.concatenate(jax.device_get(chunks))
 
 
+CLASSIFICATION_METRICS = ("acc", "nll", "ece", "lpd")
+
+
 def classification_metrics(probs, labels, bins: int = 20) -> dict[str, float]:
     """ACC, NLL, ECE (``bins`` equal-mass bins) and LPD of predictive ``probs``."""
     probs, labels = jnp.asarray(probs), jnp.asarray(labels)

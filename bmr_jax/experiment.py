@@ -57,9 +57,13 @@ def run_experiment(
     def on_block(record, state):
         folder.append_metrics(record)  # metrics first: a crash here is truncated on resume
         folder.save_checkpoint(state)
-        log(
-            f"block {record['block']}/{config.train.blocks}: loss {record['loss']:.4f} "
+        tested = (
             f"acc {record['acc']:.4f} nll {record['nll']:.4f} ece {record['ece']:.4f} "
+            if record["acc"] is not None
+            else ""
+        )
+        log(
+            f"block {record['block']}/{config.train.blocks}: loss {record['loss']:.4f} {tested}"
             f"pruned {record['pruned_fraction']:.3f} ({record['train_seconds']:.1f} s train, "
             f"{record['eval_seconds']:.1f} s eval)"
         )
@@ -75,6 +79,7 @@ def run_experiment(
             steps_per_block=config.train.steps_per_block,
             eval_samples=config.eval.samples,
             chunk_size=config.eval.chunk_size,
+            eval_every=config.eval.every,
             seed=config.seed,
             progress=progress,
             on_block=on_block,

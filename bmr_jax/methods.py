@@ -162,12 +162,14 @@ def run(
     steps_per_block: int,
     eval_samples: int | None = None,
     chunk_size: int = 1000,
+    eval_every: int = 1,
     seed: int = 137,
     progress: bool = True,
     on_block: Callable[[dict, RunState], None] | None = None,
     resume: RunState | None = None,
 ) -> list[dict]:
-    """Trains block by block, evaluating on the test split after each block.
+    """Trains block by block, evaluating on the test split after every ``eval_every``-th block
+    and after the last (the other blocks record ``None`` for the test metrics).
 
     For a BMR method, every block after the first starts with the reduce step (METHOD.md 4.5).
     ``on_block(record, state)`` is called after every block (to log and checkpoint);
@@ -223,23 +225,27 @@ def run(
             state, steps_per_block, gamma, progress=progress, description=f"block {block}/{blocks}"
         )
         start = time.perf_counter()
-        probs = evaluate.predictive_probs(
-            setup.bnet,
-            setup.guide,
-            setup.trainer.params(state),
-            dataset.test.images,
-            key=eval_key,
-            samples=samples,
-            gamma=gamma,
-            chunk_size=chunk_size,
-            predictive=predictive,
-        )
+        if block % eval_every == 0 or block == blocks:
+            probs = evaluate.predictive_probs(
+                setup.bnet,
+                setup.guide,
+                setup.trainer.params(state),
+                dataset.test.images,
+                key=eval_key,
+                samples=samples,
+                gamma=gamma,
+                chunk_size=chunk_size,
+                predictive=predictive,
+            )
+            test_metrics = evaluate.classification_metrics(probs, dataset.test.labels)
+        else:
+            test_metrics = dict.fromkeys(evaluate.CLASSIFICATION_METRICS)
         counts = bmr.sparsity(masks, view, setup.sequential)
         record = {
             "block": block,
             "step": block * steps_per_block,
             "loss": float(losses.mean()),
-            **evaluate.classification_metrics(probs, dataset.test.labels),
+            **test_metrics,
             "pruned_fraction": counts["pruned_fraction"],
             "dead_fraction": counts["dead_fraction"],
             "compression": counts["compression"],

@@ -50,7 +50,9 @@ class Run:
         self.dataset = self.config.data.name
 
     def series(self, key):
-        return [r["block"] for r in self.metrics], [r[key] for r in self.metrics]
+        """``(blocks, values)`` of the blocks that have ``key`` (test metrics may be every k-th)."""
+        kept = [r for r in self.metrics if r.get(key) is not None]
+        return [r["block"] for r in kept], [r[key] for r in kept]
 
     def posterior(self):
         if not self.folder.posterior_path.is_file():

@@ -64,6 +64,19 @@ def test_interrupted_run_resumes_to_the_same_result(uninterrupted, tmp_path, cap
     assert "already finished" in capsys.readouterr().out
 
 
+def test_evaluating_every_other_block_leaves_training_alone(uninterrupted, tmp_path):
+    out = tmp_path / "every"
+    assert main(["run", "configs/quickstart.yaml", *TINY, "eval.every=2", "--out", str(out),
+                 "--quiet"]) == 0  # fmt: skip
+    sparse = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    full = [json.loads(x) for x in (uninterrupted / "metrics.jsonl").read_text().splitlines()]
+    assert [r["acc"] is None for r in sparse] == [True, False, False]  # block 2, and the last
+    for a, b in zip(sparse, full, strict=True):
+        for key in ("loss", "pruned_fraction") + (("acc", "nll", "ece") if a["acc"] else ()):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=key)
+    assert json.loads((out / "summary.json").read_text())["acc"] == full[-1]["acc"]
+
+
 def test_folders_that_are_not_ours_or_hold_another_run(tmp_path, capsys):
     foreign = tmp_path / "foreign"
     foreign.mkdir()

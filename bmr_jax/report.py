@@ -1,0 +1,112 @@
+"""Tables from run folders: a compact per-block CSV and a Markdown summary of final metrics.
+
+``bmr-jax report RUNS... [--csv FILE]`` prints one Markdown row per run (dataset, network,
+preset, method, steps, ACC, ECE, NLL, pruned fraction, compression, wall time) and optionally
+writes every run's per-block metrics as one CSV, the form committed under
+``experiments/results/``. Unfinished runs are reported with the blocks they have.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+from bmr_jax.config import load_config
+from bmr_jax.errors import BmrJaxError
+from bmr_jax.results import RunFolder, atomic_write
+
+RUN_COLUMNS = ("dataset", "net", "preset", "method")
+BLOCK_COLUMNS = ("block", "step", "loss", "acc", "nll", "ece", "lpd", "pruned_fraction",
+                 "dead_fraction", "compression", "seconds")  # fmt: skip
+_ORDER = {
+    "net": ("mlp", "lenet5", "vit", "mixer", "lenet_300_100", "lenet5_caffe"),
+    "method": ("flat_map", "flat_ff", "tiered_ff", "bmr_ss", "bmr_rhs", "bmr_units"),
+}
+
+
+class ReportError(BmrJaxError):
+    """The folders given are not run folders."""
+
+
+def _rank(kind: str, value: str) -> tuple[int, str]:
+    order = _ORDER[kind]
+    return (order.index(value) if value in order else len(order), value)
+
+
+def load_runs(paths) -> list[tuple[dict, list[dict]]]:
+    """``(identity, per-block records)`` of each run folder, in the paper's network and method
+    order; ``identity`` holds ``RUN_COLUMNS``."""
+    runs = []
+    for path in paths:
+        folder = RunFolder(path)
+        if not folder.config_path.is_file() or not folder.metrics_path.is_file():
+            raise ReportError(f"{path}: not a run folder with config.yaml and metrics.jsonl")
+        config = load_config(folder.config_path)
+        identity = {"dataset": config.data.name, "net": config.net.name,
+                    "preset": config.net.preset, "method": config.method}  # fmt: skip
+        runs.append((identity, folder.metrics()))
+    return sorted(runs, key=lambda r: (r[0]["dataset"], _rank("net", r[0]["net"]),
+                                       r[0]["preset"], _rank("method", r[0]["method"])))  # fmt: skip
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def per_block_csv(runs) -> str:
+    """One CSV row per (run, block); test metrics of blocks without an evaluation are empty."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(RUN_COLUMNS + BLOCK_COLUMNS)
+    for identity, records in runs:
+        for r in records:
+            seconds = r["train_seconds"] + r["reduce_seconds"] + r["eval_seconds"]
+            values = [identity[k] for k in RUN_COLUMNS]
+            values += [r.get(k) for k in BLOCK_COLUMNS[:-1]] + [seconds]
+            writer.writerow([_cell(v) for v in values])
+    return buffer.getvalue()
+
+
+def _last(records, key):
+    """The last recorded value of ``key`` (test metrics may be every k-th block)."""
+    values = [r[key] for r in records if r.get(key) is not None]
+    return values[-1] if values else None
+
+
+def summary_markdown(runs) -> str:
+    """A Markdown table of each run's last metrics and total wall time."""
+    lines = [
+        "| dataset | net | preset | method | steps | ACC | ECE | NLL | pruned | compression "
+        "| minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for identity, records in runs:
+        if not records:
+            continue
+        minutes = sum(r["train_seconds"] + r["reduce_seconds"] + r["eval_seconds"]
+                      for r in records) / 60  # fmt: skip
+        acc, ece, nll = (_last(records, k) for k in ("acc", "ece", "nll"))
+        metrics = [f"{v:.3f}" if v is not None else "-" for v in (acc, ece, nll)]
+        lines.append(
+            f"| {identity['dataset']} | {identity['net']} | {identity['preset']} "
+            f"| {identity['method']} | {records[-1]['step']:,} | {' | '.join(metrics)} "
+            f"| {records[-1]['pruned_fraction']:.3f} | {records[-1]['compression']:.1f}x "
+            f"| {minutes:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def report(paths, csv_path=None) -> str:
+    """The Markdown summary of ``paths``; writes the per-block CSV to ``csv_path`` if given."""
+    runs = load_runs(paths)
+    if csv_path is not None:
+        csv_path = Path(csv_path)
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(csv_path, per_block_csv(runs).encode())
+    return summary_markdown(runs)
