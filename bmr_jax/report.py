@@ -47,8 +47,13 @@ def load_runs(paths) -> list[tuple[dict, list[dict]]]:
         identity = {"dataset": config.data.name, "net": config.net.name,
                     "preset": config.net.preset, "method": config.method}  # fmt: skip
         runs.append((identity, folder.metrics()))
-    return sorted(runs, key=lambda r: (r[0]["dataset"], _rank("net", r[0]["net"]),
-                                       r[0]["preset"], _rank("method", r[0]["method"])))  # fmt: skip
+
+    def key(run):
+        identity = run[0]
+        return (identity["dataset"], _rank("net", identity["net"]), identity["preset"],
+                _rank("method", identity["method"]))  # fmt: skip
+
+    return sorted(runs, key=key)
 
 
 def _cell(value) -> str:

@@ -40,7 +40,12 @@ def test_csv_and_markdown_from_run_folders(tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == list(RUN_COLUMNS + BLOCK_COLUMNS)
     assert [(r["net"], r["block"]) for r in rows] == [
-        ("mlp", "1"), ("mlp", "2"), ("mlp", "3"), ("lenet5", "1"), ("lenet5", "2"), ("lenet5", "3")
+        ("mlp", "1"),
+        ("mlp", "2"),
+        ("mlp", "3"),
+        ("lenet5", "1"),
+        ("lenet5", "2"),
+        ("lenet5", "3"),
     ]
     assert rows[1]["acc"] == "" and rows[1]["seconds"] == "50.5" and rows[2]["acc"] == "0.8"
     assert float(rows[5]["compression"]) == 2.0
