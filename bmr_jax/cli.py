@@ -3,6 +3,7 @@
     bmr-jax run CONFIG [k=v ...]      run or resume an experiment into a run folder
     bmr-jax grid GRID [k=v ...]       run a grid of experiments, skipping finished runs
     bmr-jax plot RUNS... --figure N --out FILE   draw figure N (1-4) of the paper
+    bmr-jax bench step --net NAME     each method's step and the BMR reduce vs an Adam step
     bmr-jax report RUNS... [--csv F]  final metrics as a Markdown table; per-block CSV
     bmr-jax demo                      train a LeNet-5 on the embedded mnist_mini, print accuracy
     bmr-jax datasets list             registered datasets and whether their files are present
@@ -128,6 +129,26 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_bench_step(args) -> int:
+    import json
+
+    import jax
+
+    from bmr_jax.bench import bench_step, format_step_table
+    from bmr_jax.runtime import enable_compilation_cache
+
+    enable_compilation_cache()
+    medians = bench_step(args.net, preset=args.preset, batch=args.batch, dataset=args.dataset,
+                         rounds=args.rounds, data_dir=args.data_dir)  # fmt: skip
+    if args.json:
+        print(json.dumps(medians))
+    else:
+        print(format_step_table(medians, f"{args.net} ({args.preset}) on {args.dataset}, batch "
+                                f"{args.batch}, median of {args.rounds} rounds, "
+                                f"{jax.devices()[0].device_kind}"))  # fmt: skip
+    return 0
+
+
 def _cmd_datasets(args) -> int:
     from bmr_jax import data
     from bmr_jax.data.files import verify_file
@@ -225,6 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     plot_parser.add_argument("--figure", type=int, required=True, choices=(1, 2, 3, 4))
     plot_parser.add_argument("--out", required=True, help="output file (.png and .pdf)")
     plot_parser.set_defaults(func=_cmd_plot)
+
+    bench = sub.add_parser("bench", help="benchmarks (side by side in one process)")
+    bench_sub = bench.add_subparsers(dest="benchmark", required=True)
+    step = bench_sub.add_parser("step", help="every method's step and the reduce vs an Adam step")
+    step.add_argument("--net", default="lenet5", help="network name (default lenet5)")
+    step.add_argument("--preset", default="paper", choices=("paper", "small"))
+    step.add_argument("--batch", type=int, default=120)
+    step.add_argument("--dataset", default="fashion_mnist")
+    step.add_argument("--rounds", type=int, default=100, help="timed rounds (median)")
+    step.add_argument("--json", action="store_true", help="print one JSON object (seconds)")
+    _add_data_dir(step)
+    step.set_defaults(func=_cmd_bench_step)
 
     report_parser = sub.add_parser("report", help="tabulate run folders (Markdown; CSV per block)")
     report_parser.add_argument("runs", nargs="+", help="run folders")

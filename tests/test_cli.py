@@ -47,3 +47,14 @@ def test_nets_lists_the_zoo(capsys):
     assert main(["nets"]) == 0
     out = capsys.readouterr().out
     assert "lenet5         paper      61,706" in out and "vit            paper   3,186,954" in out
+
+
+def test_bench_step_prints_the_json_contract(capsys):
+    import json
+
+    args = ["bench", "step", "--net", "mlp", "--preset", "small", "--dataset", "mnist_mini",
+            "--batch", "32", "--rounds", "3", "--json"]  # fmt: skip
+    assert main(args) == 0
+    medians = json.loads(capsys.readouterr().out)
+    assert list(medians) == ["adam", "flat_map", "flat_ff", "tiered_ff", "bmr_ss", "reduce"]
+    assert all(isinstance(v, float) and 0 < v < 60 for v in medians.values())

@@ -1,0 +1,113 @@
+"""Step-cost benchmark: every method's SVI step and the BMR reduce against a plain Adam step.
+
+``bmr-jax bench step --net NAME [--preset P] [--batch B] [--json]`` (DESIGN.md contract). In one
+process, on the same Flax network, dataset and batch size:
+
+- ``adam``: one plain Optax Adam step on the Flax network (``bmr_jax.baseline``);
+- ``flat_map``, ``flat_ff``, ``tiered_ff``, ``bmr_ss``: one SVI step of each method through our
+  engine (``SVITrainer.step``), all without dropout so only the inference differs;
+- ``reduce``: one whole BMR reduce step (read the guide out of the SVI state, Delta F of every
+  weight, spike-and-slab rule, masks; METHOD.md 4.4-4.5) as one jitted call.
+
+Everything is compiled and warmed up first, then timed round-robin (one call of each per round,
+so drift and contention hit all alike); the medians over rounds are reported in seconds.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+STEP_METHODS = ("flat_map", "flat_ff", "tiered_ff", "bmr_ss")
+
+
+def _adam_runner(net: str, preset: str, dataset, batch: int) -> Callable[[int], object]:
+    import jax
+    import optax
+    from flax import nnx
+
+    from bmr_jax import baseline, nets
+
+    module = nets.create_net(net, dataset.num_classes, dataset.image_shape, preset,
+                             rngs=nnx.Rngs(0))  # fmt: skip
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+    adam = optax.adam(1e-3)
+    step = baseline.make_train_step(graphdef, adam)
+    images, labels = jax.device_put(dataset.train.images), jax.device_put(dataset.train.labels)
+    usable = (len(dataset.train) // batch) * batch
+    order = jax.random.permutation(jax.random.key(0), usable).reshape(-1, batch)
+    box = [baseline.TrainState(params, rest, adam.init(params))]
+
+    def run(i):
+        box[0], loss = step(box[0], images, labels, order, i % len(order))
+        return loss
+
+    return run
+
+
+def _svi_runners(name: str, net: str, preset: str, dataset, batch: int, with_reduce: bool):
+    import jax
+    import jax.numpy as jnp
+
+    from bmr_jax import bmr, methods
+
+    reference = methods.METHODS.get(name)
+    # the same network for every method (dropout off), so only the inference differs
+    method = methods.Method(name, reference.prior, reference.guide, reference.lr)
+    setup = methods.build(method, dataset, net=net, preset=preset, batch_size=batch)
+    trainer = setup.trainer
+    gamma = setup.bnet.full_gamma()
+    box = [trainer.init()]
+
+    def step(i):
+        box[0], loss = trainer.step(box[0], gamma)
+        return loss
+
+    runners = {name: step}
+    if with_reduce:
+        view = setup.bnet.view
+        masks = {s.name: jnp.ones(s.shape, bool) for s in view.bayesian_layers}
+        prior_var = {s.name: setup.bnet.prior.prior_variance(s) for s in view.bayesian_layers}
+        reduce = bmr.make_guide_reduce(trainer, reference.rule, prior_var)
+        runners["reduce"] = lambda i: jax.block_until_ready(reduce(box[0], masks, 2).masks)
+    return runners
+
+
+def bench_step(
+    net: str = "lenet5",
+    *,
+    preset: str = "paper",
+    batch: int = 120,
+    dataset: str = "fashion_mnist",
+    rounds: int = 100,
+    warmup: int = 3,
+    data_dir=None,
+) -> dict[str, float]:
+    """Median seconds per call of ``adam``, each of ``STEP_METHODS`` and ``reduce``."""
+    import jax
+
+    from bmr_jax import data, nets
+
+    ds = data.load(dataset, image_size=nets.get_net_spec(net).image_size, data_dir=data_dir)
+    runners = {"adam": _adam_runner(net, preset, ds, batch)}
+    for name in STEP_METHODS:
+        runners.update(_svi_runners(name, net, preset, ds, batch, with_reduce=name == "bmr_ss"))
+    for run in runners.values():  # compile and warm up
+        for i in range(warmup):
+            jax.block_until_ready(run(i))
+    times = {name: [] for name in runners}
+    for i in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            jax.block_until_ready(run(warmup + i))
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def format_step_table(medians: dict[str, float], title: str) -> str:
+    """Milliseconds and ratios to the Adam step, one line per entry."""
+    lines = [title, f"{'step':10s} {'ms':>9s} {'x Adam':>7s}"]
+    for name, seconds in medians.items():
+        lines.append(f"{name:10s} {1000 * seconds:9.3f} {seconds / medians['adam']:6.2f}x")
+    return "\n".join(lines)

@@ -1,0 +1,147 @@
+"""Pruning as an optax wrapper: masks live in the optimiser state and are applied after every
+update (the shape of JaxPruner, Lee et al. 2023), with a score function and a sparsity schedule.
+
+    optimizer = pruning.prune_by_score(
+        optax.adam(1e-3),
+        score=pruning.magnitude,                      # higher score = keep
+        schedule=PolynomialSchedule(final=0.95, begin=1, end=30),
+        every=500,                                    # re-rank every 500 steps
+        prunable=pruning.kernels_and_biases_except(["head"]),
+    )
+
+Every ``every`` steps the prunable entries are ranked globally (across layers) by score and the
+lowest ``schedule(step // every)`` fraction is masked; a pruned entry stays pruned. The params
+that come out of ``optax.apply_updates`` are exactly zero where masked, so the network is the
+pruned network at every step (no separate masking pass). With ``score=magnitude`` and the
+polynomial schedule this is gradual magnitude pruning (Zhu & Gupta 2017), the classic baseline
+(Han et al. 2015) that BMR is compared against in ``scripts/bench_anchors.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class PruningState(NamedTuple):
+    inner: optax.OptState
+    masks: Any  # bool pytree like the params (all True on leaves that are not prunable)
+    count: jax.Array  # updates applied so far
+
+
+def magnitude(params):
+    """Score of each entry: its absolute value (Han et al. 2015)."""
+    return jax.tree.map(jnp.abs, params)
+
+
+def _path_name(path) -> str:
+    """Dotted name of a pytree path (``hidden.0.kernel``; an ``nnx.Variable``'s ``.value`` is
+    dropped)."""
+    name = ".".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))))
+                    for k in path)  # fmt: skip
+    return name.removesuffix(".value")
+
+
+def kernels_and_biases_except(excluded: Iterable[str] = ()) -> Callable[[str, jax.Array], bool]:
+    """Predicate: every ``kernel``/``bias`` leaf whose dotted path does not start with one of
+    ``excluded`` (e.g. the classifier head, which BMR does not prune either)."""
+    excluded = tuple(excluded)
+
+    def prunable(name: str, leaf) -> bool:
+        last = name.rsplit(".", 1)[-1]
+        kept = any(name == e or name.startswith(e + ".") for e in excluded)
+        return last in ("kernel", "bias") and not kept
+
+    return prunable
+
+
+def _prunable_tree(params, prunable):
+    return jax.tree_util.tree_map_with_path(lambda p, x: prunable(_path_name(p), x), params)
+
+
+def global_masks(scores, alive, selected, fraction):
+    """Masks keeping all but the lowest-scoring ``ceil(fraction * n)`` of the ``n`` selected
+    entries, ranked across every leaf at once; entries already pruned rank lowest, so they stay
+    pruned and count towards the fraction. ``fraction`` may be traced."""
+    leaves, treedef = jax.tree.flatten(scores)
+    alive_leaves = treedef.flatten_up_to(alive)
+    chosen = [bool(s) for s in treedef.flatten_up_to(selected)]
+    pool = [jnp.where(a, s, -jnp.inf).ravel()
+            for s, a, c in zip(leaves, alive_leaves, chosen, strict=True) if c]  # fmt: skip
+    if not pool:
+        return alive
+    flat = jnp.concatenate(pool)
+    rank = (
+        jnp.empty(flat.shape, jnp.int32)
+        .at[jnp.argsort(flat)]
+        .set(jnp.arange(flat.size, dtype=jnp.int32))
+    )  # 0 = lowest score
+    keep = rank >= jnp.ceil(fraction * flat.size)
+    out, start = [], 0
+    for s, a, c in zip(leaves, alive_leaves, chosen, strict=True):
+        if c:
+            out.append(keep[start : start + s.size].reshape(s.shape) & a)
+            start += s.size
+        else:
+            out.append(a)
+    return treedef.unflatten(out)
+
+
+def prune_by_score(
+    inner: optax.GradientTransformation,
+    *,
+    score: Callable[[Any], Any],
+    schedule: Callable[[jax.Array], jax.Array],
+    every: int,
+    prunable: Callable[[str, jax.Array], bool] | None = None,
+) -> optax.GradientTransformation:
+    """Wraps ``inner`` so that the parameters stay pruned by ``score`` to ``schedule``.
+
+    Args:
+      inner: the optimiser whose updates are masked.
+      score: ``params -> scores`` (same tree; higher = keep), e.g. :func:`magnitude`.
+      schedule: target pruned fraction of the prunable entries as a function of
+        ``update_count // every`` (e.g. ``bmr_jax.bmr.PolynomialSchedule``, in those units).
+      every: masks are recomputed after every ``every``-th update.
+      prunable: ``(dotted path, leaf) -> bool``; default: every leaf with ``ndim >= 2``.
+    """
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    prunable = prunable or (lambda name, leaf: jnp.ndim(leaf) >= 2)
+
+    def init(params):
+        masks = jax.tree.map(lambda p: jnp.ones(jnp.shape(p), bool), params)
+        return PruningState(inner.init(params), masks, jnp.zeros((), jnp.int32))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("prune_by_score needs params in update()")
+        updates, inner_state = inner.update(updates, state.inner, params)
+        new_params = optax.apply_updates(params, updates)
+        count = state.count + 1
+        selected = _prunable_tree(params, prunable)
+        masks = jax.lax.cond(
+            count % every == 0,
+            lambda: global_masks(
+                score(new_params), state.masks, selected, schedule(count // every)
+            ),
+            lambda: state.masks,
+        )
+        masked = jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), new_params, masks)
+        updates = jax.tree.map(lambda new, old: new - old, masked, params)
+        return updates, PruningState(inner_state, masks, count)
+
+    return optax.GradientTransformation(init, update)
+
+
+def pruned_fraction(masks, params, prunable=None) -> float:
+    """Pruned share of the prunable entries (host-side, for reports)."""
+    prunable = prunable or (lambda name, leaf: jnp.ndim(leaf) >= 2)
+    selected = jax.tree.leaves(_prunable_tree(params, prunable))
+    chosen = [m for m, c in zip(jax.tree.leaves(masks), selected, strict=True) if c]
+    total = sum(m.size for m in chosen)
+    return 1.0 - sum(int(jnp.sum(m)) for m in chosen) / max(total, 1)
