@@ -1,7 +1,8 @@
 """Tables from run folders: a compact per-block CSV and a Markdown summary of final metrics.
 
 ``bmr-jax report RUNS... [--csv FILE]`` prints one Markdown row per run (dataset, network,
-preset, method, steps, ACC, ECE, NLL, pruned fraction, compression, wall time) and optionally
+preset, method, steps, ACC, ECE, NLL, pruned fraction, compression, wall time, and the wall
+time until 50 % and 90 % of the prunable weights were pruned) and optionally
 writes every run's per-block metrics as one CSV, the form committed under
 ``experiments/results/``. Unfinished runs are reported with the blocks they have.
 """
@@ -84,12 +85,23 @@ def _last(records, key):
     return values[-1] if values else None
 
 
+def minutes_to_sparsity(records, fraction: float) -> float | None:
+    """Wall minutes (training, reduce and evaluation) until the end of the first block whose
+    pruned fraction reached ``fraction``; ``None`` if no block did (time-to-sparsity)."""
+    seconds = 0.0
+    for r in records:
+        seconds += r["train_seconds"] + r["reduce_seconds"] + r["eval_seconds"]
+        if r["pruned_fraction"] >= fraction:
+            return seconds / 60
+    return None
+
+
 def summary_markdown(runs) -> str:
-    """A Markdown table of each run's last metrics and total wall time."""
+    """A Markdown table of each run's last metrics, total wall time and time-to-sparsity."""
     lines = [
         "| dataset | net | preset | method | steps | ACC | ECE | NLL | pruned | compression "
-        "| minutes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| minutes | min to 50 % / 90 % pruned |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for identity, records in runs:
         if not records:
@@ -98,11 +110,13 @@ def summary_markdown(runs) -> str:
                       for r in records) / 60  # fmt: skip
         acc, ece, nll = (_last(records, k) for k in ("acc", "ece", "nll"))
         metrics = [f"{v:.3f}" if v is not None else "-" for v in (acc, ece, nll)]
+        reached = [minutes_to_sparsity(records, f) for f in (0.5, 0.9)]
+        reached = " / ".join(f"{m:.1f}" if m is not None else "-" for m in reached)
         lines.append(
             f"| {identity['dataset']} | {identity['net']} | {identity['preset']} "
             f"| {identity['method']} | {records[-1]['step']:,} | {' | '.join(metrics)} "
             f"| {records[-1]['pruned_fraction']:.3f} | {records[-1]['compression']:.1f}x "
-            f"| {minutes:.1f} |"
+            f"| {minutes:.1f} | {reached} |"
         )
     return "\n".join(lines) + "\n"
 
