@@ -23,6 +23,9 @@ Keys (defaults in brackets):
 - ``eval.samples`` [null]: posterior samples for the test metrics; null takes the method's
   value (100; 1 for MAP).
 - ``eval.chunk_size`` [1000]: test images per evaluation chunk (memory bound).
+- ``bmr.inclusion_rate`` [layer]: layer | alive: which weights the spike-and-slab rule's
+  learned inclusion rate counts once some are pruned -- the whole layer (pruned ones as
+  excluded; METHOD.md 4.4.1's rate per layer) or only the weights still alive.
 - ``eval.every`` [1]: test metrics after every k-th block and after the last; the other
   blocks record ``null`` for acc/nll/ece/lpd (a 100-sample evaluation of a LeNet-5 costs
   about as much as a 500-step block on a 2-core CPU).
@@ -71,6 +74,11 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class BmrConfig:
+    inclusion_rate: str = "layer"
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = 137
     method: str = "bmr_ss"
@@ -78,12 +86,14 @@ class Config:
     net: NetConfig = field(default_factory=NetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    bmr: BmrConfig = field(default_factory=BmrConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"data": DataConfig, "net": NetConfig, "train": TrainConfig, "eval": EvalConfig}
+_SECTIONS = {"data": DataConfig, "net": NetConfig, "train": TrainConfig, "eval": EvalConfig,
+             "bmr": BmrConfig}  # fmt: skip
 _POSITIVE = {"train.blocks", "train.steps_per_block", "train.batch_size", "eval.samples",
              "eval.chunk_size", "eval.every"}  # fmt: skip
 
@@ -96,6 +106,7 @@ def _allowed_names(key: str) -> list[str] | None:
         "data.name": data.list_datasets(),
         "net.name": nets.list_nets(),
         "net.preset": list(nets.PRESETS),
+        "bmr.inclusion_rate": ["layer", "alive"],
     }.get(key)
 
 
@@ -204,6 +215,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     for override in overrides:
         values = _merge(values, parse_override(override))
     return from_dict(values)
+
+
+def same_config(config: Config, yaml_text: str) -> bool:
+    """Whether ``yaml_text`` (a run folder's config.yaml) resolves to ``config``; keys added to
+    the schema since it was written take their defaults."""
+    try:
+        return from_dict(yaml.safe_load(yaml_text) or {}) == config
+    except (ConfigError, yaml.YAMLError):
+        return False
 
 
 def dump_config(config: Config) -> str:

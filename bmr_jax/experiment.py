@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from bmr_jax import data, methods, nets
-from bmr_jax.config import Config, dump_config
+from bmr_jax.config import Config, dump_config, same_config
 from bmr_jax.results import RunFolder
 
 
@@ -28,14 +28,14 @@ def run_experiment(
     stopped early because of ``stop_after`` (a number of blocks to run in this call, used to
     test interruption)."""
     folder = RunFolder(out)
-    folder.claim(dump_config(config))
+    folder.claim(dump_config(config), same=lambda old: same_config(config, old))
     if folder.is_finished():
         log(f"{folder.path}: already finished")
         return folder.read_summary()
     spec = nets.get_net_spec(config.net.name)
     dataset = data.load(config.data.name, image_size=spec.image_size, data_dir=data_dir)
     setup = methods.build(
-        config.method,
+        methods.configured(config.method, inclusion_rate=config.bmr.inclusion_rate),
         dataset,
         net=config.net.name,
         preset=config.net.preset,

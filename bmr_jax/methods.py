@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import jax
@@ -89,6 +89,14 @@ class Setup:
     sequential: bool = True  # the network's layers read each other in sequence
     state: object = None  # the SVI state after :func:`run`
     masks: dict | None = None  # the pruning masks after :func:`run`
+
+
+def configured(name: str, *, inclusion_rate: str = "layer") -> Method:
+    """The registered method ``name`` with the config's rule options applied (``bmr.*``)."""
+    method = METHODS.get(name)
+    if isinstance(method.rule, SpikeAndSlab) and method.rule.rate_over != inclusion_rate:
+        method = replace(method, rule=replace(method.rule, rate_over=inclusion_rate))
+    return method
 
 
 def build(

@@ -75,9 +75,10 @@ class RunFolder:
     def is_finished(self) -> bool:
         return self.summary_path.is_file()
 
-    def claim(self, config_yaml: str) -> None:
+    def claim(self, config_yaml: str, same=None) -> None:
         """Makes the folder ours for a run of ``config_yaml``; refuses a foreign or
-        different run's folder."""
+        different run's folder. ``same(old_yaml) -> bool`` decides whether a folder's existing
+        config is the same run (default: identical text)."""
         if self.path.exists() and not self.path.is_dir():
             raise RunFolderError(f"{self.path}: exists and is not a folder")
         if self.path.is_dir() and any(self.path.iterdir()):
@@ -85,10 +86,12 @@ class RunFolder:
                 raise RunFolderError(
                     f"{self.path}: not empty and not a bmr-jax run folder; choose another --out"
                 )
-            if self.config_path.is_file() and self.config_path.read_text() != config_yaml:
-                raise RunFolderError(
-                    f"{self.path}: holds a run of a different config; choose another --out"
-                )
+            if self.config_path.is_file():
+                old = self.config_path.read_text()
+                if old != config_yaml and not (same is not None and same(old)):
+                    raise RunFolderError(
+                        f"{self.path}: holds a run of a different config; choose another --out"
+                    )
         atomic_write(self.path / MARKER, b"bmr-jax run folder\n")
         atomic_write(self.config_path, config_yaml.encode())
 

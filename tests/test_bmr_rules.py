@@ -10,12 +10,14 @@ from scipy.special import digamma, expit
 from bmr_jax.bmr import Evidence, PolynomialSchedule, SpikeAndSlab, TargetSparsity, spike_and_slab
 
 
-def _reference_zeta(df, alive, iterations=4):
-    """METHOD.md 4.4.1 written out with scipy, pruned weights excluded (q = 0)."""
+def _reference_zeta(df, alive, iterations=4, rate_over="layer"):
+    """METHOD.md 4.4.1 written out with scipy; ``layer``: pruned weights excluded (q = 0)
+    among all of the layer's; ``alive``: sums over the alive weights only."""
+    n = len(df) if rate_over == "layer" else alive.sum()
     zeta = digamma(1.0) - digamma(1.0)
     for _ in range(iterations):
         q = expit(zeta - df) * alive
-        zeta = digamma(1.0 + q.sum()) - digamma(1.0 + len(df) - q.sum())
+        zeta = digamma(1.0 + q.sum()) - digamma(1.0 + n - q.sum())
     return zeta
 
 
@@ -27,14 +29,26 @@ def test_spike_and_slab_on_a_clear_split():
     assert keep[:90].all() and not keep[90:].any()
 
 
-def test_spike_and_slab_matches_an_independent_implementation():
+@pytest.mark.parametrize("rate_over", ["layer", "alive"])
+def test_spike_and_slab_matches_an_independent_implementation(rate_over):
     rng = np.random.default_rng(0)
     df = rng.normal(0.5, 2.0, 500)
     alive = rng.uniform(size=500) > 0.2
-    keep, zeta = spike_and_slab(jnp.asarray(df), jnp.asarray(alive))
-    reference = _reference_zeta(df, alive)
+    keep, zeta = spike_and_slab(jnp.asarray(df), jnp.asarray(alive), rate_over=rate_over)
+    reference = _reference_zeta(df, alive, rate_over=rate_over)
     np.testing.assert_allclose(zeta, reference, rtol=1e-5)
     np.testing.assert_array_equal(keep, alive & (df <= reference))
+
+
+def test_inclusion_rate_over_the_layer_or_the_survivors_by_hand():
+    # 8 of 10 weights pruned; the 2 alive have overwhelming evidence for inclusion (q = 1)
+    df, alive = jnp.array([-30.0, -30.0] + [0.0] * 8), jnp.arange(10) < 2
+    _, layer = spike_and_slab(df, alive, iterations=1)
+    _, survivors = spike_and_slab(df, alive, iterations=1, rate_over="alive")
+    np.testing.assert_allclose(layer, digamma(3.0) - digamma(9.0), rtol=1e-5)  # a=1+2, b=1+8
+    np.testing.assert_allclose(survivors, digamma(3.0) - digamma(1.0), rtol=1e-5)  # b = 1 + 0
+    with pytest.raises(ValueError, match="rate_over"):
+        spike_and_slab(df, alive, rate_over="weights")
 
 
 def test_rules_never_resurrect_and_never_prune_the_classifier():

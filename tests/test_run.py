@@ -104,6 +104,10 @@ def test_folders_that_are_not_ours_or_hold_another_run(tmp_path, capsys):
         ("seed=1.5", "seed: expected an integer, got 1.5"),
         ("train.lr=-1", "train.lr: must be > 0"),
         ("blocks", "override 'blocks': expected key=value"),
+        (
+            "bmr.inclusion_rate=weights",
+            "bmr.inclusion_rate: unknown value 'weights'; allowed: layer, alive",
+        ),
     ],
 )
 def test_config_errors_exit_2_with_one_line(override, message, capsys, tmp_path):
@@ -127,6 +131,23 @@ def test_config_files_errors(tmp_path, capsys):
         load_config(loop)
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_folder_written_before_a_key_was_added_still_resumes(tmp_path):
+    from bmr_jax import methods
+    from bmr_jax.config import dump_config, same_config
+
+    config = load_config("configs/quickstart.yaml", TINY)
+    old_yaml = dump_config(config).split("bmr:")[0]  # as written before the bmr section existed
+    assert same_config(config, old_yaml)
+    assert not same_config(load_config("configs/quickstart.yaml", [*TINY, "seed=2"]), old_yaml)
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / ".bmr-jax-run").write_text("bmr-jax run folder\n")
+    (folder / "config.yaml").write_text(old_yaml)
+    assert run_experiment(config, folder, progress=False, stop_after=1) is None  # accepted
+    rule = methods.configured("bmr_ss", inclusion_rate="alive").rule
+    assert rule.rate_over == "alive" and methods.METHODS.get("bmr_ss").rule.rate_over == "layer"
 
 
 def test_defaults_are_merged_not_copied():

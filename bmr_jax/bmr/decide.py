@@ -18,20 +18,27 @@ from jax.scipy.special import digamma
 from bmr_jax.registry import Registry
 
 
-def spike_and_slab(delta_f, alive, *, a0=1.0, b0=1.0, iterations=4):
+def spike_and_slab(delta_f, alive, *, a0=1.0, b0=1.0, iterations=4, rate_over="layer"):
     """The reference rule for one layer: spike-and-slab with a learned inclusion rate.
 
     ``zeta = psi(a0) - psi(b0)``; repeat ``iterations`` times:
     ``q_k = sigmoid(zeta - DeltaF_k)``, ``a = a0 + sum q``, ``b = b0 + sum (1 - q)``,
     ``zeta = psi(a) - psi(b)``; keep ``k`` iff ``DeltaF_k <= zeta`` (METHOD.md 4.4.1).
-    Weights already pruned count as excluded (``q_k = 0``), so the inclusion rate is that of
-    the whole layer.
+
+    METHOD.md leaves open which weights the sums run over once some are pruned:
+    ``rate_over="layer"`` (the default) counts every weight of the layer, the pruned ones as
+    excluded (``q_k = 0``): one inclusion rate per layer, so the prior odds against a weight
+    grow as the layer empties and pruning accelerates. ``rate_over="alive"`` sums over the
+    weights still alive only: the rate among the survivors, which prunes far less once a
+    layer is sparse (BENCHMARKS.md compares both on the MNIST anchors).
 
     Returns:
       ``(keep, zeta)``: the new mask (``alive & keep``) and the final log-odds ``zeta``.
     """
+    if rate_over not in ("layer", "alive"):
+        raise ValueError(f"rate_over must be 'layer' or 'alive', got {rate_over!r}")
     alive_f = alive.astype(delta_f.dtype)
-    n = jnp.asarray(alive.size, delta_f.dtype)
+    n = jnp.asarray(alive.size, delta_f.dtype) if rate_over == "layer" else jnp.sum(alive_f)
     zeta = digamma(jnp.asarray(a0, delta_f.dtype)) - digamma(jnp.asarray(b0, delta_f.dtype))
     for _ in range(iterations):  # a fixed, small number: unrolled
         q = jax.nn.sigmoid(zeta - delta_f) * alive_f
@@ -56,6 +63,7 @@ class SpikeAndSlab(Rule):
     a0: float = 1.0
     b0: float = 1.0
     iterations: int = 4
+    rate_over: str = "layer"  # or "alive": see spike_and_slab
     name = "spike_and_slab"
 
     def __call__(self, delta_f, alive, prunable, block):
@@ -63,7 +71,12 @@ class SpikeAndSlab(Rule):
         for layer, df in delta_f.items():
             if prunable[layer]:
                 masks[layer], zetas[layer] = spike_and_slab(
-                    df, alive[layer], a0=self.a0, b0=self.b0, iterations=self.iterations
+                    df,
+                    alive[layer],
+                    a0=self.a0,
+                    b0=self.b0,
+                    iterations=self.iterations,
+                    rate_over=self.rate_over,
                 )
             else:
                 masks[layer] = alive[layer]
