@@ -12,7 +12,8 @@
     bmr-jax nets                      the model zoo with presets and parameter counts
 
 Errors caused by the input (unknown names, missing or corrupt files) exit with status 2 and
-one line on stderr naming the problem.
+one line on stderr naming the problem. A run stopped by SIGINT/SIGTERM checkpoints and exits
+with 130/143 (run it again to resume); a run whose numerics fail (NaN/inf) exits with 3.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def _cmd_run(args) -> int:
     config = load_config(args.config, args.overrides)
     out = args.out or str(default_run_folder(args.config))
     enable_compilation_cache()
-    summary = run_experiment(config, out, data_dir=args.data_dir, progress=not args.quiet)
+    summary = run_experiment(config, out, data_dir=args.data_dir, progress=not args.quiet,
+                             force=args.force)  # fmt: skip
     print(
         f"{out}: acc {summary['acc']:.4f} nll {summary['nll']:.4f} ece {summary['ece']:.4f} "
         f"pruned {summary['pruned_fraction']:.3f} after {summary['steps']} steps"
@@ -231,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.blocks=5")
     run.add_argument("--out", default=None, help="run folder (default: runs/<config path>)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--force", action="store_true",
+                     help="clear a run folder that holds a run of a different config")  # fmt: skip
     _add_data_dir(run)
     run.set_defaults(func=_cmd_run)
 
@@ -290,8 +294,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if overrides:
         args.overrides = [*args.overrides, *overrides]
+    from bmr_jax.experiment import RunInterrupted
+    from bmr_jax.methods import NonFiniteError
+
     try:
         return args.func(args)
+    except RunInterrupted as e:  # checkpointed: 128 + the signal, as a shell reports it
+        print(f"bmr-jax: {e}", file=sys.stderr)
+        return e.exit_code
+    except NonFiniteError as e:  # the numerics failed, not the input
+        print(f"bmr-jax: error: {e}", file=sys.stderr)
+        return 3
     except BmrJaxError as e:
         print(f"bmr-jax: error: {e}", file=sys.stderr)
         return 2

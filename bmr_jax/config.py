@@ -20,6 +20,11 @@ Keys (defaults in brackets):
 - ``train.steps_per_block`` [500]: SVI steps per block.
 - ``train.batch_size`` [120]: minibatch size.
 - ``train.lr`` [null]: learning rate; null takes the method's reference value.
+- ``train.keep_checkpoints`` [3]: how many checkpoints a run folder keeps (the newest).
+- ``train.on_nonfinite`` [stop]: stop | rollback: on a NaN/inf loss or parameter, stop with
+  an error naming the block and step (the last good checkpoint stays), or go back to the last
+  good state with the learning rate times ``train.rollback_factor`` [0.5], at most
+  ``train.max_rollbacks`` [3] times.
 - ``eval.samples`` [null]: posterior samples for the test metrics; null takes the method's
   value (100; 1 for MAP).
 - ``eval.chunk_size`` [1000]: test images per evaluation chunk (memory bound).
@@ -64,6 +69,10 @@ class TrainConfig:
     steps_per_block: int = 500
     batch_size: int = 120
     lr: float | None = None
+    keep_checkpoints: int = 3
+    on_nonfinite: str = "stop"
+    rollback_factor: float = 0.5
+    max_rollbacks: int = 3
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,7 @@ class Config:
 _SECTIONS = {"data": DataConfig, "net": NetConfig, "train": TrainConfig, "eval": EvalConfig,
              "bmr": BmrConfig}  # fmt: skip
 _POSITIVE = {"train.blocks", "train.steps_per_block", "train.batch_size", "eval.samples",
-             "eval.chunk_size", "eval.every"}  # fmt: skip
+             "eval.chunk_size", "eval.every", "train.keep_checkpoints"}  # fmt: skip
 
 
 def _allowed_names(key: str) -> list[str] | None:
@@ -107,6 +116,7 @@ def _allowed_names(key: str) -> list[str] | None:
         "net.name": nets.list_nets(),
         "net.preset": list(nets.PRESETS),
         "bmr.inclusion_rate": ["layer", "alive"],
+        "train.on_nonfinite": ["stop", "rollback"],
     }.get(key)
 
 
@@ -129,6 +139,10 @@ def _check_type(key: str, value: Any, annotation: str) -> Any:
         raise ConfigError(f"{key}: must be >= 1, got {value}")
     if key == "train.lr" and not value > 0:
         raise ConfigError(f"{key}: must be > 0, got {value}")
+    if key == "train.rollback_factor" and not 0 < value < 1:
+        raise ConfigError(f"{key}: must be in (0, 1), got {value}")
+    if key == "train.max_rollbacks" and value < 0:
+        raise ConfigError(f"{key}: must be >= 0, got {value}")
     allowed = _allowed_names(key)
     if allowed is not None and value not in allowed:
         raise ConfigError(f"{key}: unknown value {value!r}; allowed: {', '.join(allowed)}")

@@ -7,12 +7,49 @@ after every block from which a second call continues.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
+from functools import partial
 from pathlib import Path
 
 from bmr_jax import data, methods, nets
 from bmr_jax.config import Config, dump_config, same_config
-from bmr_jax.results import RunFolder
+from bmr_jax.errors import BmrJaxError
+from bmr_jax.results import RunFolder, RunFolderError
+
+
+class RunInterrupted(BmrJaxError):
+    """SIGINT or SIGTERM stopped the run; its state is checkpointed and ``bmr-jax run``
+    resumes it."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Within the block, SIGINT and SIGTERM set a flag (the run stops cleanly before its next
+    step and checkpoints); a second SIGINT interrupts at once. Outside the main thread signals
+    cannot be caught, so the run is simply not stoppable that way."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame):
+        if received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def run_experiment(
@@ -23,12 +60,28 @@ def run_experiment(
     progress: bool = True,
     log=print,
     stop_after: int | None = None,
+    force: bool = False,
 ) -> dict | None:
     """Runs (or resumes) ``config`` into ``out``; returns the summary, or ``None`` if it
     stopped early because of ``stop_after`` (a number of blocks to run in this call, used to
-    test interruption)."""
+    test interruption).
+
+    A folder holding another config's run is refused unless ``force`` (which clears it).
+    Raises :class:`RunInterrupted` after SIGINT/SIGTERM (state checkpointed) and
+    ``methods.NonFiniteError`` when the numerics fail (the last good checkpoint is kept).
+    """
     folder = RunFolder(out)
-    folder.claim(dump_config(config), same=lambda old: same_config(config, old))
+    same = partial(same_config, config)
+    try:
+        folder.claim(dump_config(config), same=same)
+    except RunFolderError:
+        if not (
+            force and folder.config_path.is_file() and not same(folder.config_path.read_text())
+        ):
+            raise
+        log(f"{folder.path}: --force: clearing the run of a different config")
+        folder.clear()
+        folder.claim(dump_config(config), same=same)
     if folder.is_finished():
         log(f"{folder.path}: already finished")
         return folder.read_summary()
@@ -43,11 +96,13 @@ def run_experiment(
         lr=config.train.lr,
         seed=config.seed,
     )
-    resume = None
-    if folder.checkpoint_path.is_file():
-        resume = folder.load_checkpoint(methods.initial_state(setup))
-        folder.truncate_metrics(resume.block)
-        log(f"{folder.path}: resuming after block {resume.block}/{config.train.blocks}")
+    resume, records = None, []
+    saved = folder.load_checkpoint(methods.initial_state(setup), log=log)
+    if saved is not None:
+        resume, records = saved
+        where = f"block {resume.block}" + (f" and {resume.step} steps" if resume.step else "")
+        log(f"{folder.path}: resuming after {where}/{config.train.blocks}")
+    folder.write_metrics(records)  # drops lines written after the checkpoint
     start = time.perf_counter()
     done = {"blocks": 0}
 
@@ -55,8 +110,9 @@ def run_experiment(
         pass
 
     def on_block(record, state):
-        folder.append_metrics(record)  # metrics first: a crash here is truncated on resume
-        folder.save_checkpoint(state)
+        records.append(record)
+        folder.append_metrics(record)
+        folder.save_checkpoint(state, records, keep=config.train.keep_checkpoints)
         tested = (
             f"acc {record['acc']:.4f} nll {record['nll']:.4f} ece {record['ece']:.4f} "
             if record["acc"] is not None
@@ -71,23 +127,37 @@ def run_experiment(
         if stop_after is not None and done["blocks"] >= stop_after:
             raise _Stop
 
-    try:
-        methods.run(
-            setup,
-            dataset,
-            blocks=config.train.blocks,
-            steps_per_block=config.train.steps_per_block,
-            eval_samples=config.eval.samples,
-            chunk_size=config.eval.chunk_size,
-            eval_every=config.eval.every,
-            seed=config.seed,
-            progress=progress,
-            on_block=on_block,
-            resume=resume,
-        )
-    except _Stop:
-        return None
-    records = folder.metrics()
+    with _stop_on_signals() as received:
+        try:
+            methods.run(
+                setup,
+                dataset,
+                blocks=config.train.blocks,
+                steps_per_block=config.train.steps_per_block,
+                eval_samples=config.eval.samples,
+                chunk_size=config.eval.chunk_size,
+                eval_every=config.eval.every,
+                seed=config.seed,
+                progress=progress,
+                on_block=on_block,
+                resume=resume,
+                should_stop=lambda: bool(received),
+                on_nonfinite=config.train.on_nonfinite,
+                rollback_factor=config.train.rollback_factor,
+                max_rollbacks=config.train.max_rollbacks,
+                log=log,
+            )
+        except _Stop:
+            return None
+        except methods.RunStopped as stopped:
+            path = folder.save_checkpoint(stopped.state, records,
+                                          keep=config.train.keep_checkpoints)  # fmt: skip
+            name = signal.Signals(received[0]).name
+            raise RunInterrupted(
+                f"{folder.path}: {name}: stopped after {stopped.state.step} steps of block "
+                f"{stopped.state.block + 1}; checkpoint {path.name} (run again to resume)",
+                received[0],
+            ) from None
     final = records[-1]
     summary = {
         "method": config.method,
@@ -108,7 +178,7 @@ def run_experiment(
     }
     folder.save_posterior(_posterior_weights(setup), setup.masks)
     folder.write_summary(summary)
-    folder.path.joinpath("checkpoint.npz").unlink(missing_ok=True)
+    folder.remove_checkpoints()
     return summary
 
 

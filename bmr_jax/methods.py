@@ -37,6 +37,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -44,6 +45,7 @@ from bmr_jax import bmr, evaluate, guides, nets, priors
 from bmr_jax.bmr import Rule, SpikeAndSlab
 from bmr_jax.bmr.rhs import RHSConfig, flat_posterior, make_rhs_fit, rhs_gamma_and_masks
 from bmr_jax.data import Dataset
+from bmr_jax.errors import BmrJaxError
 from bmr_jax.model import BayesianNetwork
 from bmr_jax.registry import Registry
 from bmr_jax.train import SVITrainer
@@ -141,13 +143,38 @@ def build(
 
 @dataclass
 class RunState:
-    """Everything a run needs to continue after block ``block`` (a checkpoint's content)."""
+    """Everything a run needs to continue after block ``block`` (a checkpoint's content), or
+    ``step`` steps into the next block (a run stopped by a signal; the block's reduce step
+    has been applied and ``losses`` holds its steps so far)."""
 
     block: int  # blocks completed
     svi_state: object
     masks: dict  # {layer: bool (rows, cols)}
     gamma: dict  # {layer: prior multipliers}
     batches: tuple  # EpochBatches.state(): (key, position)
+    step: int = 0  # steps done in block ``block + 1``
+    losses: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    reduce_seconds: float = 0.0  # of block ``block + 1``, when ``step > 0``
+
+
+class RunStopped(Exception):
+    """``run`` stopped inside a block because ``should_stop()`` said so; ``state`` resumes it."""
+
+    def __init__(self, state: RunState):
+        super().__init__(f"stopped after {state.step} steps of block {state.block + 1}")
+        self.state = state
+
+
+class NonFiniteError(BmrJaxError):
+    """The loss or the parameters became NaN or infinite; ``state`` is the last good one."""
+
+    def __init__(self, block: int, step: int, state: RunState):
+        super().__init__(
+            f"non-finite loss or parameters in block {block} at step {step}; the last good "
+            f"state is the end of block {state.block} (lower train.lr, or set "
+            "train.on_nonfinite=rollback)"
+        )
+        self.block, self.step, self.state = block, step, state
 
 
 def initial_state(setup: Setup) -> RunState:
@@ -175,6 +202,11 @@ def run(
     progress: bool = True,
     on_block: Callable[[dict, RunState], None] | None = None,
     resume: RunState | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_nonfinite: str = "stop",
+    rollback_factor: float = 0.5,
+    max_rollbacks: int = 3,
+    log: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Trains block by block, evaluating on the test split after every ``eval_every``-th block
     and after the last (the other blocks record ``None`` for the test metrics).
@@ -182,7 +214,12 @@ def run(
     For a BMR method, every block after the first starts with the reduce step (METHOD.md 4.5).
     ``on_block(record, state)`` is called after every block (to log and checkpoint);
     ``resume`` continues from such a state (randomness is keyed by block number, so a resumed
-    run equals an uninterrupted one).
+    run equals an uninterrupted one bit for bit). When ``should_stop()`` turns true the run
+    stops before its next step and raises :class:`RunStopped` with the state to resume.
+
+    A NaN or infinite loss or parameter raises :class:`NonFiniteError` naming the block and
+    step (``on_nonfinite="stop"``), or (``"rollback"``) restarts the block from the last good
+    state with the learning rate times ``rollback_factor``, at most ``max_rollbacks`` times.
 
     Returns one record per block run: ``block``, ``step``, ``loss`` (mean per-datum negative
     ELBO of the block), ``acc``, ``nll``, ``ece``, ``lpd``, ``pruned_fraction``,
@@ -204,34 +241,68 @@ def run(
     setup.trainer.batches.restore(*current.batches)
     state, masks, gamma = current.svi_state, current.masks, current.gamma
     base_key = jax.random.key(seed + 1)
-    records = []
-    for block in range(current.block + 1, blocks + 1):
+    records, rollbacks = [], 0
+    block = current.block + 1
+    while block <= blocks:
         block_key = jax.random.fold_in(base_key, block)
         fit_key, eval_key = jax.random.split(block_key)
-        reduce_seconds = 0.0
-        if reduce is not None and block > 1:
-            start = time.perf_counter()
-            result = reduce(state, masks, block, setup.method.write_back)
-            masks = jax.block_until_ready(result.masks)
-            reduce_seconds = time.perf_counter() - start
-            if result.reduced is not None:
-                state = setup.trainer.set_params(state, _guide_values(result.reduced))
-            gamma = bmr.gamma_from_masks(masks)
-        if rhs_fit is not None and block > 1:
-            start = time.perf_counter()
-            posterior = read_posterior(state)
-            fitted, _ = rhs_fit(fit_key, flat_posterior(posterior, gamma, masks))
-            old_gamma = gamma
-            gamma, masks = rhs_gamma_and_masks(fitted, masks, setup.method.rhs.threshold)
-            gamma = jax.block_until_ready(gamma)
-            reduce_seconds = time.perf_counter() - start
-            if setup.method.write_back:
-                state = setup.trainer.set_params(
-                    state, _rescaled_posterior(posterior, old_gamma, gamma, prior_var)
-                )
+        if on_nonfinite == "rollback":  # the steps donate ``state``: keep the last good one
+            state = jax.tree.map(jnp.copy, current.svi_state)
+        if current.step and current.block == block - 1:  # resuming inside this block
+            done, reduce_seconds = current.losses, current.reduce_seconds
+        else:
+            done, reduce_seconds = np.zeros(0, np.float32), 0.0
+            if reduce is not None and block > 1:
+                start = time.perf_counter()
+                result = reduce(state, masks, block, setup.method.write_back)
+                masks = jax.block_until_ready(result.masks)
+                reduce_seconds = time.perf_counter() - start
+                if result.reduced is not None:
+                    state = setup.trainer.set_params(state, _guide_values(result.reduced))
+                gamma = bmr.gamma_from_masks(masks)
+            if rhs_fit is not None and block > 1:
+                start = time.perf_counter()
+                posterior = read_posterior(state)
+                fitted, _ = rhs_fit(fit_key, flat_posterior(posterior, gamma, masks))
+                old_gamma = gamma
+                gamma, masks = rhs_gamma_and_masks(fitted, masks, setup.method.rhs.threshold)
+                gamma = jax.block_until_ready(gamma)
+                reduce_seconds = time.perf_counter() - start
+                if setup.method.write_back:
+                    state = setup.trainer.set_params(
+                        state, _rescaled_posterior(posterior, old_gamma, gamma, prior_var)
+                    )
         state, losses = setup.trainer.run_block(
-            state, steps_per_block, gamma, progress=progress, description=f"block {block}/{blocks}"
+            state,
+            steps_per_block - len(done),
+            gamma,
+            progress=progress,
+            description=f"block {block}/{blocks}",
+            should_stop=should_stop,
         )
+        losses = np.concatenate([done, losses])
+        batches = setup.trainer.batches.state()
+        if len(losses) < steps_per_block:
+            raise RunStopped(RunState(block - 1, state, masks, gamma, batches, len(losses),
+                                      losses, reduce_seconds))  # fmt: skip
+        finite = np.isfinite(losses)
+        if not finite.all() or not setup.trainer.all_finite(state):
+            step = (block - 1) * steps_per_block + int(np.argmin(finite)) + 1
+            if finite.all():
+                step = block * steps_per_block
+            if on_nonfinite != "rollback" or rollbacks >= max_rollbacks:
+                raise NonFiniteError(block, step, current)
+            rollbacks += 1
+            state = setup.trainer.scale_learning_rate(current.svi_state, rollback_factor)
+            masks, gamma = current.masks, current.gamma
+            setup.trainer.batches.restore(*current.batches)
+            current = replace(current, svi_state=state)
+            if log:
+                lr = setup.trainer.learning_rate(state)
+                log(f"block {block}: non-finite loss or parameters at step {step}; back to "
+                    f"the end of block {current.block} with lr {lr:.3g} "
+                    f"({rollbacks}/{max_rollbacks})")  # fmt: skip
+            continue
         start = time.perf_counter()
         if block % eval_every == 0 or block == blocks:
             probs = evaluate.predictive_probs(
@@ -257,14 +328,16 @@ def run(
             "pruned_fraction": counts["pruned_fraction"],
             "dead_fraction": counts["dead_fraction"],
             "compression": counts["compression"],
+            "lr": setup.trainer.learning_rate(state),
             "train_seconds": setup.trainer.last_block_seconds,
             "reduce_seconds": reduce_seconds,
             "eval_seconds": time.perf_counter() - start,
         }
         records.append(record)
-        current = RunState(block, state, masks, gamma, setup.trainer.batches.state())
+        current = RunState(block, state, masks, gamma, batches)
         if on_block:
             on_block(record, current)
+        block += 1
     setup.state, setup.masks = state, masks
     return records
 

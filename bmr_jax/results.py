@@ -3,13 +3,18 @@
     DIR/.bmr-jax-run     marks the folder as ours (a folder without it is never written to)
     DIR/config.yaml      the fully resolved config
     DIR/metrics.jsonl    one JSON object per finished block
-    DIR/checkpoint.npz   the state after the last finished block (to resume)
+    DIR/checkpoints/     the last K states (``block-000012.npz``: after block 12;
+                         ``block-000012-step-000300.npz``: 300 steps into block 13, written on
+                         SIGINT/SIGTERM), removed when the run is complete
     DIR/summary.json     written when the run is complete
     DIR/posterior.npz    the final posterior-median weight matrices and masks per layer
 
 Every file is written atomically (a temporary file in the same folder, flushed, then renamed),
-so an interrupted run never leaves a half-written file. On resume, metrics lines past the
-checkpoint's block (written just before an interruption) are dropped.
+so an interrupted run never leaves a half-written file. A checkpoint holds everything needed to
+continue bit for bit: the SVI state (guide parameters, optimiser moments, RNG key), masks and
+prior multipliers, the data-order state, the losses of a partly run block and the metrics so
+far; on resume, metrics.jsonl is rewritten from it (dropping lines written after it). An
+unreadable newest checkpoint falls back to the one before.
 """
 
 from __future__ import annotations
@@ -69,8 +74,8 @@ class RunFolder:
         return self.path / "summary.json"
 
     @property
-    def checkpoint_path(self) -> Path:
-        return self.path / "checkpoint.npz"
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
 
     def is_finished(self) -> bool:
         return self.summary_path.is_file()
@@ -104,13 +109,6 @@ class RunFolder:
         lines = [json.dumps(r) for r in self.metrics() if r["block"] < record["block"]]
         atomic_write(self.metrics_path, ("\n".join([*lines, json.dumps(record)]) + "\n").encode())
 
-    def truncate_metrics(self, last_block: int) -> list[dict]:
-        """Keeps the metrics of blocks ``<= last_block``; returns them."""
-        kept = [r for r in self.metrics() if r["block"] <= last_block]
-        text = "".join(json.dumps(r) + "\n" for r in kept)
-        atomic_write(self.metrics_path, text.encode())
-        return kept
-
     def read_summary(self) -> dict:
         return json.loads(self.summary_path.read_text())
 
@@ -141,8 +139,21 @@ class RunFolder:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def save_checkpoint(self, run_state) -> None:
-        arrays = {"block": np.asarray(run_state.block)}
+    def checkpoints(self) -> list[Path]:
+        """Checkpoint files, oldest first (their names sort in run order)."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        return sorted(self.checkpoints_dir.glob("block-*.npz"))
+
+    def save_checkpoint(self, run_state, records: list[dict], keep: int = 3) -> Path:
+        """Writes ``run_state`` and the metrics ``records`` so far; keeps the newest ``keep``."""
+        arrays = {
+            "block": np.asarray(run_state.block),
+            "step": np.asarray(run_state.step),
+            "losses": np.asarray(run_state.losses, np.float32),
+            "reduce_seconds": np.asarray(run_state.reduce_seconds),
+            "records": np.asarray(json.dumps(records)),
+        }
         leaves = jax.tree.leaves(run_state.svi_state)
         for i, leaf in enumerate(leaves):
             arrays[f"svi/{i}"] = _to_numpy(leaf)
@@ -153,30 +164,65 @@ class RunFolder:
         key, position = run_state.batches
         arrays["batches/key"] = _to_numpy(key)
         arrays["batches/position"] = np.asarray(position)
+        name = f"block-{run_state.block:06d}"
+        if run_state.step:
+            name += f"-step-{run_state.step:06d}"
+        path = self.checkpoints_dir / f"{name}.npz"
         with tempfile.TemporaryFile() as buffer:
             np.savez(buffer, **arrays)
             buffer.seek(0)
-            atomic_write(self.checkpoint_path, buffer.read())
+            atomic_write(path, buffer.read())
+        for old in self.checkpoints()[:-keep]:
+            old.unlink(missing_ok=True)
+        return path
 
-    def load_checkpoint(self, template):
-        """The saved state, shaped like ``template`` (a fresh :func:`initial_state`)."""
+    def load_checkpoint(self, template, log=print):
+        """``(state, records)`` of the newest readable checkpoint, shaped like ``template`` (a
+        fresh :func:`initial_state`); ``None`` if there is none."""
+        for path in reversed(self.checkpoints()):
+            try:
+                return self._read_checkpoint(path, template)
+            except (OSError, ValueError, KeyError, EOFError) as e:
+                log(f"{path}: unreadable checkpoint ({type(e).__name__}); trying the one before")
+        return None
+
+    def _read_checkpoint(self, path, template):
         from bmr_jax.methods import RunState
 
-        try:
-            with np.load(self.checkpoint_path) as saved:
-                arrays = dict(saved)
-        except (OSError, ValueError) as e:
-            raise RunFolderError(f"{self.checkpoint_path}: unreadable checkpoint ({e})") from None
+        with np.load(path) as saved:
+            arrays = dict(saved)
         leaves, treedef = jax.tree.flatten(template.svi_state)
         restored = [_like(arrays[f"svi/{i}"], leaf) for i, leaf in enumerate(leaves)]
         key_template, _ = template.batches
-        return RunState(
+        state = RunState(
             block=int(arrays["block"]),
             svi_state=jax.tree.unflatten(treedef, restored),
             masks={k: jnp.asarray(arrays[f"mask/{k}"]) for k in template.masks},
             gamma={k: jnp.asarray(arrays[f"gamma/{k}"]) for k in template.gamma},
             batches=(_like(arrays["batches/key"], key_template), int(arrays["batches/position"])),
+            step=int(arrays["step"]),
+            losses=arrays["losses"],
+            reduce_seconds=float(arrays["reduce_seconds"]),
         )
+        return state, json.loads(str(arrays["records"]))
+
+    def write_metrics(self, records: list[dict]) -> None:
+        atomic_write(self.metrics_path, "".join(json.dumps(r) + "\n" for r in records).encode())
+
+    def remove_checkpoints(self) -> None:
+        """Removes the checkpoints, and temporary files of writes that were killed."""
+        if not self.checkpoints_dir.is_dir():
+            return
+        for path in [*self.checkpoints(), *self.checkpoints_dir.glob(".block-*")]:
+            path.unlink(missing_ok=True)
+        if self.checkpoints_dir.is_dir() and not any(self.checkpoints_dir.iterdir()):
+            self.checkpoints_dir.rmdir()
+
+    def clear(self) -> None:
+        """Removes the run's files (``--force`` on a folder holding another config's run)."""
+        self.remove_checkpoints()
+        for path in (self.metrics_path, self.summary_path, self.posterior_path, self.config_path):
+            path.unlink(missing_ok=True)
 
 
 def _is_key(x) -> bool:

@@ -51,7 +51,9 @@ class SVITrainer:
       bnet: the Bayesian network (model).
       guide: the approximate posterior.
       train: the training split (copied to the device once).
-      optimizer: any optax optimiser; default ``optax.adabelief(lr)``.
+      optimizer: any optax optimiser; default AdaBelief at ``lr``, with the learning rate
+        kept in the optimiser state (``optax.inject_hyperparams``) so that a run can lower
+        it after a non-finite step (:meth:`scale_learning_rate`).
       lr: learning rate of the default optimiser.
       batch_size: minibatch size (the reference uses 120).
       seed: seeds the data order and the SVI randomness.
@@ -76,7 +78,7 @@ class SVITrainer:
         self.svi = SVI(
             handlers.scale(bnet.model, scale=scale),
             handlers.scale(guide, scale=scale),
-            optimizer or optax.adabelief(lr),
+            optimizer or optax.inject_hyperparams(optax.adabelief)(learning_rate=lr),
             elbo or default_elbo(guide),
         )
         self.images = jax.device_put(train.images)
@@ -96,6 +98,11 @@ class SVITrainer:
 
         self._init = jax.jit(init)
         self._step = jax.jit(step, donate_argnums=0)
+        self._all_finite = jax.jit(
+            lambda state: jnp.all(
+                jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state.optim_state)])
+            )  # fmt: skip
+        )
 
     def init(self, gamma: Mapping[str, jax.Array] | None = None):
         """The initial SVI state (guide parameters at their initial values)."""
@@ -115,23 +122,50 @@ class SVITrainer:
         *,
         progress: bool = True,
         description: str = "block",
+        should_stop=None,
     ):
-        """Runs ``steps`` SVI steps; returns ``(state, losses)`` (losses per datum, numpy)."""
+        """Runs ``steps`` SVI steps; returns ``(state, losses)`` (losses per datum, numpy).
+
+        ``should_stop()`` is asked before every step; when it says yes the block ends early
+        and ``losses`` is shorter than ``steps`` (how SIGINT/SIGTERM stop a run cleanly).
+        """
         gamma = as_gamma(self.bnet.full_gamma() if gamma is None else gamma)
         losses = []
         bar = tqdm(total=steps, disable=not progress, unit="step", desc=description, leave=False)
         start = time.perf_counter()
         for t in range(steps):
+            if should_stop is not None and should_stop():
+                break
             state, loss = self._step(state, self.images, self.labels, *self.batches.next(), gamma)
             losses.append(loss)
             if progress and (t + 1) % 25 == 0:
                 bar.set_postfix(loss=f"{float(loss):.4f}")
                 bar.update(25)
-        losses = np.asarray(jax.device_get(losses))
-        bar.update(steps - bar.n)
+        losses = np.asarray(jax.device_get(losses), np.float32).reshape(-1)
+        bar.update(len(losses) - bar.n)
         bar.close()
         self.last_block_seconds = time.perf_counter() - start
         return state, losses
+
+    def all_finite(self, state) -> bool:
+        """Whether every parameter and optimiser moment in ``state`` is finite."""
+        return bool(self._all_finite(state))
+
+    def learning_rate(self, state) -> float | None:
+        """The current learning rate, if the optimiser keeps it in its state."""
+        hyperparams = getattr(state.optim_state[1][1], "hyperparams", None)
+        return None if hyperparams is None else float(hyperparams["learning_rate"])
+
+    def scale_learning_rate(self, state, factor: float):
+        """``state`` with its learning rate times ``factor`` (the default optimiser only)."""
+        step, (params, opt_state) = state.optim_state
+        if not hasattr(opt_state, "hyperparams"):
+            raise ValueError("the optimiser does not keep its learning rate in its state; "
+                             "wrap it with optax.inject_hyperparams")  # fmt: skip
+        hyperparams = dict(opt_state.hyperparams)
+        hyperparams["learning_rate"] = hyperparams["learning_rate"] * factor
+        opt_state = opt_state._replace(hyperparams=hyperparams)
+        return state._replace(optim_state=(step, (params, opt_state)))
 
     def params(self, state) -> dict[str, jax.Array]:
         """The guide's (and the model's point) parameters, constrained."""

@@ -15,6 +15,7 @@ Compression is all weights / non-zero weights of the whole network (REFERENCE_RE
 weights that only feed a dead unit count as zero, for both methods.
 
     python scripts/bench_anchors.py --net lenet_300_100 --blocks 50 --dense
+    python scripts/bench_anchors.py --net lenet_300_100 --blocks 50 --bmr bmr.inclusion_rate=alive
     python scripts/bench_anchors.py --net lenet5_caffe --blocks 10
 """
 
@@ -42,14 +43,15 @@ def _compression(view, masks) -> float:
     return sum(s.size for s in view.layers) / sum(int(m.sum()) for m in effective.values())
 
 
-def run_bmr(net, blocks, runs_dir):
+def run_bmr(net, blocks, runs_dir, overrides=()):
     from bmr_jax.config import load_config
     from bmr_jax.experiment import run_experiment
     from bmr_jax.results import RunFolder
 
+    schedule = [f"train.blocks={blocks}", f"eval.every={blocks}"]
     config = load_config(REPO_ROOT / "configs" / "mnist" / f"{net}-bmr_ss.yaml",
-                         [f"train.blocks={blocks}", f"eval.every={blocks}"])  # fmt: skip
-    out = Path(runs_dir) / f"{net}-bmr_ss-{blocks}x500"
+                         [*schedule, *overrides])  # fmt: skip
+    out = Path(runs_dir) / ",".join([f"{net}-bmr_ss-{blocks}x500", *overrides])
     summary = run_experiment(config, out, progress=False, log=lambda *a: None)
     summary = summary or RunFolder(out).read_summary()
     _, masks = RunFolder(out).load_posterior()
@@ -107,6 +109,13 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=50, help="blocks of 500 steps")
     parser.add_argument("--runs", default=str(REPO_ROOT / "runs" / "anchors"))
     parser.add_argument("--dense", action="store_true", help="also train the dense network")
+    parser.add_argument(
+        "--bmr",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides of the BMR run, e.g. bmr.inclusion_rate=alive",
+    )
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
     os.environ.setdefault("BMR_JAX_DATA", str(REPO_ROOT.parent / "shared" / "data"))
@@ -125,9 +134,9 @@ def main() -> None:
         nets.create_net(args.net, 10, dataset.image_shape, "paper", rngs=nnx.Rngs(0)),
         dataset.image_shape,
     )
-    summary, masks = run_bmr(args.net, args.blocks, args.runs)
+    summary, masks = run_bmr(args.net, args.blocks, args.runs, args.bmr)
     rows = [{
-        "method": "BMR-S&S", "error": 100 * (1 - summary["acc"]),
+        "method": " ".join(["BMR-S&S", *args.bmr]), "error": 100 * (1 - summary["acc"]),
         "compression": _compression(view, masks), "pruned": summary["pruned_fraction"],
         "seconds": summary["seconds"],
     }]  # fmt: skip

@@ -28,10 +28,26 @@ def uninterrupted(tmp_path_factory):
     return out
 
 
+TIMING = {"train_seconds", "reduce_seconds", "eval_seconds"}
+
+
+def assert_same_run(a, b):
+    """Two run folders hold bit-identical results (timings aside)."""
+    ra = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
+    rb = [json.loads(x) for x in (b / "metrics.jsonl").read_text().splitlines()]
+    assert [{k: v for k, v in r.items() if k not in TIMING} for r in ra] == [
+        {k: v for k, v in r.items() if k not in TIMING} for r in rb
+    ]
+    with np.load(a / "posterior.npz") as pa, np.load(b / "posterior.npz") as pb:
+        assert sorted(pa) == sorted(pb)
+        for key in pa:
+            np.testing.assert_array_equal(pa[key], pb[key], err_msg=key)
+
+
 def test_run_writes_the_contract(uninterrupted):
     files = {p.name for p in uninterrupted.iterdir()}
     assert {"config.yaml", "metrics.jsonl", "summary.json", ".bmr-jax-run"} <= files
-    assert "checkpoint.npz" not in files  # removed once the run is complete
+    assert "checkpoints" not in files  # removed once the run is complete
     lines = (uninterrupted / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert [r["block"] for r in records] == [1, 2, 3]
@@ -47,18 +63,16 @@ def test_interrupted_run_resumes_to_the_same_result(uninterrupted, tmp_path, cap
     config = load_config("configs/quickstart.yaml", TINY)
     out = tmp_path / "interrupted"
     assert run_experiment(config, out, progress=False, stop_after=1) is None
-    assert (out / "checkpoint.npz").is_file() and not (out / "summary.json").exists()
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["block-000001.npz"]
+    assert not (out / "summary.json").exists()
     # a line written after the checkpoint (a crash between the two) is dropped on resume
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"block": 2, "acc": -1}) + "\n")
     assert main(["run", "configs/quickstart.yaml", *TINY, "--out", str(out), "--quiet"]) == 0
     assert "resuming after block 1/3" in capsys.readouterr().out
     resumed = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    full = [json.loads(x) for x in (uninterrupted / "metrics.jsonl").read_text().splitlines()]
     assert [r["block"] for r in resumed] == [1, 2, 3]
-    for a, b in zip(resumed, full, strict=True):
-        for key in ("loss", "acc", "nll", "ece", "pruned_fraction"):
-            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=key)
+    assert_same_run(out, uninterrupted)
     # a finished run is not run again
     assert main(["run", "configs/quickstart.yaml", *TINY, "--out", str(out), "--quiet"]) == 0
     assert "already finished" in capsys.readouterr().out
