@@ -179,22 +179,29 @@ def _merge(base: dict, update: dict) -> dict:
 
 
 def _read_yaml(path: Path, seen: tuple = ()) -> dict:
-    path = path.resolve()
+    try:
+        path = path.resolve()
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot read config ({type(e).__name__})") from None
     if path in seen:
         raise ConfigError(f"{path}: defaults include themselves in a cycle")
     try:
         text = path.read_text()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    except (ValueError, UnicodeDecodeError) as e:  # a NUL in the name, or not text
+        raise ConfigError(f"{path}: cannot read config ({type(e).__name__})") from None
     try:
         content = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(content, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys")
-    includes = content.pop("defaults", [])
+    includes = content.pop("defaults", None) or []
     if isinstance(includes, str):
         includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise ConfigError(f"{path}: defaults: expected a list of config file paths")
     merged: dict = {}
     for include in includes:
         merged = _merge(merged, _read_yaml(path.parent / include, (*seen, path)))

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 
 class BmrJaxError(Exception):
-    """Base class of every error caused by the user's input."""
+    """Base class of every error caused by the user's input. Its message is kept on one line:
+    line breaks that come from the input (a key or value holding one) are shown escaped."""
+
+    def __str__(self) -> str:
+        text = self.args[0] if len(self.args) == 1 else super().__str__()
+        return str(text).replace("\r", "\\r").replace("\n", "\\n")
 
 
 class UnknownNameError(BmrJaxError, KeyError):
@@ -19,8 +24,7 @@ class UnknownNameError(BmrJaxError, KeyError):
         self.kind, self.name, self.known = kind, name, tuple(known)
         super().__init__(f"unknown {kind} {name!r}; known: {', '.join(sorted(self.known))}")
 
-    def __str__(self) -> str:  # KeyError would otherwise print the repr of the message
-        return self.args[0]
+    __str__ = BmrJaxError.__str__  # not KeyError's, which prints the message's repr
 
 
 class DataError(BmrJaxError):

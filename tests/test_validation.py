@@ -1,0 +1,140 @@
+"""Bad input at the command line: each class exits 2 with one line naming the problem and
+writes nothing outside the run folder (README's table of bad inputs points here); and a fuzz of
+the config loader that may only ever raise our ConfigError."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bmr_jax.cli import main
+from bmr_jax.config import ConfigError, from_dict, load_config, parse_override
+
+TINY = ["data.name=mnist", "net.preset=small", "train.blocks=1", "train.steps_per_block=2",
+        "eval.samples=1"]  # fmt: skip
+
+
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+def _mnist_copy(data_dir, tmp_path, damage):
+    folder = tmp_path / "data"
+    shutil.copytree(data_dir / "mnist", folder / "mnist")
+    damage(folder / "mnist" / "t10k-labels-idx1-ubyte.gz")
+    return folder
+
+
+def _flip_a_byte(path):
+    blob = bytearray(path.read_bytes())
+    blob[100] ^= 0xFF
+    path.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (_flip_a_byte, "differs from the published"),
+        (lambda p: p.write_bytes(p.read_bytes()[:500]), "differs from the published"),
+        (lambda p: p.unlink(), "file is missing"),
+    ],
+    ids=["corrupt", "truncated", "missing"],
+)
+def test_bad_data_files_exit_2_and_write_only_in_the_run_folder(
+    damage, message, data_dir, tmp_path, capsys, monkeypatch
+):
+    folder = _mnist_copy(data_dir, tmp_path, damage)
+    monkeypatch.setenv("BMR_JAX_OFFLINE", "1")
+    before = _files(tmp_path)
+    out = tmp_path / "run"
+    code = main(["run", "configs/quickstart.yaml", *TINY, "--out", str(out), "--data-dir",
+                 str(folder)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "t10k-labels-idx1-ubyte.gz" in err
+    assert err.count("\n") == 1
+    assert {p for p in _files(tmp_path) - before if out not in p.parents} == set()
+
+
+def test_unknown_names_at_every_level(capsys, tmp_path):
+    names = [("method=prune", "method"), ("net.name=resnet", "net.name"),
+             ("data.name=svhn", "data.name"), ("net.preset=huge", "net.preset")]  # fmt: skip
+    for override, named in names:
+        assert main(["run", "configs/quickstart.yaml", override, "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"bmr-jax: error: {named}: unknown value") and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_prior_and_shape_mismatch_through_the_api():
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from bmr_jax import nets, priors
+    from bmr_jax.errors import ShapeMismatchError, UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="unknown prior 'laplace'; known: flat, horseshoe"):
+        priors.create_prior("laplace")
+    net = nets.create_net("mlp", 10, (28, 28, 1), "small", rngs=nnx.Rngs(0))
+    with pytest.raises(ShapeMismatchError) as info:
+        net(jnp.zeros((2, 32, 32, 3)))
+    assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------ fuzz of the config loader
+
+SCHEMA_KEYS = ["seed", "method", "data", "net", "train", "eval", "bmr", "name", "preset",
+               "blocks", "steps_per_block", "batch_size", "lr", "samples", "chunk_size", "every",
+               "inclusion_rate", "on_nonfinite", "rollback_factor", "max_rollbacks",
+               "keep_checkpoints", "defaults"]  # fmt: skip
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
+    st.text(max_size=12), st.sampled_from(["mlp", "lenet5", "bmr_ss", "paper", "layer", "stop"]),
+)  # fmt: skip
+keys = st.one_of(st.sampled_from(SCHEMA_KEYS), st.text(max_size=8))
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(keys, values, max_size=6))
+def test_from_dict_only_raises_config_errors(values):
+    try:
+        from_dict(values)
+    except ConfigError as e:
+        assert "\n" not in str(e)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60))
+def test_overrides_only_raise_config_errors(text):
+    try:
+        load_config(None, [text])
+    except ConfigError as e:
+        assert "\n" not in str(e)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.one_of(st.text(max_size=80), values.map(lambda v: yaml.safe_dump(v))))
+def test_config_files_only_raise_config_errors(tmp_path, text):
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(text)
+    try:
+        load_config(path)
+    except ConfigError as e:
+        assert "\n" not in str(e)
+
+
+def test_parse_override_examples():
+    assert parse_override("train.blocks=5") == {"train": {"blocks": 5}}
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_override("blocks")
