@@ -92,6 +92,10 @@ def _cmd_run(args) -> int:
     from bmr_jax.runtime import enable_compilation_cache
 
     config = load_config(args.config, args.overrides)
+    if args.distributed:
+        from bmr_jax.parallel import initialize_distributed
+
+        initialize_distributed()
     out = args.out or str(default_run_folder(args.config))
     enable_compilation_cache()
     summary = run_experiment(config, out, data_dir=args.data_dir, progress=not args.quiet,
@@ -235,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--force", action="store_true",
                      help="clear a run folder that holds a run of a different config")  # fmt: skip
+    run.add_argument("--distributed", action="store_true",
+                     help="multi-host: jax.distributed.initialize() first")  # fmt: skip
     _add_data_dir(run)
     run.set_defaults(func=_cmd_run)
 

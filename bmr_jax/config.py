@@ -20,6 +20,8 @@ Keys (defaults in brackets):
 - ``train.steps_per_block`` [500]: SVI steps per block.
 - ``train.batch_size`` [120]: minibatch size.
 - ``train.lr`` [null]: learning rate; null takes the method's reference value.
+- ``train.data_parallel`` [false]: split every minibatch over all devices (JAX SPMD; the batch
+  size must be divisible by the device count), parameters replicated.
 - ``train.keep_checkpoints`` [3]: how many checkpoints a run folder keeps (the newest).
 - ``train.on_nonfinite`` [stop]: stop | rollback: on a NaN/inf loss or parameter, stop with
   an error naming the block and step (the last good checkpoint stays), or go back to the last
@@ -70,6 +72,7 @@ class TrainConfig:
     batch_size: int = 120
     lr: float | None = None
     keep_checkpoints: int = 3
+    data_parallel: bool = False
     on_nonfinite: str = "stop"
     rollback_factor: float = 0.5
     max_rollbacks: int = 3
@@ -126,7 +129,10 @@ def _check_type(key: str, value: Any, annotation: str) -> Any:
         if optional:
             return None
         raise ConfigError(f"{key}: must not be null")
-    if annotation.startswith("int"):
+    if annotation.startswith("bool"):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    elif annotation.startswith("int"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
     elif annotation.startswith("float"):

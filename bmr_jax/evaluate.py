@@ -16,13 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
 
-from bmr_jax import metrics
+from bmr_jax import metrics, parallel
 from bmr_jax.guides import Guide, sample_latents
 from bmr_jax.model import BayesianNetwork
 
 
-def make_predictive(bnet: BayesianNetwork, guide: Guide):
-    """A jitted ``probs(params, gamma, keys, x) -> (len(x), C)`` averaging over ``keys``."""
+def make_predictive(bnet: BayesianNetwork, guide: Guide, mesh=None):
+    """A jitted ``probs(params, gamma, keys, x) -> (len(x), C)`` averaging over ``keys``;
+    with a ``mesh`` the inputs are split over its devices."""
 
     def one_sample(params, gamma, key, x):
         latents = sample_latents(guide, params, key)
@@ -32,6 +33,8 @@ def make_predictive(bnet: BayesianNetwork, guide: Guide):
 
     @jax.jit
     def probs(params, gamma, keys, x):
+        x = parallel.shard_batch(x, mesh)
+
         def body(total, key):
             return total + one_sample(params, gamma, key, x), None
 

@@ -14,7 +14,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from bmr_jax import data, methods, nets
+from bmr_jax import data, methods, nets, parallel
 from bmr_jax.config import Config, dump_config, same_config
 from bmr_jax.errors import BmrJaxError
 from bmr_jax.results import RunFolder, RunFolderError
@@ -95,6 +95,7 @@ def run_experiment(
         batch_size=config.train.batch_size,
         lr=config.train.lr,
         seed=config.seed,
+        mesh=parallel.data_mesh() if config.train.data_parallel else None,
     )
     resume, records = None, []
     saved = folder.load_checkpoint(methods.initial_state(setup), log=log)

@@ -111,6 +111,7 @@ def build(
     lr: float | None = None,
     seed: int = 137,
     optimizer: optax.GradientTransformation | None = None,
+    mesh=None,
 ) -> Setup:
     """Builds network, prior, model, guide and trainer for ``method`` on ``dataset``."""
     method = METHODS.get(method) if isinstance(method, str) else method
@@ -137,6 +138,7 @@ def build(
         lr=method.lr if lr is None else lr,
         batch_size=batch_size,
         seed=seed,
+        mesh=mesh,
     )
     return Setup(method, bnet, guide, trainer, nets.get_net_spec(net).sequential)
 
@@ -227,7 +229,7 @@ def run(
     ``eval_seconds``.
     """
     samples = eval_samples or setup.method.eval_samples
-    predictive = evaluate.make_predictive(setup.bnet, setup.guide)
+    predictive = evaluate.make_predictive(setup.bnet, setup.guide, setup.trainer.mesh)
     view = setup.bnet.view
     reduce = rhs_fit = None
     prior_var = {s.name: setup.bnet.prior.prior_variance(s) for s in view.bayesian_layers}

@@ -25,6 +25,7 @@ from numpyro import handlers
 from numpyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from tqdm.auto import tqdm
 
+from bmr_jax import parallel
 from bmr_jax.batches import EpochBatches, gather
 from bmr_jax.data import Split
 from bmr_jax.guides import Guide, MeanFieldGuide
@@ -58,6 +59,8 @@ class SVITrainer:
       batch_size: minibatch size (the reference uses 120).
       seed: seeds the data order and the SVI randomness.
       elbo: a NumPyro ELBO; default :func:`default_elbo`.
+      mesh: a ``bmr_jax.parallel.data_mesh()``: data-parallel steps, each minibatch split
+        over the mesh's devices, state replicated (``None``: one device).
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class SVITrainer:
         batch_size: int = 120,
         seed: int = 0,
         elbo=None,
+        mesh=None,
     ):
         self.bnet, self.guide = bnet, guide
         self.num_data = len(train)
@@ -81,23 +85,30 @@ class SVITrainer:
             optimizer or optax.inject_hyperparams(optax.adabelief)(learning_rate=lr),
             elbo or default_elbo(guide),
         )
-        self.images = jax.device_put(train.images)
-        self.labels = jax.device_put(train.labels)
+        self.mesh = mesh
+        place = None
+        if mesh is not None:
+            parallel.check_batch(batch_size, mesh)
+            place = parallel.replicated(mesh)
+        self.images = jax.device_put(train.images, place)
+        self.labels = jax.device_put(train.labels, place)
         init_key, data_key = jax.random.split(jax.random.key(seed))
         self._init_key = init_key
         self.batches = EpochBatches(self.num_data, batch_size, data_key)
         num_data = self.num_data
 
+        def batch(images, labels, order, i):
+            x, y = gather(images, labels, order, i)
+            return parallel.shard_batch(x, mesh), parallel.shard_batch(y, mesh)
+
         def init(key, images, labels, order, gamma):
-            x, y = gather(images, labels, order, 0)
-            return self.svi.init(key, x, y, gamma, num_data)
+            return self.svi.init(key, *batch(images, labels, order, 0), gamma, num_data)
 
         def step(state, images, labels, order, i, gamma):
-            x, y = gather(images, labels, order, i)
-            return self.svi.update(state, x, y, gamma, num_data)
+            return self.svi.update(state, *batch(images, labels, order, i), gamma, num_data)
 
-        self._init = jax.jit(init)
-        self._step = jax.jit(step, donate_argnums=0)
+        self._init = jax.jit(init, out_shardings=place)
+        self._step = jax.jit(step, donate_argnums=0, out_shardings=place)
         self._all_finite = jax.jit(
             lambda state: jnp.all(
                 jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state.optim_state)])
