@@ -69,7 +69,8 @@ def main() -> None:
                 f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
             )
         command = [sys.executable, __file__, "--net", args.net, "--preset", args.preset,
-                   "--batch", str(args.batch), "--steps", str(args.steps), "--child", str(n)]  # fmt: skip
+                   "--batch", str(args.batch), "--steps", str(args.steps),
+                   "--child", str(n)]  # fmt: skip
         out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.splitlines()[-1]))
     base = rows[0]["step_seconds"]
