@@ -129,8 +129,8 @@ def test_signals_checkpoint_or_lose_at_most_the_block(signum, uninterrupted, tmp
     if signum != signal.SIGKILL:  # caught: checkpoint where it stopped, exit 128 + signal
         assert process.returncode == 128 + signum, stderr
         assert stderr.count("\n") == 1
-        stopped = re.search(rf"{signum.name}: stopped after (\d+) steps of block (\d+); checkpoint (\S+) ",
-                            stderr)  # fmt: skip
+        pattern = rf"{signum.name}: stopped after (\d+) steps of block (\d+); checkpoint (\S+) "
+        stopped = re.search(pattern, stderr)
         steps, block, name = int(stopped[1]), int(stopped[2]), stopped[3]
         expected = f"block-{block - 1:06d}" + (f"-step-{steps:06d}" if steps else "") + ".npz"
         assert name == expected and (out / "checkpoints" / name).is_file()

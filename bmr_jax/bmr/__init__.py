@@ -29,8 +29,22 @@ from bmr_jax.bmr.reduce import (
     read_mean_field_posterior,
     sparsity,
 )
+from bmr_jax.bmr.reduced import (
+    GaussianReduced,
+    LaplaceReduced,
+    ReducedPrior,
+    RowSpikeAndSlab,
+    StudentTReduced,
+    delta_f_quadrature,
+)
 
 __all__ = [
+    "GaussianReduced",
+    "LaplaceReduced",
+    "ReducedPrior",
+    "RowSpikeAndSlab",
+    "StudentTReduced",
+    "delta_f_quadrature",
     "RULES",
     "Evidence",
     "PolynomialSchedule",
