@@ -8,6 +8,7 @@ update (the shape of JaxPruner, Lee et al. 2023), with a score function and a sp
         every=500,                                    # re-rank every 500 steps
         prunable=pruning.kernels_and_biases_except(["head"]),
     )
+    optimizer = pruning.bmr_pruning(ivon(0.1, ess=60_000), every=500)   # BMR, any model
 
 Every ``every`` steps the prunable entries are ranked globally (across layers) by score and the
 lowest ``schedule(step // every)`` fraction is masked; a pruned entry stays pruned. The params
@@ -15,6 +16,9 @@ that come out of ``optax.apply_updates`` are exactly zero where masked, so the n
 pruned network at every step (no separate masking pass). With ``score=magnitude`` and the
 polynomial schedule this is gradual magnitude pruning (Zhu & Gupta 2017), the classic baseline
 (Han et al. 2015) that BMR is compared against in ``scripts/bench_anchors.py``.
+:func:`bmr_pruning` makes the masks by Bayesian model reduction instead, from the diagonal
+Gaussian posterior of the :mod:`bmr_jax.ivon` optimiser, so any Flax or Equinox model can be
+pruned by BMR without NumPyro.
 """
 
 from __future__ import annotations
@@ -91,23 +95,19 @@ def global_masks(scores, alive, selected, fraction):
     return treedef.unflatten(out)
 
 
-def prune_by_score(
+def prune(
     inner: optax.GradientTransformation,
     *,
-    score: Callable[[Any], Any],
-    schedule: Callable[[jax.Array], jax.Array],
+    masks_fn: Callable,
     every: int,
     prunable: Callable[[str, jax.Array], bool] | None = None,
 ) -> optax.GradientTransformation:
-    """Wraps ``inner`` so that the parameters stay pruned by ``score`` to ``schedule``.
+    """Wraps ``inner`` so that its parameters stay pruned: after every ``every``-th update,
+    ``masks_fn(params, inner_state, alive, selected, count)`` gives the new masks (``alive``:
+    the current ones; ``selected``: which leaves may be pruned; ``count``: updates so far),
+    and masked entries are set to exactly zero after every update.
 
-    Args:
-      inner: the optimiser whose updates are masked.
-      score: ``params -> scores`` (same tree; higher = keep), e.g. :func:`magnitude`.
-      schedule: target pruned fraction of the prunable entries as a function of
-        ``update_count // every`` (e.g. ``bmr_jax.bmr.PolynomialSchedule``, in those units).
-      every: masks are recomputed after every ``every``-th update.
-      prunable: ``(dotted path, leaf) -> bool``; default: every leaf with ``ndim >= 2``.
+    ``prunable``: ``(dotted path, leaf) -> bool``; default: every leaf with ``ndim >= 2``.
     """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
@@ -119,16 +119,14 @@ def prune_by_score(
 
     def update(updates, state, params=None):
         if params is None:
-            raise ValueError("prune_by_score needs params in update()")
+            raise ValueError("pruning needs params in update()")
         updates, inner_state = inner.update(updates, state.inner, params)
         new_params = optax.apply_updates(params, updates)
         count = state.count + 1
         selected = _prunable_tree(params, prunable)
         masks = jax.lax.cond(
             count % every == 0,
-            lambda: global_masks(
-                score(new_params), state.masks, selected, schedule(count // every)
-            ),
+            lambda: masks_fn(new_params, inner_state, state.masks, selected, count),
             lambda: state.masks,
         )
         masked = jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros_like(p)), new_params, masks)
@@ -136,6 +134,66 @@ def prune_by_score(
         return updates, PruningState(inner_state, masks, count)
 
     return optax.GradientTransformation(init, update)
+
+
+def prune_by_score(
+    inner: optax.GradientTransformation,
+    *,
+    score: Callable[[Any], Any],
+    schedule: Callable[[jax.Array], jax.Array],
+    every: int,
+    prunable: Callable[[str, jax.Array], bool] | None = None,
+) -> optax.GradientTransformation:
+    """:func:`prune` ranking the prunable entries globally by ``score(params)`` (same tree;
+    higher = keep, e.g. :func:`magnitude`) and masking the lowest ``schedule(count // every)``
+    fraction (e.g. ``bmr_jax.bmr.PolynomialSchedule`` in units of ``every`` updates)."""
+
+    def masks_fn(params, inner_state, alive, selected, count):
+        return global_masks(score(params), alive, selected, schedule(count // every))
+
+    return prune(inner, masks_fn=masks_fn, every=every, prunable=prunable)
+
+
+def bmr_delta_f(params, inner_state):
+    """Delta F of the spike (METHOD.md 4.1) for every parameter, from the diagonal Gaussian
+    posterior an :func:`bmr_jax.ivon.ivon` optimiser keeps (its state, possibly nested)."""
+    from bmr_jax.bmr import delta_f_spike
+    from bmr_jax.ivon import posterior
+
+    post = posterior(params, inner_state)
+    return jax.tree.map(lambda m, pi: delta_f_spike(m, pi, post.prior_var)[0], post.mean,
+                        post.precision)  # fmt: skip
+
+
+def bmr_pruning(
+    inner: optax.GradientTransformation,
+    *,
+    every: int,
+    schedule: Callable[[jax.Array], jax.Array] | None = None,
+    prunable: Callable[[str, jax.Array], bool] | None = None,
+) -> optax.GradientTransformation:
+    """Bayesian model reduction for any model trained with IVON (``inner`` must hold an
+    :func:`bmr_jax.ivon.ivon` state). Every ``every`` updates each prunable leaf is reduced by
+    the spike-and-slab rule with a learned inclusion rate (METHOD.md 4.4.1) on the closed-form
+    Delta F of the spike under IVON's posterior; or, with a ``schedule``, the entries with the
+    largest Delta F are pruned to the scheduled fraction (ranked globally), which is what a
+    comparison at equal sparsity needs."""
+    from bmr_jax.bmr import spike_and_slab
+
+    def masks_fn(params, inner_state, alive, selected, count):
+        df = bmr_delta_f(params, inner_state)
+        if schedule is not None:
+            scores = jax.tree.map(jnp.negative, df)
+            return global_masks(scores, alive, selected, schedule(count // every))
+        leaves, treedef = jax.tree.flatten(df)
+        alive_leaves = treedef.flatten_up_to(alive)
+        chosen = treedef.flatten_up_to(selected)
+        return treedef.unflatten([
+            spike_and_slab(d, a)[0] if c else a
+            for d, a, c in zip(leaves, alive_leaves, chosen, strict=True)
+        ])  # fmt: skip
+
+    return prune(inner, masks_fn=masks_fn, every=every, prunable=prunable)
 
 
 def pruned_fraction(masks, params, prunable=None) -> float:
