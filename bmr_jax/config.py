@@ -12,6 +12,9 @@ command line).
 Keys (defaults in brackets):
 
 - ``seed`` [137]: seeds initialisation, data order and posterior sampling.
+- ``plugins`` [[]]: Python modules imported before the rest of the config is checked, so that
+  priors (or networks, datasets, methods) they register can be named (docs/extending.md).
+- ``prior`` [null]: a registered prior replacing the method's own (flat | horseshoe | ...).
 - ``method`` [bmr_ss]: flat_map | flat_ff | tiered_ff | bmr_ss | bmr_rhs | bmr_units.
 - ``data.name`` [mnist_mini]: mnist_mini | mnist | fashion_mnist | cifar10 | cifar100.
 - ``net.name`` [lenet5]: mlp | lenet5 | lenet_300_100 | lenet5_caffe | vit | mixer.
@@ -41,6 +44,7 @@ Keys (defaults in brackets):
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,7 +97,9 @@ class BmrConfig:
 @dataclass(frozen=True)
 class Config:
     seed: int = 137
+    plugins: tuple[str, ...] = ()
     method: str = "bmr_ss"
+    prior: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     net: NetConfig = field(default_factory=NetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -101,7 +107,9 @@ class Config:
     bmr: BmrConfig = field(default_factory=BmrConfig)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["plugins"] = list(self.plugins)
+        return out
 
 
 _SECTIONS = {"data": DataConfig, "net": NetConfig, "train": TrainConfig, "eval": EvalConfig,
@@ -111,9 +119,10 @@ _POSITIVE = {"train.blocks", "train.steps_per_block", "train.batch_size", "eval.
 
 
 def _allowed_names(key: str) -> list[str] | None:
-    from bmr_jax import data, methods, nets
+    from bmr_jax import data, methods, nets, priors
 
     return {
+        "prior": priors.PRIORS.names(),
         "method": methods.METHODS.names(),
         "data.name": data.list_datasets(),
         "net.name": nets.list_nets(),
@@ -155,9 +164,25 @@ def _check_type(key: str, value: Any, annotation: str) -> Any:
     return value
 
 
+def _import_plugins(value) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"plugins: expected a list of module names, got {value!r}")
+    for module in value:
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # the plugin's own error, reported on one line
+            raise ConfigError(f"plugins: cannot import {module!r} ({type(e).__name__}: {e})") from e
+    return tuple(value)
+
+
 def _build(cls, values: dict, prefix: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
+    if not prefix and "plugins" in values:  # first: what they register may be named below
+        kwargs["plugins"] = _import_plugins(values["plugins"])
+        values = {k: v for k, v in values.items() if k != "plugins"}
     for name, value in values.items():
         key = f"{prefix}{name}"
         if name not in fields:

@@ -88,7 +88,9 @@ def run_experiment(
     spec = nets.get_net_spec(config.net.name)
     dataset = data.load(config.data.name, image_size=spec.image_size, data_dir=data_dir)
     setup = methods.build(
-        methods.configured(config.method, inclusion_rate=config.bmr.inclusion_rate),
+        methods.configured(
+            config.method, inclusion_rate=config.bmr.inclusion_rate, prior=config.prior
+        ),
         dataset,
         net=config.net.name,
         preset=config.net.preset,

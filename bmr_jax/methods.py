@@ -93,9 +93,12 @@ class Setup:
     masks: dict | None = None  # the pruning masks after :func:`run`
 
 
-def configured(name: str, *, inclusion_rate: str = "layer") -> Method:
-    """The registered method ``name`` with the config's rule options applied (``bmr.*``)."""
+def configured(name: str, *, inclusion_rate: str = "layer", prior: str | None = None) -> Method:
+    """The registered method ``name`` with the config's options applied: ``prior`` replaces
+    its prior (a registered name), ``inclusion_rate`` its spike-and-slab rule's (``bmr.*``)."""
     method = METHODS.get(name)
+    if prior is not None and prior != method.prior:
+        method = replace(method, prior=prior, prior_options={})
     if isinstance(method.rule, SpikeAndSlab) and method.rule.rate_over != inclusion_rate:
         method = replace(method, rule=replace(method.rule, rate_over=inclusion_rate))
     return method
