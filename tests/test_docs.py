@@ -1,0 +1,45 @@
+"""The documentation runs: every code block of docs/extending.md in order, and the examples."""
+
+from __future__ import annotations
+
+import re
+import runpy
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BLOCK = re.compile(r"```(python|yaml)\n(.*?)```", re.S)
+
+
+def test_extending_tutorial_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the tutorial adds "." to it
+    blocks = BLOCK.findall((REPO / "docs" / "extending.md").read_text())
+    assert len(blocks) >= 4
+    namespace: dict = {}
+    for language, code in blocks:
+        first = code.splitlines()[0]
+        if first.startswith("# file: "):
+            (tmp_path / first.removeprefix("# file: ").strip()).write_text(code)
+        else:
+            assert language == "python"
+            exec(compile(code, "docs/extending.md", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert re.search(r"acc 0\.\d+, pruned 0\.\d+", out)
+    from bmr_jax import priors
+
+    priors.PRIORS.unregister("half_normal")  # registered by the tutorial's module
+    sys.modules.pop("my_priors", None)
+
+
+def test_prune_flax_example_is_short_and_prunes(capsys):
+    path = REPO / "examples" / "prune_flax.py"
+    code = [line for line in path.read_text().splitlines()
+            if line.strip() and not line.startswith('"""')]  # fmt: skip
+    assert len(code) < 20
+    runpy.run_path(str(path), run_name="__main__")
+    out = capsys.readouterr().out
+    accuracy, pruned = map(
+        float, re.search(r"test accuracy ([\d.]+), pruned ([\d.]+)%", out).groups()
+    )
+    assert accuracy > 0.85 and 10 < pruned < 99.9
