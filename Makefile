@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # ran 1.6-1.7x faster with it (scripts/bench_train_step.py --hugetlb-ab); harmless where unsupported.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
-.PHONY: demo test test-slow lint clean
+.PHONY: demo test test-slow lint docs clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "bmr-jax needs Python >= 3.11 (set PYTHON=...)")'
@@ -31,5 +31,10 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check bmr_jax tests scripts
 
+# the documentation site (site/): pages in docs/, API reference generated from the docstrings
+docs: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	$(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .jax_cache build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache .jax_cache build dist *.egg-info site

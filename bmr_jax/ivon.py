@@ -120,7 +120,8 @@ def ivon(
       learning_rate: step size (IVON takes larger ones than Adam, e.g. 0.05-0.2), or a schedule.
       ess: effective sample size ``lambda``, normally the number of training examples.
       weight_decay: ``delta``; the prior precision is ``lambda delta``.
-      b1, b2: momentum of the gradient and of the Hessian estimate.
+      b1: momentum of the gradient.
+      b2: momentum of the Hessian estimate.
       hess_init: initial Hessian ``h0`` (sets the initial posterior spread).
       seed: seeds the weight noise.
     """

@@ -71,7 +71,9 @@ class BayesianNetwork:
         """Wraps ``module`` (its current parameters become the initial values).
 
         Args:
-          bayesian, prunable: predicates on layer names (see :func:`build_layer_view`).
+          bayesian: predicate on layer names: which layers are Bayesian
+            (see :func:`build_layer_view`).
+          prunable: predicate on layer names: which Bayesian layers BMR may prune.
           other_prior_scale: ``None`` (default): parameters outside the Bayesian layers are
             point estimates without a prior; a float: they are latent with a Gaussian prior of
             this standard deviation (centred on 1 for LayerNorm scales, else 0), so every guide
