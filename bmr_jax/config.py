@@ -33,6 +33,8 @@ Keys (defaults in brackets):
 - ``eval.samples`` [null]: posterior samples for the test metrics; null takes the method's
   value (100; 1 for MAP).
 - ``eval.chunk_size`` [1000]: test images per evaluation chunk (memory bound).
+- ``bmr.rule`` [null]: the decision rule of a BMR method, replacing its own: spike_and_slab |
+  evidence | unit_spike_and_slab (prune whole units under a group spike-and-slab prior).
 - ``bmr.inclusion_rate`` [layer]: layer | alive: which weights the spike-and-slab rule's
   learned inclusion rate counts once some are pruned -- the whole layer (pruned ones as
   excluded; METHOD.md 4.4.1's rate per layer) or only the weights still alive.
@@ -91,6 +93,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class BmrConfig:
+    rule: str | None = None
     inclusion_rate: str = "layer"
 
 
@@ -128,6 +131,7 @@ def _allowed_names(key: str) -> list[str] | None:
         "net.name": nets.list_nets(),
         "net.preset": list(nets.PRESETS),
         "bmr.inclusion_rate": ["layer", "alive"],
+        "bmr.rule": ["spike_and_slab", "evidence", "unit_spike_and_slab"],
         "train.on_nonfinite": ["stop", "rollback"],
     }.get(key)
 

@@ -93,10 +93,15 @@ class Setup:
     masks: dict | None = None  # the pruning masks after :func:`run`
 
 
-def configured(name: str, *, inclusion_rate: str = "layer", prior: str | None = None) -> Method:
+def configured(
+    name: str, *, inclusion_rate: str = "layer", prior: str | None = None, rule: str | None = None
+) -> Method:
     """The registered method ``name`` with the config's options applied: ``prior`` replaces
-    its prior (a registered name), ``inclusion_rate`` its spike-and-slab rule's (``bmr.*``)."""
+    its prior (a registered name), ``rule`` its decision rule (a BMR method's; a name in
+    ``bmr.RULES`` whose defaults suffice), ``inclusion_rate`` its spike-and-slab rule's."""
     method = METHODS.get(name)
+    if rule is not None and method.rule is not None and rule != method.rule.name:
+        method = replace(method, rule=bmr.RULES.get(rule)())
     if prior is not None and prior != method.prior:
         method = replace(method, prior=prior, prior_options={})
     if isinstance(method.rule, SpikeAndSlab) and method.rule.rate_over != inclusion_rate:

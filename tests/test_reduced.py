@@ -110,3 +110,21 @@ def test_row_spike_and_slab_is_the_exact_conjugate_evidence():
             log_reduced = np.logaddexp(log_spike, log_slab)
             np.testing.assert_allclose(df[0], log_reduced - log_p, rtol=1e-9, atol=1e-9)
             np.testing.assert_allclose(p_spike[0], np.exp(log_spike - log_reduced), rtol=1e-8)
+
+
+def test_unit_rule_decides_as_the_group_prior_says():
+    from bmr_jax import methods
+    from bmr_jax.bmr import UnitSpikeAndSlab, delta_f_spike
+
+    rng = np.random.default_rng(4)
+    mean = rng.normal(0, 0.3, (50, 8)) * (rng.uniform(size=(50, 1)) > 0.5)  # half the rows ~ 0
+    precision = np.exp(rng.normal(3, 1, (50, 8)))
+    df = delta_f_spike(mean, precision, 1.0)[0]
+    for rho in (0.2, 0.5, 0.9):
+        masks, _ = UnitSpikeAndSlab(rho)({"a": df}, {"a": np.ones((50, 8), bool)}, {"a": True}, 2)
+        _, p_spike = RowSpikeAndSlab(rho, 1.0).row_delta_f(mean, precision, 1.0)
+        np.testing.assert_array_equal(masks["a"][:, 0], np.asarray(p_spike) <= 0.5)
+        assert np.all(masks["a"] == masks["a"][:, :1])  # whole rows
+    assert 0 < masks["a"][:, 0].mean() < 1
+    rule = methods.configured("bmr_ss", rule="unit_spike_and_slab").rule
+    assert rule.name == "unit_spike_and_slab"

@@ -7,6 +7,7 @@ from bmr_jax.bmr.decide import (
     Rule,
     SpikeAndSlab,
     TargetSparsity,
+    UnitSpikeAndSlab,
     spike_and_slab,
 )
 from bmr_jax.bmr.delta_f import (
@@ -52,6 +53,7 @@ __all__ = [
     "Rule",
     "SpikeAndSlab",
     "TargetSparsity",
+    "UnitSpikeAndSlab",
     "delta_f",
     "delta_f_matrix_normal_rows",
     "delta_f_mvn",

@@ -167,6 +167,31 @@ class TargetSparsity(Rule):
         return masks, {"target": target}
 
 
+@dataclass(frozen=True)
+class UnitSpikeAndSlab(Rule):
+    """Prune whole units (rows) under a group spike-and-slab prior: with probability ``rho``
+    a unit's whole row is 0, else it keeps the full prior (``bmr_jax.bmr.RowSpikeAndSlab``
+    with the slab equal to the full prior). The row's spike evidence is the sum of its
+    weights' spike Delta F (mean-field posterior), so the posterior log-odds of the spike are
+    ``ln(rho / (1 - rho)) + sum_k DeltaF_k`` and a unit is pruned when they are positive.
+    Already pruned weights count with Delta F 0 (their prior is the spike already)."""
+
+    rho: float = 0.5
+    name = "unit_spike_and_slab"
+
+    def __call__(self, delta_f, alive, prunable, block):
+        prior_log_odds = jnp.log(self.rho) - jnp.log1p(-self.rho)
+        masks, log_odds = {}, {}
+        for layer, df in delta_f.items():
+            if not prunable[layer]:
+                masks[layer] = alive[layer]
+                continue
+            row = prior_log_odds + jnp.sum(jnp.where(alive[layer], df, 0.0), axis=1)
+            log_odds[layer] = row
+            masks[layer] = alive[layer] & (row <= 0)[:, None]
+        return masks, {"unit_log_odds": log_odds}
+
+
 RULES: Registry[type[Rule]] = Registry("decision rule")
-for _rule in (SpikeAndSlab, Evidence, TargetSparsity):
+for _rule in (SpikeAndSlab, Evidence, TargetSparsity, UnitSpikeAndSlab):
     RULES.register(_rule.name, _rule)
