@@ -25,7 +25,7 @@ from bmr_jax.experiment import run_experiment
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = ["method=bmr_ss", "data.name=mnist_mini", "net.preset=small", "train.blocks=3",
           "train.steps_per_block=200", "eval.samples=2"]  # fmt: skip
-TIMING = {"train_seconds", "reduce_seconds", "eval_seconds"}
+TIMING = {"train_seconds", "reduce_seconds", "eval_seconds", "seconds"}
 
 DRIVER = textwrap.dedent("""
     import json, os, sys
