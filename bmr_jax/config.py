@@ -33,6 +33,8 @@ Keys (defaults in brackets):
 - ``eval.samples`` [null]: posterior samples for the test metrics; null takes the method's
   value (100; 1 for MAP).
 - ``eval.chunk_size`` [1000]: test images per evaluation chunk (memory bound).
+- ``bmr.warmup_blocks`` [1]: blocks of plain SVI before the first reduce step (METHOD.md 4.5's
+  warm-up is one block).
 - ``bmr.rule`` [null]: the decision rule of a BMR method, replacing its own: spike_and_slab |
   evidence | unit_spike_and_slab (prune whole units under a group spike-and-slab prior).
 - ``bmr.inclusion_rate`` [layer]: layer | alive: which weights the spike-and-slab rule's
@@ -93,6 +95,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class BmrConfig:
+    warmup_blocks: int = 1
     rule: str | None = None
     inclusion_rate: str = "layer"
 
@@ -118,7 +121,8 @@ class Config:
 _SECTIONS = {"data": DataConfig, "net": NetConfig, "train": TrainConfig, "eval": EvalConfig,
              "bmr": BmrConfig}  # fmt: skip
 _POSITIVE = {"train.blocks", "train.steps_per_block", "train.batch_size", "eval.samples",
-             "eval.chunk_size", "eval.every", "train.keep_checkpoints"}  # fmt: skip
+             "eval.chunk_size", "eval.every", "train.keep_checkpoints",
+             "bmr.warmup_blocks"}  # fmt: skip
 
 
 def _allowed_names(key: str) -> list[str] | None:

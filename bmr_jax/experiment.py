@@ -140,6 +140,7 @@ def run_experiment(
                 eval_samples=config.eval.samples,
                 chunk_size=config.eval.chunk_size,
                 eval_every=config.eval.every,
+                warmup_blocks=config.bmr.warmup_blocks,
                 seed=config.seed,
                 progress=progress,
                 on_block=on_block,

@@ -208,6 +208,7 @@ def run(
     eval_samples: int | None = None,
     chunk_size: int = 1000,
     eval_every: int = 1,
+    warmup_blocks: int = 1,
     seed: int = 137,
     progress: bool = True,
     on_block: Callable[[dict, RunState], None] | None = None,
@@ -221,7 +222,8 @@ def run(
     """Trains block by block, evaluating on the test split after every ``eval_every``-th block
     and after the last (the other blocks record ``None`` for the test metrics).
 
-    For a BMR method, every block after the first starts with the reduce step (METHOD.md 4.5).
+    For a BMR method, every block after the first ``warmup_blocks`` (1 in METHOD.md 4.5)
+    starts with the reduce step.
     ``on_block(record, state)`` is called after every block (to log and checkpoint);
     ``resume`` continues from such a state (randomness is keyed by block number, so a resumed
     run equals an uninterrupted one bit for bit). When ``should_stop()`` turns true the run
@@ -262,7 +264,7 @@ def run(
             done, reduce_seconds = current.losses, current.reduce_seconds
         else:
             done, reduce_seconds = np.zeros(0, np.float32), 0.0
-            if reduce is not None and block > 1:
+            if reduce is not None and block > warmup_blocks:
                 start = time.perf_counter()
                 result = reduce(state, masks, block, setup.method.write_back)
                 masks = jax.block_until_ready(result.masks)
@@ -270,7 +272,7 @@ def run(
                 if result.reduced is not None:
                     state = setup.trainer.set_params(state, _guide_values(result.reduced))
                 gamma = bmr.gamma_from_masks(masks)
-            if rhs_fit is not None and block > 1:
+            if rhs_fit is not None and block > warmup_blocks:
                 start = time.perf_counter()
                 posterior = read_posterior(state)
                 fitted, _ = rhs_fit(fit_key, flat_posterior(posterior, gamma, masks))

@@ -91,6 +91,21 @@ def test_evaluating_every_other_block_leaves_training_alone(uninterrupted, tmp_p
     assert json.loads((out / "summary.json").read_text())["acc"] == full[-1]["acc"]
 
 
+def test_warm_up_blocks_delay_the_first_reduce(uninterrupted, tmp_path):
+    out = tmp_path / "warm"
+    assert main(["run", "configs/quickstart.yaml", *TINY, "bmr.warmup_blocks=2", "--out",
+                 str(out), "--quiet"]) == 0  # fmt: skip
+    pruned = [
+        json.loads(x)["pruned_fraction"] for x in (out / "metrics.jsonl").read_text().splitlines()
+    ]
+    full = [
+        json.loads(x)["pruned_fraction"]
+        for x in (uninterrupted / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert pruned[:2] == [0.0, 0.0] and pruned[2] > 0  # the first reduce starts block 3
+    assert full[0] == 0.0 and full[1] > 0  # the default: one block of warm-up (METHOD.md 4.5)
+
+
 def test_folders_that_are_not_ours_or_hold_another_run(tmp_path, capsys):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
