@@ -10,7 +10,7 @@ A plain Flax network (no NumPyro) is trained for the same number of steps (batch
 
 Test error of the network at the IVON posterior mean (or the Adam weights), pruned entries zero.
 
-    python scripts/bench_ivon_pruning.py --net lenet_300_100 --steps 10000
+    python scripts/bench_ivon_pruning.py --net lenet_300_100 --steps 10000 --targets 0.9 0.97
 """
 
 from __future__ import annotations
@@ -28,6 +28,13 @@ def main() -> None:
     parser.add_argument("--net", default="lenet_300_100")
     parser.add_argument("--steps", type=int, default=10_000)
     parser.add_argument("--lr", type=float, default=0.1, help="IVON learning rate")
+    parser.add_argument(
+        "--targets",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also compare at these pruned fractions (not only BMR's own)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("BMR_JAX_DATA", str(REPO_ROOT.parent / "shared" / "data"))
 
@@ -88,19 +95,20 @@ def main() -> None:
     n = len(ds.train)
     spike_and_slab = bmr_pruning(ivon(args.lr, ess=n), every=every, prunable=prunable)
     rows = [("IVON + BMR (spike-and-slab rule)", *train(spike_and_slab, True))]
-    target = schedule(rows[0][2])
-    candidates = [
-        ("IVON + BMR ranking, same sparsity", True, bmr_pruning(
-            ivon(args.lr, ess=n), every=every, schedule=target, prunable=prunable)),
-        ("IVON + magnitude ranking, same sparsity", True, prune_by_score(
-            ivon(args.lr, ess=n), score=magnitude, schedule=target, every=every,
-            prunable=prunable)),
-        ("Adam + magnitude ranking, same sparsity", False, prune_by_score(
-            optax.adam(1e-3), score=magnitude, schedule=target, every=every,
-            prunable=prunable)),
-    ]  # fmt: skip
-    for name, noisy, optimizer in candidates:
-        rows.append((name, *train(optimizer, noisy)))
+    for fraction in [rows[0][2], *args.targets]:
+        target = schedule(fraction)
+        candidates = [
+            ("IVON + BMR ranking", True, bmr_pruning(
+                ivon(args.lr, ess=n), every=every, schedule=target, prunable=prunable)),
+            ("IVON + magnitude ranking", True, prune_by_score(
+                ivon(args.lr, ess=n), score=magnitude, schedule=target, every=every,
+                prunable=prunable)),
+            ("Adam + magnitude ranking", False, prune_by_score(
+                optax.adam(1e-3), score=magnitude, schedule=target, every=every,
+                prunable=prunable)),
+        ]  # fmt: skip
+        for name, noisy, optimizer in candidates:
+            rows.append((f"{name}, target {fraction:.4f}", *train(optimizer, noisy)))
     print(f"{args.net} on MNIST, {args.steps} steps at batch 120, IVON lr {args.lr}")
     print("| method | test error | pruned (prunable layers) | seconds |")
     print("|---|---|---|---|")
