@@ -1,7 +1,7 @@
 """Tables from run folders: a compact per-block CSV and a Markdown summary of final metrics.
 
-``bmr-jax report RUNS... [--csv FILE]`` prints one Markdown row per run (dataset, network,
-preset, method, steps, ACC, ECE, NLL, pruned fraction, compression, wall time, and the wall
+``bmr-jax report RUNS... [--csv FILE]`` prints one Markdown row per run (folder name, dataset,
+network, preset, method, steps, ACC, ECE, NLL, pruned fraction, compression, wall time, and the wall
 time until 50 % and 90 % of the prunable weights were pruned) and optionally
 writes every run's per-block metrics as one CSV, the form committed under
 ``experiments/results/``. Unfinished runs are reported with the blocks they have.
@@ -18,7 +18,7 @@ from bmr_jax.config import load_config
 from bmr_jax.errors import BmrJaxError
 from bmr_jax.results import RunFolder, atomic_write
 
-RUN_COLUMNS = ("dataset", "net", "preset", "method")
+RUN_COLUMNS = ("run", "dataset", "net", "preset", "method")
 BLOCK_COLUMNS = ("block", "step", "loss", "acc", "nll", "ece", "lpd", "pruned_fraction",
                  "dead_fraction", "compression", "seconds")  # fmt: skip
 _ORDER = {
@@ -45,14 +45,15 @@ def load_runs(paths) -> list[tuple[dict, list[dict]]]:
         if not folder.config_path.is_file() or not folder.metrics_path.is_file():
             raise ReportError(f"{path}: not a run folder with config.yaml and metrics.jsonl")
         config = load_config(folder.config_path)
-        identity = {"dataset": config.data.name, "net": config.net.name,
-                    "preset": config.net.preset, "method": config.method}  # fmt: skip
+        identity = {"run": folder.path.name, "dataset": config.data.name,
+                    "net": config.net.name, "preset": config.net.preset,
+                    "method": config.method}  # fmt: skip
         runs.append((identity, folder.metrics()))
 
     def key(run):
         identity = run[0]
         return (identity["dataset"], _rank("net", identity["net"]), identity["preset"],
-                _rank("method", identity["method"]))  # fmt: skip
+                _rank("method", identity["method"]), identity["run"])  # fmt: skip
 
     return sorted(runs, key=key)
 
@@ -99,9 +100,9 @@ def minutes_to_sparsity(records, fraction: float) -> float | None:
 def summary_markdown(runs) -> str:
     """A Markdown table of each run's last metrics, total wall time and time-to-sparsity."""
     lines = [
-        "| dataset | net | preset | method | steps | ACC | ECE | NLL | pruned | compression "
+        "| run | dataset | net | preset | method | steps | ACC | ECE | NLL | pruned | compression "
         "| minutes | min to 50 % / 90 % pruned |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for identity, records in runs:
         if not records:
@@ -113,7 +114,8 @@ def summary_markdown(runs) -> str:
         reached = [minutes_to_sparsity(records, f) for f in (0.5, 0.9)]
         reached = " / ".join(f"{m:.1f}" if m is not None else "-" for m in reached)
         lines.append(
-            f"| {identity['dataset']} | {identity['net']} | {identity['preset']} "
+            f"| {identity['run']} | {identity['dataset']} | {identity['net']} "
+            f"| {identity['preset']} "
             f"| {identity['method']} | {records[-1]['step']:,} | {' | '.join(metrics)} "
             f"| {records[-1]['pruned_fraction']:.3f} | {records[-1]['compression']:.1f}x "
             f"| {minutes:.1f} | {reached} |"

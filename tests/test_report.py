@@ -33,9 +33,12 @@ def test_csv_and_markdown_from_run_folders(tmp_path, capsys):
     assert main(["report", *map(str, runs), "--csv", str(out)]) == 0
     table = capsys.readouterr().out.splitlines()
     # paper order: MLP first; last evaluated metrics; 3 x 50.5 s + 2 x 9.5 s = 170.5 s = 2.8 min
-    assert table[2] == ("| fashion_mnist | mlp | paper | flat_ff | 1,500 | 0.800 | 0.010 | 0.200 "
+    assert table[2] == ("| mlp-flat_ff | fashion_mnist | mlp | paper | flat_ff | 1,500 | 0.800 "
+                        "| 0.010 | 0.200 "
                         "| 0.500 | 2.0x | 2.8 | 2.8 / - |")  # fmt: skip
-    assert table[3].startswith("| fashion_mnist | lenet5 | paper | bmr_ss | 1,500 | 0.900 |")
+    assert table[3].startswith(
+        "| lenet5-bmr_ss | fashion_mnist | lenet5 | paper | bmr_ss | 1,500 | 0.900 |"
+    )
     # pruned 0.5 is first reached after block 3 (170.5 s); 0.9 never
     with open(out) as f:
         rows = list(csv.DictReader(f))
