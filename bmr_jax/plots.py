@@ -60,6 +60,13 @@ class Run:
         return self.folder.load_posterior()
 
 
+def _label(run: Run, runs: list[Run], name: str) -> str:
+    """``name``, with the run folder's name added when another run of the same dataset and
+    network has the same name (e.g. two BMR-S&S variants)."""
+    same = [r for r in runs if (r.dataset, r.net, r.method) == (run.dataset, run.net, run.method)]
+    return name if len(same) < 2 else f"{name} ({run.folder.path.name})"
+
+
 def _rank(value, order):
     """Sort key: position in ``order`` (unknown values last, by name)."""
     return (order.index(value) if value in order else len(order), value)
@@ -91,7 +98,8 @@ def figure1(runs: list[Run], out) -> list[Path]:
         for run in sorted((r for r in runs if r.net == net),
                           key=lambda r: _rank(r.method, METHOD_ORDER)):  # fmt: skip
             for col, key in enumerate(("acc", "ece", "nll")):
-                axes[row, col].plot(*run.series(key), label=LABELS.get(run.method, run.method))
+                label = _label(run, runs, LABELS.get(run.method, run.method))
+                axes[row, col].plot(*run.series(key), label=label)
         for col, key in enumerate(("ACC", "ECE", "NLL")):
             axes[row, col].set_title(f"{net}: {key}", fontsize=9)
             axes[row, col].set_xlabel("block")
@@ -111,7 +119,7 @@ def figure2(runs: list[Run], out) -> list[Path]:
     for ax, dataset in zip(axes[0], datasets, strict=True):
         for run in sorted((r for r in bmr if r.dataset == dataset),
                           key=lambda r: _rank(r.net, NET_ORDER)):  # fmt: skip
-            ax.plot(*run.series("pruned_fraction"), label=run.net)
+            ax.plot(*run.series("pruned_fraction"), label=_label(run, bmr, run.net))
         ax.set(title=dataset, xlabel="block", ylabel="pruned fraction", ylim=(0, 1))
         ax.legend(fontsize=8)
     return _save(fig, out)
@@ -131,7 +139,8 @@ def figure3(runs: list[Run], out) -> list[Path]:
                 kept = np.sort(kept[kept > 0])
                 if kept.size:
                     cdf = np.arange(1, kept.size + 1) / kept.size
-                    axes[row, col].plot(kept, cdf, label=LABELS.get(run.method, run.method))
+                    label = _label(run, runs, LABELS.get(run.method, run.method))
+                    axes[row, col].plot(kept, cdf, label=label)
                 axes[row, col].set_xscale("log")
                 axes[row, col].set_title(f"{net}: {name}", fontsize=8)
         axes[row, 0].set_ylabel("CDF of |w|")
