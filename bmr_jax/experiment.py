@@ -199,5 +199,5 @@ def _posterior_weights(setup) -> dict:
     gamma = bmr.gamma_from_masks(setup.masks)
     with handlers.seed(rng_seed=0), handlers.substitute(data={**params, **latents}):
         net_params = setup.bnet.network_params(gamma)
-    matrices = setup.bnet.view.matrices(net_params)
-    return {k: v for k, v in jax.device_get(matrices).items() if k in setup.masks}
+    matrices = jax.device_get(setup.bnet.view.matrices(net_params))  # (sorts the keys)
+    return {s.name: matrices[s.name] for s in setup.bnet.view.layers if s.name in setup.masks}

@@ -55,9 +55,29 @@ class Run:
         return [r["block"] for r in kept], [r[key] for r in kept]
 
     def posterior(self):
+        """``(weights, masks)`` per layer, in the order of the network's forward pass (run
+        folders written before that order was kept stored the layers alphabetically)."""
         if not self.folder.posterior_path.is_file():
             raise PlotError(f"{self.folder.path}: no posterior.npz (the run is not finished)")
-        return self.folder.load_posterior()
+        weights, masks = self.folder.load_posterior()
+        order = _forward_order(self.net, self.config.net.preset, self.dataset)
+        names = sorted(weights, key=lambda k: order.index(k) if k in order else len(order))
+        return {k: weights[k] for k in names}, masks
+
+
+def _forward_order(net: str, preset: str, dataset: str) -> list[str]:
+    """Layer names of ``net`` in the order its forward pass calls them."""
+    from flax import nnx
+
+    from bmr_jax import nets
+    from bmr_jax.layers import build_layer_view
+
+    channels = 3 if dataset.startswith("cifar") else 1
+    size = nets.get_net_spec(net).image_size or (32 if channels == 3 else 28)
+    shape = (size, size, channels)
+    module = nets.create_net(net, 100 if dataset == "cifar100" else 10, shape, preset,
+                             rngs=nnx.Rngs(0))  # fmt: skip
+    return build_layer_view(module, shape).names()
 
 
 def _label(run: Run, runs: list[Run], name: str) -> str:

@@ -97,3 +97,14 @@ def test_methods_and_nets_follow_the_papers_order():
     assert sorted(["vit", "mlp", "mixer", "lenet5"], key=lambda n: _rank(n, NET_ORDER)) == [
         "mlp", "lenet5", "vit", "mixer"
     ]  # fmt: skip
+
+
+def test_posterior_layers_come_in_forward_order(tmp_path):
+    from bmr_jax.plots import Run
+
+    path = _fixture_run(tmp_path, "fashion_mnist", "mlp", "bmr_ss")
+    folder = RunFolder(path)
+    weights, masks = folder.load_posterior()
+    folder.save_posterior(dict(sorted(weights.items())), masks)  # "head" first, as older runs
+    assert list(RunFolder(path).load_posterior()[0]) == ["head", "hidden.0"]
+    assert list(Run(path).posterior()[0]) == ["hidden.0", "head"]
