@@ -22,7 +22,9 @@ from collections.abc import Callable
 STEP_METHODS = ("flat_map", "flat_ff", "tiered_ff", "bmr_ss")
 
 
-def _adam_runner(net: str, preset: str, dataset, batch: int) -> Callable[[int], object]:
+def adam_runner(net: str, preset: str, dataset, batch: int) -> Callable[[int], object]:
+    """``run(i)``: one plain Optax Adam step of a fresh ``net`` on batch ``i`` of ``dataset``
+    (the reference every step ratio is taken against); returns the loss."""
     import jax
     import optax
     from flax import nnx
@@ -85,15 +87,23 @@ def bench_step(
     data_dir=None,
 ) -> dict[str, float]:
     """Median seconds per call of ``adam``, each of ``STEP_METHODS`` and ``reduce``."""
-    import jax
-
     from bmr_jax import data, nets
 
     ds = data.load(dataset, image_size=nets.get_net_spec(net).image_size, data_dir=data_dir)
-    runners = {"adam": _adam_runner(net, preset, ds, batch)}
+    runners = {"adam": adam_runner(net, preset, ds, batch)}
     for name in STEP_METHODS:
         runners.update(_svi_runners(name, net, preset, ds, batch, with_reduce=name == "bmr_ss"))
-    for run in runners.values():  # compile and warm up
+    return time_round_robin(runners, rounds, warmup)
+
+
+def time_round_robin(
+    runners: dict[str, Callable[[int], object]], rounds: int, warmup: int = 3
+) -> dict[str, float]:
+    """Median seconds per call of each ``run(i)``: every runner is compiled and warmed up
+    first, then timed one call of each per round, so drift and contention hit all alike."""
+    import jax
+
+    for run in runners.values():
         for i in range(warmup):
             jax.block_until_ready(run(i))
     times = {name: [] for name in runners}

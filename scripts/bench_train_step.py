@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -29,30 +27,12 @@ HUGETLB = "glibc.malloc.hugetlb=1"
 
 def time_steps(name: str, preset: str, batch: int, repeats: int) -> float:
     """Median seconds of one jitted Adam step of ``name`` on real Fashion-MNIST batches."""
-    import jax
-    import optax
-    from flax import nnx
-
-    from bmr_jax import baseline, data, nets
+    from bmr_jax import data, nets
+    from bmr_jax.bench import adam_runner, time_round_robin
 
     ds = data.load("fashion_mnist", image_size=nets.get_net_spec(name).image_size)
-    net = nets.create_net(name, 10, ds.image_shape, preset, rngs=nnx.Rngs(0))
-    graphdef, params, rest = nnx.split(net, nnx.Param, ...)
-    optimizer = optax.adam(1e-3)
-    step = baseline.make_train_step(graphdef, optimizer)
-    state = baseline.TrainState(params, rest, optimizer.init(params))
-    images, labels = jax.device_put(ds.train.images), jax.device_put(ds.train.labels)
-    num_batches = len(ds.train) // batch
-    order = jax.random.permutation(jax.random.key(0), num_batches * batch).reshape(-1, batch)
-    state, loss = step(state, images, labels, order, 0)  # compile
-    loss.block_until_ready()
-    times = []
-    for i in range(1, repeats + 1):
-        start = time.perf_counter()
-        state, loss = step(state, images, labels, order, i % num_batches)
-        loss.block_until_ready()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    runner = adam_runner(name, preset, ds, batch)
+    return time_round_robin({"adam": runner}, repeats, warmup=1)["adam"]
 
 
 def main() -> None:

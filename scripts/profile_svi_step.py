@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +41,7 @@ def main() -> None:
 
     from bmr_jax import baseline, data, methods, nets
     from bmr_jax.batches import gather
-    from bmr_jax.bench import _adam_runner
+    from bmr_jax.bench import adam_runner, time_round_robin
 
     ds = data.load("fashion_mnist", image_size=nets.get_net_spec(args.net).image_size)
     setup = methods.build(methods.Method("flat_ff", "flat", "mean_field", 5e-3), ds,
@@ -82,22 +80,13 @@ def main() -> None:
         )
 
     runners = {
-        "adam step": _adam_runner(args.net, args.preset, ds, args.batch),
+        "adam step": adam_runner(args.net, args.preset, ds, args.batch),
         "mean-field step": svi_step,
         "normal draws": lambda i: normal(keys[i % 8]),
         "guide optimiser": lambda i: optimiser_update(grads, opt_state, guide_params),
         "forward+backward": lambda i: forward_backward(params, i % len(order)),
     }
-    for run in runners.values():
-        for i in range(3):
-            jax.block_until_ready(run(i))
-    times = {name: [] for name in runners}
-    for i in range(args.rounds):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            jax.block_until_ready(run(i))
-            times[name].append(time.perf_counter() - start)
-    medians = {k: statistics.median(v) for k, v in times.items()}
+    medians = time_round_robin(runners, args.rounds)
     step = medians["mean-field step"]
     print(f"{args.net} ({args.preset}), batch {args.batch}, {latents:,} latent weights, "
           f"median of {args.rounds} rounds")  # fmt: skip
