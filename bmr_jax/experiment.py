@@ -17,7 +17,7 @@ from pathlib import Path
 from bmr_jax import data, methods, nets, parallel
 from bmr_jax.config import Config, dump_config, same_config
 from bmr_jax.errors import BmrJaxError
-from bmr_jax.results import RunFolder, RunFolderError
+from bmr_jax.results import RunFolder, RunFolderError, block_seconds
 
 
 class RunInterrupted(BmrJaxError):
@@ -175,9 +175,7 @@ def run_experiment(
             for k in ("acc", "nll", "ece", "lpd", "pruned_fraction", "dead_fraction", "compression")
         },  # fmt: skip
         "parameters": sum(s.size for s in setup.bnet.view.layers),
-        "seconds": sum(
-            r["train_seconds"] + r["reduce_seconds"] + r["eval_seconds"] for r in records
-        ),  # fmt: skip
+        "seconds": sum(block_seconds(r) for r in records),
         "seconds_this_call": time.perf_counter() - start,
     }
     folder.save_posterior(_posterior_weights(setup), setup.masks)

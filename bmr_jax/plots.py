@@ -22,12 +22,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bmr_jax.config import load_config  # noqa: E402
 from bmr_jax.errors import BmrJaxError  # noqa: E402
+from bmr_jax.report import METHOD_ORDER, NET_ORDER, paper_rank  # noqa: E402
 from bmr_jax.results import RunFolder  # noqa: E402
 
-NET_ORDER = ("mlp", "lenet5", "vit", "mixer", "lenet_300_100", "lenet5_caffe")
-METHOD_ORDER = ("flat_map", "flat_ff", "tiered_ff", "bmr_ss", "bmr_rhs", "bmr_units")
 LABELS = {"flat_map": "Flat-MAP", "flat_ff": "Flat-FF", "tiered_ff": "Tiered-FF",
           "bmr_ss": "BMR-S&S", "bmr_rhs": "BMR-RHS", "bmr_units": "BMR units"}  # fmt: skip
 
@@ -41,10 +39,8 @@ class Run:
 
     def __init__(self, path):
         folder = RunFolder(path)
-        if not folder.config_path.is_file() or not folder.metrics_path.is_file():
-            raise PlotError(f"{path}: not a run folder with config.yaml and metrics.jsonl")
         self.folder = folder
-        self.config = load_config(folder.config_path)
+        self.config = folder.read_config()
         self.metrics = folder.metrics()
         self.method, self.net = self.config.method, self.config.net.name
         self.dataset = self.config.data.name
@@ -87,13 +83,8 @@ def _label(run: Run, runs: list[Run], name: str) -> str:
     return name if len(same) < 2 else f"{name} ({run.folder.path.name})"
 
 
-def _rank(value, order):
-    """Sort key: position in ``order`` (unknown values last, by name)."""
-    return (order.index(value) if value in order else len(order), value)
-
-
 def _order(values, order):
-    return sorted(set(values), key=lambda v: _rank(v, order))
+    return sorted(set(values), key=lambda v: paper_rank(v, order))
 
 
 def _save(fig, out) -> list[Path]:
@@ -116,7 +107,7 @@ def figure1(runs: list[Run], out) -> list[Path]:
     )
     for row, net in enumerate(nets):
         for run in sorted((r for r in runs if r.net == net),
-                          key=lambda r: _rank(r.method, METHOD_ORDER)):  # fmt: skip
+                          key=lambda r: paper_rank(r.method, METHOD_ORDER)):  # fmt: skip
             for col, key in enumerate(("acc", "ece", "nll")):
                 label = _label(run, runs, LABELS.get(run.method, run.method))
                 axes[row, col].plot(*run.series(key), label=label)
@@ -138,7 +129,7 @@ def figure2(runs: list[Run], out) -> list[Path]:
     )
     for ax, dataset in zip(axes[0], datasets, strict=True):
         for run in sorted((r for r in bmr if r.dataset == dataset),
-                          key=lambda r: _rank(r.net, NET_ORDER)):  # fmt: skip
+                          key=lambda r: paper_rank(r.net, NET_ORDER)):  # fmt: skip
             ax.plot(*run.series("pruned_fraction"), label=_label(run, bmr, run.net))
         ax.set(title=dataset, xlabel="block", ylabel="pruned fraction", ylim=(0, 1))
         ax.legend(fontsize=8)
@@ -170,8 +161,8 @@ def figure3(runs: list[Run], out) -> list[Path]:
 
 def figure4(runs: list[Run], out) -> list[Path]:
     channels = {"cifar10": 3, "cifar100": 3}
-    rows = sorted(runs, key=lambda r: (_rank(r.net, NET_ORDER),
-                                       _rank(r.method, METHOD_ORDER)))  # fmt: skip
+    rows = sorted(runs, key=lambda r: (paper_rank(r.net, NET_ORDER),
+                                       paper_rank(r.method, METHOD_ORDER)))  # fmt: skip
     fig, axes = plt.subplots(
         len(rows), 6, figsize=(12, 2.2 * len(rows)), squeeze=False, layout="constrained"
     )

@@ -14,25 +14,18 @@ import io
 import math
 from pathlib import Path
 
-from bmr_jax.config import load_config
-from bmr_jax.errors import BmrJaxError
-from bmr_jax.results import RunFolder, atomic_write
+from bmr_jax.results import RunFolder, atomic_write, block_seconds
 
 RUN_COLUMNS = ("run", "dataset", "net", "preset", "method")
 BLOCK_COLUMNS = ("block", "step", "loss", "acc", "nll", "ece", "lpd", "pruned_fraction",
                  "dead_fraction", "compression", "seconds")  # fmt: skip
-_ORDER = {
-    "net": ("mlp", "lenet5", "vit", "mixer", "lenet_300_100", "lenet5_caffe"),
-    "method": ("flat_map", "flat_ff", "tiered_ff", "bmr_ss", "bmr_rhs", "bmr_units"),
-}
+# the paper's order of networks and methods (tables here, lines in bmr_jax.plots)
+NET_ORDER = ("mlp", "lenet5", "vit", "mixer", "lenet_300_100", "lenet5_caffe")
+METHOD_ORDER = ("flat_map", "flat_ff", "tiered_ff", "bmr_ss", "bmr_rhs", "bmr_units")
 
 
-class ReportError(BmrJaxError):
-    """The folders given are not run folders."""
-
-
-def _rank(kind: str, value: str) -> tuple[int, str]:
-    order = _ORDER[kind]
+def paper_rank(value: str, order: tuple[str, ...]) -> tuple[int, str]:
+    """Sort key: position in ``order`` (unknown values last, by name)."""
     return (order.index(value) if value in order else len(order), value)
 
 
@@ -42,9 +35,7 @@ def load_runs(paths) -> list[tuple[dict, list[dict]]]:
     runs = []
     for path in paths:
         folder = RunFolder(path)
-        if not folder.config_path.is_file() or not folder.metrics_path.is_file():
-            raise ReportError(f"{path}: not a run folder with config.yaml and metrics.jsonl")
-        config = load_config(folder.config_path)
+        config = folder.read_config()
         identity = {"run": folder.path.name, "dataset": config.data.name,
                     "net": config.net.name, "preset": config.net.preset,
                     "method": config.method}  # fmt: skip
@@ -52,8 +43,8 @@ def load_runs(paths) -> list[tuple[dict, list[dict]]]:
 
     def key(run):
         identity = run[0]
-        return (identity["dataset"], _rank("net", identity["net"]), identity["preset"],
-                _rank("method", identity["method"]), identity["run"])  # fmt: skip
+        return (identity["dataset"], paper_rank(identity["net"], NET_ORDER), identity["preset"],
+                paper_rank(identity["method"], METHOD_ORDER), identity["run"])  # fmt: skip
 
     return sorted(runs, key=key)
 
@@ -73,9 +64,8 @@ def per_block_csv(runs) -> str:
     writer.writerow(RUN_COLUMNS + BLOCK_COLUMNS)
     for identity, records in runs:
         for r in records:
-            seconds = r["train_seconds"] + r["reduce_seconds"] + r["eval_seconds"]
             values = [identity[k] for k in RUN_COLUMNS]
-            values += [r.get(k) for k in BLOCK_COLUMNS[:-1]] + [seconds]
+            values += [r.get(k) for k in BLOCK_COLUMNS[:-1]] + [block_seconds(r)]
             writer.writerow([_cell(v) for v in values])
     return buffer.getvalue()
 
@@ -91,7 +81,7 @@ def minutes_to_sparsity(records, fraction: float) -> float | None:
     pruned fraction reached ``fraction``; ``None`` if no block did (time-to-sparsity)."""
     seconds = 0.0
     for r in records:
-        seconds += r["train_seconds"] + r["reduce_seconds"] + r["eval_seconds"]
+        seconds += block_seconds(r)
         if r["pruned_fraction"] >= fraction:
             return seconds / 60
     return None
@@ -107,8 +97,7 @@ def summary_markdown(runs) -> str:
     for identity, records in runs:
         if not records:
             continue
-        minutes = sum(r["train_seconds"] + r["reduce_seconds"] + r["eval_seconds"]
-                      for r in records) / 60  # fmt: skip
+        minutes = sum(block_seconds(r) for r in records) / 60
         acc, ece, nll = (_last(records, k) for k in ("acc", "ece", "nll"))
         metrics = [f"{v:.3f}" if v is not None else "-" for v in (acc, ece, nll)]
         reached = [minutes_to_sparsity(records, f) for f in (0.5, 0.9)]

@@ -55,6 +55,14 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def block_seconds(record: dict) -> float:
+    """A metrics record's wall time: training, reduce and evaluation (``seconds``, or the sum
+    of its parts in folders written before that key was recorded)."""
+    if "seconds" in record:
+        return record["seconds"]
+    return record["train_seconds"] + record["reduce_seconds"] + record["eval_seconds"]
+
+
 class RunFolder:
     """A run's output folder (see the module docstring)."""
 
@@ -76,6 +84,17 @@ class RunFolder:
     @property
     def checkpoints_dir(self) -> Path:
         return self.path / "checkpoints"
+
+    def read_config(self):
+        """The run's resolved :class:`bmr_jax.config.Config`; refuses a folder without
+        ``config.yaml`` and ``metrics.jsonl`` (what reports and figures read)."""
+        from bmr_jax.config import load_config
+
+        if not self.config_path.is_file() or not self.metrics_path.is_file():
+            raise RunFolderError(
+                f"{self.path}: not a run folder with config.yaml and metrics.jsonl"
+            )
+        return load_config(self.config_path)
 
     def is_finished(self) -> bool:
         return self.summary_path.is_file()

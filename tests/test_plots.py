@@ -88,7 +88,8 @@ def test_figures_from_a_real_run(tmp_path):
 
 
 def test_methods_and_nets_follow_the_papers_order():
-    from bmr_jax.plots import METHOD_ORDER, NET_ORDER, _rank
+    from bmr_jax.report import METHOD_ORDER, NET_ORDER
+    from bmr_jax.report import paper_rank as _rank
 
     methods = ["bmr_ss", "flat_map", "tiered_ff", "zzz_custom", "flat_ff"]
     assert sorted(methods, key=lambda m: _rank(m, METHOD_ORDER)) == [
