@@ -114,7 +114,7 @@ def run_experiment(
 
     def on_block(record, state):
         records.append(record)
-        folder.append_metrics(record)
+        folder.write_metrics(records)
         folder.save_checkpoint(state, records, keep=config.train.keep_checkpoints)
         tested = (
             f"acc {record['acc']:.4f} nll {record['nll']:.4f} ece {record['ece']:.4f} "

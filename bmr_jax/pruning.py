@@ -50,6 +50,11 @@ def _path_name(path) -> str:
     return name.removesuffix(".value")
 
 
+def weight_matrices(name: str, leaf) -> bool:
+    """The default predicate: every leaf with two or more dimensions (kernels, not biases)."""
+    return jnp.ndim(leaf) >= 2
+
+
 def kernels_and_biases_except(excluded: Iterable[str] = ()) -> Callable[[str, jax.Array], bool]:
     """Predicate: every ``kernel``/``bias`` leaf whose dotted path does not start with one of
     ``excluded`` (e.g. the classifier head, which BMR does not prune either)."""
@@ -111,7 +116,7 @@ def prune(
     """
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
-    prunable = prunable or (lambda name, leaf: jnp.ndim(leaf) >= 2)
+    prunable = prunable or weight_matrices
 
     def init(params):
         masks = jax.tree.map(lambda p: jnp.ones(jnp.shape(p), bool), params)
@@ -198,7 +203,7 @@ def bmr_pruning(
 
 def pruned_fraction(masks, params, prunable=None) -> float:
     """Pruned share of the prunable entries (host-side, for reports)."""
-    prunable = prunable or (lambda name, leaf: jnp.ndim(leaf) >= 2)
+    prunable = prunable or weight_matrices
     selected = jax.tree.leaves(_prunable_tree(params, prunable))
     chosen = [m for m, c in zip(jax.tree.leaves(masks), selected, strict=True) if c]
     total = sum(m.size for m in chosen)
