@@ -6,8 +6,9 @@ process, on the same Flax network, dataset and batch size:
 - ``adam``: one plain Optax Adam step on the Flax network (``bmr_jax.baseline``);
 - ``flat_map``, ``flat_ff``, ``tiered_ff``, ``bmr_ss``: one SVI step of each method through our
   engine (``SVITrainer.step``), all without dropout so only the inference differs;
-- ``reduce``: one whole BMR reduce step (read the guide out of the SVI state, Delta F of every
-  weight, spike-and-slab rule, masks; METHOD.md 4.4-4.5) as one jitted call.
+- ``reduce``: one whole BMR-S&S between-blocks step (read the guide out of the training
+  state, Delta F of every weight, spike-and-slab rule, masks; METHOD.md 4.4-4.5) as one
+  jitted call.
 
 Everything is compiled and warmed up first, then timed round-robin (one call of each per round,
 so drift and contention hit all alike); the medians over rounds are reported in seconds.
@@ -50,29 +51,32 @@ def adam_runner(net: str, preset: str, dataset, batch: int) -> Callable[[int], o
 
 def _svi_runners(name: str, net: str, preset: str, dataset, batch: int, with_reduce: bool):
     import jax
-    import jax.numpy as jnp
 
-    from bmr_jax import bmr, methods
+    from bmr_jax import methods
 
     reference = methods.METHODS.get(name)
     # the same network for every method (dropout off), so only the inference differs
-    method = methods.Method(name, reference.prior, reference.guide, reference.lr)
-    setup = methods.build(method, dataset, net=net, preset=preset, batch_size=batch)
-    trainer = setup.trainer
-    gamma = setup.bnet.full_gamma()
-    box = [trainer.init()]
+    method = methods.Method(name, reference.prior, reference.guide, reference.lr,
+                            between=reference.between, rule=reference.rule)  # fmt: skip
+    setup = methods.build(method, dataset, net=net, preset=preset,
+                          train=methods.TrainSettings(batch_size=batch))  # fmt: skip
+    trainer, gamma = setup.trainer, setup.bnet.full_gamma()
+    box = [methods.initial_state(setup)]
+    key = jax.random.key(0)
 
     def step(i):
-        box[0], loss = trainer.step(box[0], gamma)
+        train, loss = trainer.step(jax.random.fold_in(key, i), box[0].train, gamma, i)
+        box[0] = box[0]._replace(train=train)
         return loss
 
     runners = {name: step}
     if with_reduce:
-        view = setup.bnet.view
-        masks = {s.name: jnp.ones(s.shape, bool) for s in view.bayesian_layers}
-        prior_var = {s.name: setup.bnet.prior.prior_variance(s) for s in view.bayesian_layers}
-        reduce = bmr.make_guide_reduce(trainer, reference.rule, prior_var)
-        runners["reduce"] = lambda i: jax.block_until_ready(reduce(box[0], masks, 2).masks)
+        def reduce(i):
+            state = box[0]
+            return jax.block_until_ready(setup.between(state.train, state.masks, state.gamma,
+                                                       2, key)[1])  # fmt: skip
+
+        runners["reduce"] = reduce
     return runners
 
 

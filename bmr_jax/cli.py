@@ -8,20 +8,29 @@
     bmr-jax demo                      train a LeNet-5 on the embedded mnist_mini, print accuracy
     bmr-jax datasets list             registered datasets and whether their files are present
     bmr-jax datasets download NAME    download (and verify) a dataset's files
-    bmr-jax datasets verify [NAME..]  check every present file against its published MD5
+    bmr-jax datasets verify [NAME..]  check dataset files against their published MD5s
     bmr-jax nets                      the model zoo with presets and parameter counts
 
-Errors caused by the input (unknown names, missing or corrupt files) exit with status 2 and
-one line on stderr naming the problem. A run stopped by SIGINT/SIGTERM checkpoints and exits
-with 130/143 (run it again to resume); a run whose numerics fail (NaN/inf) exits with 3.
+Errors caused by the input (unknown names, missing or corrupt files, an output file that
+cannot be written) exit with status 2 and one line on stderr naming the problem. A run stopped
+by SIGINT/SIGTERM checkpoints and exits with 130/143 (run it again to resume); a run whose
+numerics fail (NaN/inf) exits with 3.
+
+``run`` without ``--out`` writes to ``runs/<config path>[,key=value...]`` (one folder per set of
+overrides) and prints the run folder first. ``datasets verify NAME...`` exits with 2 when a
+named dataset has a missing or corrupt file; ``datasets verify`` (every registered dataset)
+lists missing files without failing (most users never download every dataset) but exits with 2
+on a corrupt one. Both end with a one-line count.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from bmr_jax.errors import BmrJaxError
 
@@ -74,16 +83,26 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-def default_run_folder(config_path: str) -> Path:
+# characters an override keeps in a run folder's name; any other is %-escaped ("/" -> "%2F")
+_NAME_SAFE = "=+@"
+
+
+def default_run_folder(config_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Path:
     """``runs/`` + the config's path below a ``configs`` folder, without ``.yaml``
     (``configs/fashion_mnist/mlp-bmr_ss.yaml`` -> ``runs/fashion_mnist/mlp-bmr_ss``), or
-    ``runs/<file name>`` for a config elsewhere."""
+    ``runs/<file name>`` for a config elsewhere; then ``,key=value`` per override in the given
+    order, as grid runs are named (``runs/quickstart,seed=138,train.blocks=3``). Characters
+    other than letters, digits, ``._-~=+@`` are %-escaped, so different overrides never share
+    a folder; a name too long for the file system is shortened and ends in a hash of it."""
     path = Path(config_path).resolve().with_suffix("")
     parts = path.parts
-    if "configs" in parts:
-        below = parts[len(parts) - parts[::-1].index("configs") :]
-        return Path("runs", *below)
-    return Path("runs", path.name)
+    below = parts[len(parts) - parts[::-1].index("configs") :] if "configs" in parts else ()
+    *folders, name = below or (path.name,)
+    name = ",".join([name, *(quote(o, safe=_NAME_SAFE) for o in overrides)])
+    if len(name.encode()) > 200:  # file names are at most 255 bytes
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        name = f"{name.encode()[:160].decode(errors='ignore')}...{digest}"
+    return Path("runs", *folders, name)
 
 
 def _cmd_run(args) -> int:
@@ -92,11 +111,12 @@ def _cmd_run(args) -> int:
     from bmr_jax.runtime import enable_compilation_cache
 
     config = load_config(args.config, args.overrides)
+    out = args.out or str(default_run_folder(args.config, args.overrides))
+    print(f"run folder: {out}", flush=True)
     if args.distributed:
         from bmr_jax.parallel import initialize_distributed
 
         initialize_distributed()
-    out = args.out or str(default_run_folder(args.config))
     enable_compilation_cache()
     summary = run_experiment(config, out, data_dir=args.data_dir, progress=not args.quiet,
                              force=args.force)  # fmt: skip
@@ -157,7 +177,6 @@ def _cmd_bench_step(args) -> int:
 
 def _cmd_datasets(args) -> int:
     from bmr_jax import data
-    from bmr_jax.data.files import verify_file
 
     if args.action == "list":
         for name in data.list_datasets():
@@ -174,23 +193,51 @@ def _cmd_datasets(args) -> int:
             folder = data.get_dataset_spec(name).folder(args.data_dir)
             print(f"{name}: {len(paths)} files verified in {folder}")
         return 0
-    # verify
-    failures = 0
-    for name in args.names or data.list_datasets():
-        spec = data.get_dataset_spec(name)
-        folder = spec.folder(args.data_dir)
+    return _verify_datasets(args.names, args.data_dir)
+
+
+def _verify_datasets(names: list[str], data_dir) -> int:
+    """``datasets verify``: one line per file and a count; raises :class:`BmrJaxError` for a
+    corrupt file, and for a missing file of a dataset named in ``names``."""
+    from bmr_jax import data
+
+    specs = [data.get_dataset_spec(name) for name in names or data.list_datasets()]
+    counts = {"verified": 0, "corrupt": 0, "missing": 0}
+    failed: dict[str, list[str]] = {"corrupt": [], "missing": []}
+    for spec in specs:
+        folder = spec.folder(data_dir)
         for f in spec.files:
-            path = folder / f.name
-            if not path.is_file():
-                print(f"missing  {path}")
-                continue
-            try:
-                verify_file(path, f.md5)
-                print(f"ok       {path}")
-            except BmrJaxError as e:
-                failures += 1
-                print(f"CORRUPT  {e}")
-    return 2 if failures else 0
+            state = _verify_file(folder / f.name, f.md5)
+            counts[state] += 1
+            if state in failed and spec.name not in failed[state]:
+                failed[state].append(spec.name)
+    print("files: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    problems = [f"corrupt files in {', '.join(failed['corrupt'])}"] if failed["corrupt"] else []
+    if names and failed["missing"]:
+        missing = ", ".join(failed["missing"])
+        problems.append(f"missing files in {missing} (bmr-jax datasets download {missing})")
+    if problems:
+        raise BmrJaxError(f"datasets verify: {'; '.join(problems)}")
+    return 0
+
+
+def _verify_file(path: Path, md5: str) -> str:
+    """Prints and returns the state of one dataset file: verified, corrupt or missing."""
+    from bmr_jax.data.files import verify_file
+
+    if not path.is_file():
+        print(f"missing  {path}")
+        return "missing"
+    try:
+        verify_file(path, md5)
+    except BmrJaxError as e:
+        print(f"CORRUPT  {e}")
+        return "corrupt"
+    except OSError as e:
+        print(f"CORRUPT  {path}: cannot read ({e.strerror or type(e).__name__})")
+        return "corrupt"
+    print(f"ok       {path}")
+    return "verified"
 
 
 def _cmd_nets(args) -> int:
@@ -235,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run (or resume) an experiment config into a run folder")
     run.add_argument("config", help="YAML config file (see configs/)")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.blocks=5")
-    run.add_argument("--out", default=None, help="run folder (default: runs/<config path>)")
+    run.add_argument("--out", default=None,
+                     help="run folder (default: runs/<config path>[,key=value...])")  # fmt: skip
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--force", action="store_true",
                      help="clear a run folder that holds a run of a different config")  # fmt: skip
@@ -278,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.add_argument(
         "action", choices=("list", "download", "verify"), nargs="?", default="list"
     )
-    datasets.add_argument("names", nargs="*", help="dataset names (verify: default all)")
+    datasets.add_argument("names", nargs="*",
+                          help="dataset names (verify: default all; a missing file fails "
+                          "only a named dataset)")  # fmt: skip
     _add_data_dir(datasets)
     datasets.set_defaults(func=_cmd_datasets)
 
@@ -314,6 +364,16 @@ def main(argv: list[str] | None = None) -> int:
     except BmrJaxError as e:
         print(f"bmr-jax: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # last resort: a file operation not yet turned into a BmrJaxError
+        print(f"bmr-jax: error: {_os_error_line(e)}", file=sys.stderr)
+        return 2
+
+
+def _os_error_line(e: OSError) -> str:
+    """``<filename>: <reason>`` of ``e`` on one line."""
+    reason = e.strerror or str(e) or type(e).__name__
+    line = f"{e.filename}: {reason}" if e.filename is not None else reason
+    return line.replace("\r", "\\r").replace("\n", "\\n")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ Keys (defaults in brackets):
 - ``train.lr`` [null]: learning rate; null takes the method's reference value.
 - ``train.data_parallel`` [false]: split every minibatch over all devices (JAX SPMD; the batch
   size must be divisible by the device count), parameters replicated.
-- ``train.keep_checkpoints`` [3]: how many checkpoints a run folder keeps (the newest).
+- ``train.keep_checkpoints`` [3]: how many checkpoints a run folder keeps (the newest; the
+  final one stays after the run, so that ``train.blocks`` can be raised to extend it).
 - ``train.on_nonfinite`` [stop]: stop | rollback: on a NaN/inf loss or parameter, stop with
   an error naming the block and step (the last good checkpoint stays), or go back to the last
   good state with the learning rate times ``train.rollback_factor`` [0.5], at most
@@ -35,8 +36,12 @@ Keys (defaults in brackets):
 - ``eval.chunk_size`` [1000]: test images per evaluation chunk (memory bound).
 - ``bmr.warmup_blocks`` [1]: blocks of plain SVI before the first reduce step (METHOD.md 4.5's
   warm-up is one block).
-- ``bmr.rule`` [null]: the decision rule of a BMR method, replacing its own: spike_and_slab |
-  evidence | unit_spike_and_slab (prune whole units under a group spike-and-slab prior).
+- ``bmr.rule`` [null]: the decision rule of a BMR method, replacing its own: a name in
+  ``bmr_jax.bmr.RULES`` (spike_and_slab | evidence | target | unit_spike_and_slab, and any a
+  plugin registers).
+- ``bmr.rule_options`` [{}]: keyword arguments of the rule (``{threshold: 1.0}`` for evidence,
+  ``{schedule: {final: 0.9, begin: 2, end: 10}}`` for target, ``{rho: 0.5}`` for
+  unit_spike_and_slab); with no ``bmr.rule`` they apply to the method's own rule.
 - ``bmr.inclusion_rate`` [layer]: layer | alive: which weights the spike-and-slab rule's
   learned inclusion rate counts once some are pruned -- the whole layer (pruned ones as
   excluded; METHOD.md 4.4.1's rate per layer) or only the weights still alive.
@@ -55,62 +60,61 @@ from typing import Any
 
 import yaml
 
-from bmr_jax.errors import BmrJaxError
+from bmr_jax.errors import ConfigError
+from bmr_jax.methods.settings import BmrSettings, EvalSettings, TrainSettings
+from bmr_jax.validate import check_bounds, check_fields, check_type, setting
+
+__all__ = ["Config", "ConfigError", "DataConfig", "NetConfig", "differing_keys", "dump_config",
+           "from_dict", "load_config", "parse_override", "same_config"]  # fmt: skip
 
 
-class ConfigError(BmrJaxError, ValueError):
-    """A config file or override is invalid (the message names the key)."""
+def _names(registry: str):
+    def names() -> list[str]:
+        from bmr_jax import data, methods, nets, priors
+
+        return {"prior": priors.PRIORS.names, "method": methods.METHODS.names,
+                "data": data.list_datasets, "net": nets.list_nets,
+                "preset": lambda: list(nets.PRESETS)}[registry]()  # fmt: skip
+
+    return names
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "mnist_mini"
+    name: str = setting("mnist_mini", choices=_names("data"))
+
+    def __post_init__(self):
+        check_fields(self, "data")
 
 
 @dataclass(frozen=True)
 class NetConfig:
-    name: str = "lenet5"
-    preset: str = "paper"
+    name: str = setting("lenet5", choices=_names("net"))
+    preset: str = setting("paper", choices=_names("preset"))
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    blocks: int = 50
-    steps_per_block: int = 500
-    batch_size: int = 120
-    lr: float | None = None
-    keep_checkpoints: int = 3
-    data_parallel: bool = False
-    on_nonfinite: str = "stop"
-    rollback_factor: float = 0.5
-    max_rollbacks: int = 3
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    samples: int | None = None
-    chunk_size: int = 1000
-    every: int = 1
-
-
-@dataclass(frozen=True)
-class BmrConfig:
-    warmup_blocks: int = 1
-    rule: str | None = None
-    inclusion_rate: str = "layer"
+    def __post_init__(self):
+        check_fields(self, "net")
 
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = 137
+    seed: int = setting(137)
     plugins: tuple[str, ...] = ()
-    method: str = "bmr_ss"
-    prior: str | None = None
+    method: str = setting("bmr_ss", choices=_names("method"))
+    prior: str | None = setting(None, choices=_names("prior"))
     data: DataConfig = field(default_factory=DataConfig)
     net: NetConfig = field(default_factory=NetConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    bmr: BmrConfig = field(default_factory=BmrConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    bmr: BmrSettings = field(default_factory=BmrSettings)
+
+    def __post_init__(self):
+        from bmr_jax.methods import configured
+
+        for name in ("seed", "method", "prior"):
+            f = next(f for f in dataclasses.fields(self) if f.name == name)
+            check_bounds(name, check_type(name, getattr(self, name), str(f.type)), f.metadata)
+        configured(self.method, self.bmr, self.prior)  # the bmr section fits the method
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -118,58 +122,8 @@ class Config:
         return out
 
 
-_SECTIONS = {"data": DataConfig, "net": NetConfig, "train": TrainConfig, "eval": EvalConfig,
-             "bmr": BmrConfig}  # fmt: skip
-_POSITIVE = {"train.blocks", "train.steps_per_block", "train.batch_size", "eval.samples",
-             "eval.chunk_size", "eval.every", "train.keep_checkpoints",
-             "bmr.warmup_blocks"}  # fmt: skip
-
-
-def _allowed_names(key: str) -> list[str] | None:
-    from bmr_jax import data, methods, nets, priors
-
-    return {
-        "prior": priors.PRIORS.names(),
-        "method": methods.METHODS.names(),
-        "data.name": data.list_datasets(),
-        "net.name": nets.list_nets(),
-        "net.preset": list(nets.PRESETS),
-        "bmr.inclusion_rate": ["layer", "alive"],
-        "bmr.rule": ["spike_and_slab", "evidence", "unit_spike_and_slab"],
-        "train.on_nonfinite": ["stop", "rollback"],
-    }.get(key)
-
-
-def _check_type(key: str, value: Any, annotation: str) -> Any:
-    optional = "None" in annotation
-    if value is None:
-        if optional:
-            return None
-        raise ConfigError(f"{key}: must not be null")
-    if annotation.startswith("bool"):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    elif annotation.startswith("int"):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    elif annotation.startswith("float"):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        value = float(value)
-    elif annotation.startswith("str") and not isinstance(value, str):
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    if key in _POSITIVE and value < 1:
-        raise ConfigError(f"{key}: must be >= 1, got {value}")
-    if key == "train.lr" and not value > 0:
-        raise ConfigError(f"{key}: must be > 0, got {value}")
-    if key == "train.rollback_factor" and not 0 < value < 1:
-        raise ConfigError(f"{key}: must be in (0, 1), got {value}")
-    if key == "train.max_rollbacks" and value < 0:
-        raise ConfigError(f"{key}: must be >= 0, got {value}")
-    allowed = _allowed_names(key)
-    if allowed is not None and value not in allowed:
-        raise ConfigError(f"{key}: unknown value {value!r}; allowed: {', '.join(allowed)}")
-    return value
+_SECTIONS = {"data": DataConfig, "net": NetConfig, "train": TrainSettings, "eval": EvalSettings,
+             "bmr": BmrSettings}  # fmt: skip
 
 
 def _import_plugins(value) -> tuple[str, ...]:
@@ -200,11 +154,11 @@ def _build(cls, values: dict, prefix: str):
         section = _SECTIONS.get(name) if not prefix else None
         if section is not None:
             if not isinstance(value, dict):
-                raise ConfigError(f"{key}: expected a mapping of {section.__name__} keys")
+                raise ConfigError(f"{key}: expected a mapping of {name} keys")
             kwargs[name] = _build(section, value, f"{name}.")
         else:
-            kwargs[name] = _check_type(key, value, str(fields[name].type))
-    return cls(**kwargs)
+            kwargs[name] = value
+    return cls(**kwargs)  # the dataclasses check their fields (bmr_jax.validate)
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -231,9 +185,12 @@ def _read_yaml(path: Path, seen: tuple = ()) -> dict:
     except (ValueError, UnicodeDecodeError) as e:  # a NUL in the name, or not text
         raise ConfigError(f"{path}: cannot read config ({type(e).__name__})") from None
     try:
-        content = yaml.safe_load(text) or {}
+        content = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if content is None:  # not a silent 50 x 500 default run
+        raise ConfigError(f"{path}: the config is empty (name at least a method, data or net, "
+                          "or include defaults; see configs/)")  # fmt: skip
     if not isinstance(content, dict):
         raise ConfigError(f"{path}: a config must be a mapping of keys")
     includes = content.pop("defaults", None) or []
@@ -277,13 +234,31 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     return from_dict(values)
 
 
-def same_config(config: Config, yaml_text: str) -> bool:
-    """Whether ``yaml_text`` (a run folder's config.yaml) resolves to ``config``; keys added to
-    the schema since it was written take their defaults."""
+def _flat(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        if key in _SECTIONS and not prefix and isinstance(value, dict):
+            out.update(_flat(value, f"{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def differing_keys(config: Config, yaml_text: str) -> list[str]:
+    """The keys (``train.blocks``, ...) in which ``yaml_text`` (a run folder's config.yaml)
+    resolves to something else than ``config``; keys added to the schema since it was written
+    take their defaults. ``["config.yaml"]`` if it no longer resolves at all."""
     try:
-        return from_dict(yaml.safe_load(yaml_text) or {}) == config
+        old = from_dict(yaml.safe_load(yaml_text) or {})
     except (ConfigError, yaml.YAMLError):
-        return False
+        return ["config.yaml"]
+    mine, theirs = _flat(config.to_dict()), _flat(old.to_dict())
+    return [k for k in mine if mine[k] != theirs.get(k)]
+
+
+def same_config(config: Config, yaml_text: str) -> bool:
+    """Whether ``yaml_text`` (a run folder's config.yaml) resolves to ``config``."""
+    return not differing_keys(config, yaml_text)
 
 
 def dump_config(config: Config) -> str:

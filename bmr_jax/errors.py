@@ -27,6 +27,11 @@ class UnknownNameError(BmrJaxError, KeyError):
     __str__ = BmrJaxError.__str__  # not KeyError's, which prints the message's repr
 
 
+class ConfigError(BmrJaxError, ValueError):
+    """A setting is invalid: a config file, an override or an argument of the Python API
+    (the message names the key)."""
+
+
 class DataError(BmrJaxError):
     """Base class of every problem with a dataset file."""
 
@@ -49,3 +54,9 @@ class DownloadError(DataError):
 
 class ShapeMismatchError(BmrJaxError, ValueError):
     """A network and the data it is given do not fit together."""
+
+
+class OutputError(BmrJaxError, OSError):
+    """A file bmr-jax was asked to write cannot be written: its folder cannot be created (a
+    file is in the way, no permission) or the file cannot be (a read-only or full disk, a
+    folder of that name). The message names the file and the operating system's reason."""

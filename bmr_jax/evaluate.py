@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
+from tqdm.auto import tqdm
 
 from bmr_jax import metrics, parallel
 from bmr_jax.guides import Guide, sample_latents
@@ -56,19 +57,25 @@ def predictive_probs(
     gamma: Mapping[str, jax.Array] | None = None,
     chunk_size: int = 1000,
     predictive=None,
+    progress: bool = False,
+    description: str = "evaluate",
 ) -> np.ndarray:
     """Posterior-predictive class probabilities ``(N, C)`` of ``images``.
 
     The same ``samples`` posterior draws are used for every chunk. Pass ``predictive`` (from
-    :func:`make_predictive`) to reuse its compilation across calls.
+    :func:`make_predictive`) to reuse its compilation across calls; ``progress`` shows a bar
+    over the images.
     """
     predictive = predictive or make_predictive(bnet, guide)
     gamma = bnet.full_gamma() if gamma is None else gamma
     keys = jax.random.split(key, samples)
-    chunks = [
-        predictive(params, gamma, keys, jnp.asarray(images[i : i + chunk_size]))
-        for i in range(0, len(images), chunk_size)
-    ]
+    chunks = []
+    with tqdm(total=len(images), disable=not progress, unit="image", desc=description,
+              leave=False) as bar:  # fmt: skip
+        for i in range(0, len(images), chunk_size):
+            chunk = jnp.asarray(images[i : i + chunk_size])
+            chunks.append(jax.block_until_ready(predictive(params, gamma, keys, chunk)))
+            bar.update(len(chunk))
     return np.concatenate(jax.device_get(chunks))
 
 

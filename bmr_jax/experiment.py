@@ -2,7 +2,8 @@
 
 This is what ``bmr-jax run`` does (DESIGN.md's contract): ``DIR/config.yaml`` (resolved),
 ``DIR/metrics.jsonl`` (one line per block), ``DIR/summary.json`` at the end, and a checkpoint
-after every block from which a second call continues.
+after every block from which a second call continues. A finished run keeps its final
+checkpoint, so the same config with a larger ``train.blocks`` extends it.
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ import contextlib
 import signal
 import threading
 import time
-from functools import partial
 from pathlib import Path
 
-from bmr_jax import data, methods, nets, parallel
-from bmr_jax.config import Config, dump_config, same_config
+import yaml
+
+from bmr_jax import data, methods, nets
+from bmr_jax.config import Config, differing_keys, dump_config
 from bmr_jax.errors import BmrJaxError
 from bmr_jax.results import RunFolder, RunFolderError, block_seconds
+
+# keys that may differ from a folder's config without making it another run
+EXTENDABLE = ("train.blocks", "train.keep_checkpoints")
 
 
 class RunInterrupted(BmrJaxError):
@@ -31,9 +36,10 @@ class RunInterrupted(BmrJaxError):
 
 @contextlib.contextmanager
 def _stop_on_signals():
-    """Within the block, SIGINT and SIGTERM set a flag (the run stops cleanly before its next
-    step and checkpoints); a second SIGINT interrupts at once. Outside the main thread signals
-    cannot be caught, so the run is simply not stoppable that way."""
+    """SIGINT and SIGTERM set a flag: the run stops cleanly at the next block boundary or SVI
+    step and checkpoints (an evaluation under way finishes first); a second SIGINT interrupts
+    at once. Outside the main thread signals cannot be caught, so the run is simply not
+    stoppable that way."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
@@ -52,150 +58,154 @@ def _stop_on_signals():
             signal.signal(s, h)
 
 
-def run_experiment(
-    config: Config,
-    out: str | Path,
-    *,
-    data_dir=None,
-    progress: bool = True,
-    log=print,
-    stop_after: int | None = None,
-    force: bool = False,
-) -> dict | None:
-    """Runs (or resumes) ``config`` into ``out``; returns the summary, or ``None`` if it
-    stopped early because of ``stop_after`` (a number of blocks to run in this call, used to
-    test interruption).
+def claim_folder(folder: RunFolder, config: Config, *, force: bool, log) -> None:
+    """Makes ``folder`` hold a run of ``config``: new, the same run (to resume or extend: only
+    the keys in ``EXTENDABLE`` may differ), or with ``force`` another config's run, cleared.
+    Anything else is refused naming the keys that differ."""
+    text = dump_config(config)
+    old = folder.read_config_text()
+    differ = [] if old is None else differing_keys(config, old)
+    if [k for k in differ if k not in EXTENDABLE]:
+        if not force:
+            raise RunFolderError(
+                f"{folder.path}: holds a run whose config differs in {', '.join(differ)}; "
+                "choose another --out, or --force to delete that run's results and start anew"
+            )
+        log(f"{folder.path}: --force: deleting the run of a different config")
+        folder.clear()
+    elif "train.blocks" in differ and yaml.safe_load(old)["train"]["blocks"] > config.train.blocks:
+        raise RunFolderError(f"{folder.path}: holds a run of more blocks than train.blocks="
+                             f"{config.train.blocks}; choose another --out, or --force to delete "
+                             "that run's results and start anew")  # fmt: skip
+    elif "train.blocks" in differ and folder.is_finished():
+        if not folder.checkpoints():
+            raise RunFolderError(f"{folder.path}: cannot extend this finished run: its final "
+                                 "checkpoint is gone (--force starts it anew)")  # fmt: skip
+        log(f"{folder.path}: extending the finished run to {config.train.blocks} blocks")
+        folder.summary_path.unlink()
+    folder.claim(text)
+
+
+def run_experiment(config: Config, out: str | Path, *, data_dir=None, progress: bool = True,
+                   log=print, force: bool = False, on_event=None) -> dict:  # fmt: skip
+    """Runs (or resumes, or extends) ``config`` into ``out``; returns the summary.
 
     A folder holding another config's run is refused unless ``force`` (which clears it).
     Raises :class:`RunInterrupted` after SIGINT/SIGTERM (state checkpointed) and
     ``methods.NonFiniteError`` when the numerics fail (the last good checkpoint is kept).
+    ``on_event(name, block, step)`` is a test hook: the loop's events (``between``, ``step``,
+    ``evaluate``) and ``metrics`` and ``checkpoint`` after each is written.
     """
     folder = RunFolder(out)
-    same = partial(same_config, config)
-    try:
-        folder.claim(dump_config(config), same=same)
-    except RunFolderError:
-        if not (
-            force and folder.config_path.is_file() and not same(folder.config_path.read_text())
-        ):
-            raise
-        log(f"{folder.path}: --force: clearing the run of a different config")
-        folder.clear()
-        folder.claim(dump_config(config), same=same)
+    claim_folder(folder, config, force=force, log=log)
     if folder.is_finished():
         log(f"{folder.path}: already finished")
         return folder.read_summary()
-    spec = nets.get_net_spec(config.net.name)
-    dataset = data.load(config.data.name, image_size=spec.image_size, data_dir=data_dir)
-    setup = methods.build(
-        methods.configured(
-            config.method, inclusion_rate=config.bmr.inclusion_rate, prior=config.prior
-        ),
-        dataset,
-        net=config.net.name,
-        preset=config.net.preset,
-        batch_size=config.train.batch_size,
-        lr=config.train.lr,
-        seed=config.seed,
-        mesh=parallel.data_mesh() if config.train.data_parallel else None,
-    )
-    resume, records = None, []
-    saved = folder.load_checkpoint(methods.initial_state(setup), log=log)
-    if saved is not None:
-        resume, records = saved
-        where = f"block {resume.block}" + (f" and {resume.step} steps" if resume.step else "")
-        log(f"{folder.path}: resuming after {where}/{config.train.blocks}")
+    dataset = data.load(config.data.name, image_size=nets.get_net_spec(config.net.name).image_size,
+                        data_dir=data_dir)  # fmt: skip
+    setup = methods.build(config.method, dataset, net=config.net.name, preset=config.net.preset,
+                          train=config.train, bmr=config.bmr, prior=config.prior,
+                          seed=config.seed)  # fmt: skip
+    log(_start_line(folder, config, setup))
+    resume, records = _resume(folder, setup, config, log)
     folder.write_metrics(records)  # drops lines written after the checkpoint
     start = time.perf_counter()
-    done = {"blocks": 0}
-
-    class _Stop(Exception):
-        pass
+    event = on_event or (lambda name, block, step: None)
 
     def on_block(record, state):
         records.append(record)
         folder.write_metrics(records)
+        event("metrics", record["block"], 0)
         folder.save_checkpoint(state, records, keep=config.train.keep_checkpoints)
-        tested = (
-            f"acc {record['acc']:.4f} nll {record['nll']:.4f} ece {record['ece']:.4f} "
-            if record["acc"] is not None
-            else ""
-        )
-        log(
-            f"block {record['block']}/{config.train.blocks}: loss {record['loss']:.4f} {tested}"
-            f"pruned {record['pruned_fraction']:.3f} ({record['train_seconds']:.1f} s train, "
-            f"{record['eval_seconds']:.1f} s eval)"
-        )
-        done["blocks"] += 1
-        if stop_after is not None and done["blocks"] >= stop_after:
-            raise _Stop
+        event("checkpoint", record["block"], 0)
+        log(_block_line(record, config.train.blocks))
 
     with _stop_on_signals() as received:
+        hooks = methods.RunHooks(progress, log, on_block, lambda: bool(received), on_event)
         try:
-            methods.run(
-                setup,
-                dataset,
-                blocks=config.train.blocks,
-                steps_per_block=config.train.steps_per_block,
-                eval_samples=config.eval.samples,
-                chunk_size=config.eval.chunk_size,
-                eval_every=config.eval.every,
-                warmup_blocks=config.bmr.warmup_blocks,
-                seed=config.seed,
-                progress=progress,
-                on_block=on_block,
-                resume=resume,
-                should_stop=lambda: bool(received),
-                on_nonfinite=config.train.on_nonfinite,
-                rollback_factor=config.train.rollback_factor,
-                max_rollbacks=config.train.max_rollbacks,
-                log=log,
-            )
-        except _Stop:
-            return None
+            methods.run(setup, dataset, evaluation=config.eval, resume=resume, hooks=hooks)
         except methods.RunStopped as stopped:
-            path = folder.save_checkpoint(stopped.state, records,
-                                          keep=config.train.keep_checkpoints)  # fmt: skip
-            name = signal.Signals(received[0]).name
-            raise RunInterrupted(
-                f"{folder.path}: {name}: stopped after {stopped.state.step} steps of block "
-                f"{stopped.state.block + 1}; checkpoint {path.name} (run again to resume)",
-                received[0],
-            ) from None
+            raise _interrupted(folder, stopped.state, records, received, config) from None
+    summary = _summary(config, setup, records, time.perf_counter() - start)
+    folder.save_posterior(_posterior_weights(setup), setup.masks)
+    folder.write_summary(summary)
+    folder.remove_checkpoints(keep_final=True)
+    return summary
+
+
+def _start_line(folder: RunFolder, config: Config, setup) -> str:
+    import jax
+
+    devices = jax.devices()
+    kind = f"{len(devices)} x {devices[0].device_kind}" if len(devices) > 1 else \
+        devices[0].device_kind  # fmt: skip
+    parameters = sum(s.size for s in setup.bnet.view.layers)
+    return (f"{folder.path}: {config.method} on {config.data.name}, {config.net.name} "
+            f"({config.net.preset}, {parameters:,} parameters), {config.train.blocks} x "
+            f"{config.train.steps_per_block} steps, {devices[0].platform} ({kind})")  # fmt: skip
+
+
+def _resume(folder: RunFolder, setup, config: Config, log):
+    """``(state, records)`` of the folder's newest checkpoint, or ``(None, [])``."""
+    saved = folder.load_checkpoint(methods.initial_state(setup), log=log)
+    if saved is None:
+        return None, []
+    state, records = saved
+    if state.step:
+        log(f"{folder.path}: resuming block {state.block + 1} at step {state.step}")
+    else:
+        log(f"{folder.path}: resuming after block {state.block}/{config.train.blocks}")
+    return state, records
+
+
+def _block_line(record: dict, blocks: int) -> str:
+    tested = (f"acc {record['acc']:.4f} nll {record['nll']:.4f} ece {record['ece']:.4f} "
+              if record["acc"] is not None else "")  # fmt: skip
+    return (f"block {record['block']}/{blocks}: loss {record['loss']:.4f} {tested}"
+            f"pruned {record['pruned_fraction']:.3f} ({record['train_seconds']:.1f} s train, "
+            f"{record['eval_seconds']:.1f} s eval)")  # fmt: skip
+
+
+def _interrupted(folder: RunFolder, state, records, received, config) -> RunInterrupted:
+    """Checkpoints the stopped state; the error that says where it stopped."""
+    name = signal.Signals(received[0]).name if received else "stopped"
+    if state.block == 0 and state.step == 0:
+        where, saved = "before block 1", "nothing to resume"
+    else:
+        path = folder.save_checkpoint(state, records, keep=config.train.keep_checkpoints)
+        where = (f"{state.step} steps of block {state.block + 1}" if state.step
+                 else f"block {state.block}")  # fmt: skip
+        saved = f"checkpoint {path.name}"
+    message = f"{folder.path}: {name}: stopped after {where}; {saved} (run again to resume)"
+    return RunInterrupted(message, received[0] if received else signal.SIGINT)
+
+
+def _summary(config: Config, setup, records: list[dict], seconds_this_call: float) -> dict:
     final = records[-1]
-    summary = {
+    keys = ("acc", "nll", "ece", "lpd", "pruned_fraction", "dead_fraction", "compression")
+    return {
         "method": config.method,
         "dataset": config.data.name,
         "net": config.net.name,
         "preset": config.net.preset,
         "blocks": config.train.blocks,
         "steps": final["step"],
-        **{
-            k: final[k]
-            for k in ("acc", "nll", "ece", "lpd", "pruned_fraction", "dead_fraction", "compression")
-        },  # fmt: skip
+        **{k: final[k] for k in keys},
         "parameters": sum(s.size for s in setup.bnet.view.layers),
         "seconds": sum(block_seconds(r) for r in records),
-        "seconds_this_call": time.perf_counter() - start,
+        "seconds_this_call": seconds_this_call,
     }
-    folder.save_posterior(_posterior_weights(setup), setup.masks)
-    folder.write_summary(summary)
-    folder.remove_checkpoints()
-    return summary
 
 
 def _posterior_weights(setup) -> dict:
     """Every Bayesian layer's weight matrix ``W = scale * gamma * Z`` at the posterior median
-    of the guide (what figures 3 and 4 draw)."""
+    of the guide (what figures 3 and 4 draw), in the order of the forward pass."""
     import jax
     from numpyro import handlers
 
-    from bmr_jax import bmr
-
     params = setup.trainer.params(setup.state)
     latents = setup.guide.median(params)
-    gamma = bmr.gamma_from_masks(setup.masks)
     with handlers.seed(rng_seed=0), handlers.substitute(data={**params, **latents}):
-        net_params = setup.bnet.network_params(gamma)
+        net_params = setup.bnet.network_params(setup.gamma)
     matrices = jax.device_get(setup.bnet.view.matrices(net_params))  # (sorts the keys)
     return {s.name: matrices[s.name] for s in setup.bnet.view.layers if s.name in setup.masks}

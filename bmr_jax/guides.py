@@ -103,6 +103,20 @@ class Guide:
             for name, site in self.sites.items()
         }
 
+    def layers(self) -> list[str]:
+        """The layers whose ``Z`` matrix (site ``"{layer}/z"``) this guide holds, in order."""
+        return [name.removesuffix("/z") for name, site in self.sites.items() if _is_matrix(site)]
+
+    def posterior(self, params: Mapping[str, jax.Array]) -> dict:
+        """Every layer's posterior over ``Z`` read from the guide's (constrained) parameters,
+        in the form this family's BMR reads (see the subclasses); jit-able."""
+        raise NotImplementedError(f"the {self.name} guide has no posterior read-out for BMR")
+
+    def posterior_params(self, posterior: Mapping[str, tuple]) -> dict[str, jax.Array]:
+        """The inverse of :meth:`posterior`: guide parameters (constrained) that hold
+        ``posterior`` (how a reduced posterior is written back)."""
+        raise NotImplementedError(f"the {self.name} guide cannot take a posterior back")
+
     def _loc(self, site: LatentSite, value=None):
         init = self.init_values[site.name] if value is None else value
         init = jnp.broadcast_to(init, site.shape)
@@ -142,6 +156,20 @@ class MeanFieldGuide(Guide):
 
     def distribution(self, site):
         return self._diagonal(site)
+
+    def posterior(self, params):
+        """``{layer: (mean, precision)}`` of ``Z``: ``loc`` and ``scale^-2``."""
+        return {layer: (params[f"{layer}/z/loc"], 1.0 / jnp.square(params[f"{layer}/z/scale"]))
+                for layer in self.layers()}  # fmt: skip
+
+    def posterior_params(self, posterior):
+        """``{layer: (mean, precision)}`` -> ``{"{layer}/z/loc": mean, ".../scale":
+        precision^-1/2}``."""
+        values = {}
+        for layer, (mean, precision) in posterior.items():
+            values[f"{layer}/z/loc"] = mean
+            values[f"{layer}/z/scale"] = jax.lax.rsqrt(precision)
+        return values
 
 
 def _is_matrix(site: LatentSite) -> bool:
@@ -219,6 +247,16 @@ class MatrixNormalGuide(Guide):
             f"{site.name}/col_scale_tril", jnp.eye(cols), constraint=constraints.lower_cholesky
         )
         return MatrixNormal(self._loc(site), row_scale, tril)
+
+    def posterior(self, params):
+        """``{layer: (M, u, V)}``: row ``i`` of ``Z`` is ``N(M_i, u_i V)`` with
+        ``u = row_scale^2`` and ``V = L L'`` (:class:`MatrixNormal`)."""
+        out = {}
+        for layer in self.layers():
+            tril = params[f"{layer}/z/col_scale_tril"]
+            out[layer] = (params[f"{layer}/z/loc"], jnp.square(params[f"{layer}/z/row_scale"]),
+                          tril @ tril.T)  # fmt: skip
+        return out
 
 
 GUIDES: Registry[type[Guide]] = Registry("guide")

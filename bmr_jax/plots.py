@@ -13,7 +13,10 @@ Each figure is saved as ``FILE.png`` and ``FILE.pdf``.
 
 from __future__ import annotations
 
+import io
 import math
+import zipfile
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -24,7 +27,7 @@ import numpy as np  # noqa: E402
 
 from bmr_jax.errors import BmrJaxError  # noqa: E402
 from bmr_jax.report import METHOD_ORDER, NET_ORDER, paper_rank  # noqa: E402
-from bmr_jax.results import RunFolder  # noqa: E402
+from bmr_jax.results import RunFolder, atomic_write  # noqa: E402
 
 LABELS = {"flat_map": "Flat-MAP", "flat_ff": "Flat-FF", "tiered_ff": "Tiered-FF",
           "bmr_ss": "BMR-S&S", "bmr_rhs": "BMR-RHS", "bmr_units": "BMR units"}  # fmt: skip
@@ -55,7 +58,11 @@ class Run:
         folders written before that order was kept stored the layers alphabetically)."""
         if not self.folder.posterior_path.is_file():
             raise PlotError(f"{self.folder.path}: no posterior.npz (the run is not finished)")
-        weights, masks = self.folder.load_posterior()
+        try:
+            weights, masks = self.folder.load_posterior()
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            reason = type(e).__name__
+            raise PlotError(f"{self.folder.posterior_path}: unreadable ({reason})") from None
         order = _forward_order(self.net, self.config.net.preset, self.dataset)
         names = sorted(weights, key=lambda k: order.index(k) if k in order else len(order))
         return {k: weights[k] for k in names}, masks
@@ -88,13 +95,23 @@ def _order(values, order):
 
 
 def _save(fig, out) -> list[Path]:
+    """Renders ``fig`` as ``out.png`` and ``out.pdf``, then writes both atomically (an
+    unwritable ``out`` raises :class:`OutputError` naming the file)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
-    for path in paths:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        images = [_render(fig, path.suffix[1:]) for path in paths]
+    finally:
+        plt.close(fig)
+    for path, image in zip(paths, images, strict=True):
+        atomic_write(path, image)
     return paths
+
+
+def _render(fig, file_format: str) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=file_format, dpi=150, bbox_inches="tight")
+    return buffer.getvalue()
 
 
 def figure1(runs: list[Run], out) -> list[Path]:

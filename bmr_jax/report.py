@@ -115,8 +115,6 @@ def summary_markdown(runs) -> str:
 def report(paths, csv_path=None) -> str:
     """The Markdown summary of ``paths``; writes the per-block CSV to ``csv_path`` if given."""
     runs = load_runs(paths)
-    if csv_path is not None:
-        csv_path = Path(csv_path)
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(csv_path, per_block_csv(runs).encode())
+    if csv_path is not None:  # atomic_write creates its folder, or names why it cannot
+        atomic_write(Path(csv_path), per_block_csv(runs).encode())
     return summary_markdown(runs)

@@ -3,9 +3,10 @@
     DIR/.bmr-jax-run     marks the folder as ours (a folder without it is never written to)
     DIR/config.yaml      the fully resolved config
     DIR/metrics.jsonl    one JSON object per finished block
-    DIR/checkpoints/     the last K states (``block-000012.npz``: after block 12;
-                         ``block-000012-step-000300.npz``: 300 steps into block 13, written on
-                         SIGINT/SIGTERM), removed when the run is complete
+    DIR/checkpoints/     the last K states (``block-000012.npz``: after block 12, before block
+                         13's between-blocks step; ``block-000012-step-000300.npz``: 300 steps
+                         into block 13, written on SIGINT/SIGTERM); a finished run keeps its
+                         final one, from which raising ``train.blocks`` continues it
     DIR/summary.json     written when the run is complete
     DIR/posterior.npz    the final posterior-median weight matrices and masks per layer
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import jax
@@ -38,20 +40,36 @@ class RunFolderError(BmrJaxError):
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    umask = os.umask(0)
-    os.umask(umask)
+    """Writes ``data`` to ``path`` through a temporary file and a rename. Raises
+    :class:`OutputError` naming ``path`` and the reason if its folder cannot be created or the
+    file cannot be written (``path`` is then as it was, and no temporary file is left)."""
+    from bmr_jax.errors import OutputError
+
+    path = Path(path)
     try:
-        os.fchmod(fd, 0o666 & ~umask)  # what open() would give, not mkstemp's 0600
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise OutputError(f"{path}: cannot create folder {path.parent} ({reason})") from e
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        umask = os.umask(0)
+        os.umask(umask)
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~umask)  # what open() would give, not mkstemp's 0600
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        try:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+        except OSError:
+            pass  # the error that matters is the one below
+        if isinstance(e, OSError):
+            raise OutputError(f"{path}: cannot write ({e.strerror or type(e).__name__})") from e
         raise
 
 
@@ -87,49 +105,107 @@ class RunFolder:
 
     def read_config(self):
         """The run's resolved :class:`bmr_jax.config.Config`; refuses a folder without
-        ``config.yaml`` and ``metrics.jsonl`` (what reports and figures read)."""
-        from bmr_jax.config import load_config
+        ``config.yaml`` and ``metrics.jsonl`` (what reports and figures read), and a
+        ``config.yaml`` that cannot be read or is not a valid config."""
+        import yaml
+
+        from bmr_jax.config import ConfigError, from_dict
 
         if not self.config_path.is_file() or not self.metrics_path.is_file():
             raise RunFolderError(
                 f"{self.path}: not a run folder with config.yaml and metrics.jsonl"
             )
-        return load_config(self.config_path)
+        try:
+            values = yaml.safe_load(self.config_path.read_bytes())
+        except OSError as e:
+            reason = e.strerror or type(e).__name__
+            raise RunFolderError(f"{self.config_path}: cannot read ({reason})") from None
+        except yaml.YAMLError as e:  # also bytes that are not text
+            first = str(e).splitlines()[0]
+            raise RunFolderError(f"{self.config_path}: not valid YAML ({first})") from None
+        if not isinstance(values, dict):
+            raise RunFolderError(f"{self.config_path}: not a mapping of config keys")
+        try:
+            return from_dict(values)
+        except ConfigError as e:
+            raise RunFolderError(f"{self.config_path}: {e}") from None
 
     def is_finished(self) -> bool:
         return self.summary_path.is_file()
 
-    def claim(self, config_yaml: str, same=None) -> None:
-        """Makes the folder ours for a run of ``config_yaml``; refuses a foreign or
-        different run's folder. ``same(old_yaml) -> bool`` decides whether a folder's existing
-        config is the same run (default: identical text)."""
+    def check_ours(self) -> None:
+        """Refuses a path that is not a folder, or a non-empty folder that is not a run's."""
         if self.path.exists() and not self.path.is_dir():
             raise RunFolderError(f"{self.path}: exists and is not a folder")
-        if self.path.is_dir() and any(self.path.iterdir()):
-            if not (self.path / MARKER).is_file():
-                raise RunFolderError(
-                    f"{self.path}: not empty and not a bmr-jax run folder; choose another --out"
-                )
-            if self.config_path.is_file():
-                old = self.config_path.read_text()
-                if old != config_yaml and not (same is not None and same(old)):
-                    raise RunFolderError(
-                        f"{self.path}: holds a run of a different config; choose another --out"
-                    )
+        if self.path.is_dir() and any(self.path.iterdir()) and not (self.path / MARKER).is_file():
+            raise RunFolderError(
+                f"{self.path}: not empty and not a bmr-jax run folder; choose another --out"
+            )
+
+    def read_config_text(self) -> str | None:
+        """The folder's config.yaml as text (``None`` when it has none); refuses a folder that
+        is not ours."""
+        self.check_ours()
+        if not self.config_path.is_file():
+            return None
+        try:
+            return self.config_path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            reason = getattr(e, "strerror", None) or type(e).__name__
+            raise RunFolderError(f"{self.config_path}: cannot read ({reason})") from None
+
+    def claim(self, config_yaml: str) -> None:
+        """Makes the folder ours for a run of ``config_yaml`` (the caller has checked that a
+        config already there is the same run: ``bmr_jax.experiment.claim_folder``)."""
+        self.check_ours()
         atomic_write(self.path / MARKER, b"bmr-jax run folder\n")
         atomic_write(self.config_path, config_yaml.encode())
 
     def metrics(self) -> list[dict]:
+        """The per-block records of ``metrics.jsonl`` (none if it is absent); raises
+        :class:`RunFolderError` naming a line that is not a JSON object."""
         if not self.metrics_path.is_file():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+        try:
+            lines = self.metrics_path.read_bytes().splitlines()
+        except OSError as e:
+            reason = e.strerror or type(e).__name__
+            raise RunFolderError(f"{self.metrics_path}: cannot read ({reason})") from None
+        records = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+                reason = (f"{e.msg}: column {e.colno}" if isinstance(e, json.JSONDecodeError)
+                          else "not UTF-8 text")  # fmt: skip
+                raise RunFolderError(
+                    f"{self.metrics_path}: line {number} is not valid JSON ({reason})"
+                ) from None
+            if not isinstance(record, dict):
+                raise RunFolderError(f"{self.metrics_path}: line {number} is not a JSON object")
+            records.append(record)
+        return records
 
     def append_metrics(self, record: dict) -> None:
         lines = [json.dumps(r) for r in self.metrics() if r["block"] < record["block"]]
         atomic_write(self.metrics_path, ("\n".join([*lines, json.dumps(record)]) + "\n").encode())
 
     def read_summary(self) -> dict:
-        return json.loads(self.summary_path.read_text())
+        """The finished run's ``summary.json``; :class:`RunFolderError` if it is unreadable."""
+        try:
+            summary = json.loads(self.summary_path.read_bytes())
+        except OSError as e:
+            reason = e.strerror or type(e).__name__
+            raise RunFolderError(f"{self.summary_path}: cannot read ({reason})") from None
+        except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+            reason = (f"{e.msg}: line {e.lineno} column {e.colno}"
+                      if isinstance(e, json.JSONDecodeError) else "not UTF-8 text")  # fmt: skip
+            raise RunFolderError(f"{self.summary_path}: not valid JSON ({reason})") from None
+        if not isinstance(summary, dict):
+            raise RunFolderError(f"{self.summary_path}: not a JSON object")
+        return summary
 
     def write_summary(self, summary: dict) -> None:
         atomic_write(self.summary_path, (json.dumps(summary, indent=2) + "\n").encode())
@@ -159,80 +235,77 @@ class RunFolder:
     # ------------------------------------------------------------------ checkpoints
 
     def checkpoints(self) -> list[Path]:
-        """Checkpoint files, oldest first (their names sort in run order)."""
+        """Checkpoint files, oldest first: in run order, a block's mid-block checkpoints
+        after the boundary before it (``block-000003-step-000047.npz`` is 47 steps into
+        block 4, after ``block-000003.npz``)."""
         if not self.checkpoints_dir.is_dir():
             return []
-        return sorted(self.checkpoints_dir.glob("block-*.npz"))
+        return sorted(self.checkpoints_dir.glob("block-*.npz"), key=_run_order)
 
-    def save_checkpoint(self, run_state, records: list[dict], keep: int = 3) -> Path:
-        """Writes ``run_state`` and the metrics ``records`` so far; keeps the newest ``keep``."""
+    def save_checkpoint(self, state, records: list[dict], keep: int = 3) -> Path:
+        """Writes the run state ``state`` (a ``bmr_jax.methods.RunState``) and the metrics
+        ``records`` so far; keeps the newest ``keep`` checkpoints."""
         arrays = {
-            "block": np.asarray(run_state.block),
-            "step": np.asarray(run_state.step),
-            "losses": np.asarray(run_state.losses, np.float32),
-            "reduce_seconds": np.asarray(run_state.reduce_seconds),
+            "block": np.asarray(state.block),
+            "losses": np.asarray(state.losses, np.float32),
+            "seconds": np.asarray([state.seconds, state.between_seconds]),
             "records": np.asarray(json.dumps(records)),
         }
-        leaves = jax.tree.leaves(run_state.svi_state)
-        for i, leaf in enumerate(leaves):
-            arrays[f"svi/{i}"] = _to_numpy(leaf)
-        for name, mask in run_state.masks.items():
-            arrays[f"mask/{name}"] = np.asarray(mask)
-        for name, gamma in run_state.gamma.items():
-            arrays[f"gamma/{name}"] = np.asarray(gamma)
-        key, position = run_state.batches
-        arrays["batches/key"] = _to_numpy(key)
-        arrays["batches/position"] = np.asarray(position)
-        name = f"block-{run_state.block:06d}"
-        if run_state.step:
-            name += f"-step-{run_state.step:06d}"
+        for i, leaf in enumerate(jax.tree.leaves(state.train)):
+            arrays[f"train/{i}"] = _to_numpy(leaf)
+        arrays.update({f"mask/{k}": np.asarray(v) for k, v in state.masks.items()})
+        arrays.update({f"gamma/{k}": np.asarray(v) for k, v in state.gamma.items()})
+        name = f"block-{state.block:06d}" + (f"-step-{state.step:06d}" if state.step else "")
         path = self.checkpoints_dir / f"{name}.npz"
         with tempfile.TemporaryFile() as buffer:
             np.savez(buffer, **arrays)
             buffer.seek(0)
             atomic_write(path, buffer.read())
         for old in self.checkpoints()[:-keep]:
-            old.unlink(missing_ok=True)
+            if old != path:
+                old.unlink(missing_ok=True)
         return path
 
     def load_checkpoint(self, template, log=print):
         """``(state, records)`` of the newest readable checkpoint, shaped like ``template`` (a
-        fresh :func:`initial_state`); ``None`` if there is none."""
+        fresh ``bmr_jax.methods.initial_state``); ``None`` if there is none. An unreadable
+        one (a file cut short, another network's) falls back to the one before."""
         for path in reversed(self.checkpoints()):
             try:
                 return self._read_checkpoint(path, template)
-            except (OSError, ValueError, KeyError, EOFError) as e:
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
                 log(f"{path}: unreadable checkpoint ({type(e).__name__}); trying the one before")
         return None
 
     def _read_checkpoint(self, path, template):
-        from bmr_jax.methods import RunState
-
         with np.load(path) as saved:
             arrays = dict(saved)
-        leaves, treedef = jax.tree.flatten(template.svi_state)
-        restored = [_like(arrays[f"svi/{i}"], leaf) for i, leaf in enumerate(leaves)]
-        key_template, _ = template.batches
-        state = RunState(
-            block=int(arrays["block"]),
-            svi_state=jax.tree.unflatten(treedef, restored),
+        leaves, treedef = jax.tree.flatten(template.train)
+        if f"train/{len(leaves)}" in arrays:
+            raise ValueError(f"{path.name} holds a different training state")
+        train = jax.tree.unflatten(
+            treedef, [_like(arrays[f"train/{i}"], leaf) for i, leaf in enumerate(leaves)]
+        )
+        seconds, between_seconds = (float(x) for x in arrays["seconds"])
+        state = template._replace(
+            block=int(arrays["block"]), train=train,
             masks={k: jnp.asarray(arrays[f"mask/{k}"]) for k in template.masks},
             gamma={k: jnp.asarray(arrays[f"gamma/{k}"]) for k in template.gamma},
-            batches=(_like(arrays["batches/key"], key_template), int(arrays["batches/position"])),
-            step=int(arrays["step"]),
-            losses=arrays["losses"],
-            reduce_seconds=float(arrays["reduce_seconds"]),
-        )
+            losses=arrays["losses"], seconds=seconds, between_seconds=between_seconds,
+        )  # fmt: skip
         return state, json.loads(str(arrays["records"]))
 
     def write_metrics(self, records: list[dict]) -> None:
         atomic_write(self.metrics_path, "".join(json.dumps(r) + "\n" for r in records).encode())
 
-    def remove_checkpoints(self) -> None:
-        """Removes the checkpoints, and temporary files of writes that were killed."""
+    def remove_checkpoints(self, keep_final: bool = False) -> None:
+        """Removes the checkpoints (all but the newest with ``keep_final``: a finished run's
+        final state, from which raising ``train.blocks`` continues it), and temporary files
+        of writes that were killed."""
         if not self.checkpoints_dir.is_dir():
             return
-        for path in [*self.checkpoints(), *self.checkpoints_dir.glob(".block-*")]:
+        paths = self.checkpoints()
+        for path in [*paths[:-1 if keep_final else None], *self.checkpoints_dir.glob(".block-*")]:
             path.unlink(missing_ok=True)
         if self.checkpoints_dir.is_dir() and not any(self.checkpoints_dir.iterdir()):
             self.checkpoints_dir.rmdir()
@@ -242,6 +315,15 @@ class RunFolder:
         self.remove_checkpoints()
         for path in (self.metrics_path, self.summary_path, self.posterior_path, self.config_path):
             path.unlink(missing_ok=True)
+
+
+def _run_order(path: Path) -> tuple[int, int]:
+    """``(block, step)`` of a checkpoint file name (``block-000003[-step-000047].npz``)."""
+    parts = path.stem.split("-")
+    try:
+        return int(parts[1]), int(parts[3]) if len(parts) > 3 else 0
+    except (IndexError, ValueError):
+        return -1, 0  # not ours: tried last
 
 
 def _is_key(x) -> bool:
@@ -255,4 +337,6 @@ def _to_numpy(x) -> np.ndarray:
 def _like(value: np.ndarray, template):
     if _is_key(template):
         return jax.random.wrap_key_data(jnp.asarray(value))
+    if value.shape != template.shape:
+        raise ValueError(f"an array of shape {value.shape} where {template.shape} was expected")
     return jnp.asarray(value, dtype=template.dtype)

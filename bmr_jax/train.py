@@ -1,4 +1,4 @@
-"""The SVI engine: jit-compiled steps run in blocks (METHOD.md sections 3 and 4.5).
+"""The SVI engine: explicit training state and jit-compiled steps run in blocks (METHOD.md 3, 4.5).
 
 A block is a fixed number of SVI steps; it is the unit at which BMR, evaluation, logging and
 checkpoints happen. The step is compiled once per configuration: the pruning multipliers
@@ -6,30 +6,48 @@ checkpoints happen. The step is compiled once per configuration: the pruning mul
 negative ELBO per datum (the model and guide are scaled by ``1 / num_data``), with one
 reparameterised sample per step and AdaBelief by default (the reference optimiser).
 
+Everything a step depends on is in :class:`TrainState` or its arguments, in the style of
+blackjax (``new_state, loss = trainer.step(key, state, gamma)``): the guide's unconstrained
+parameters, the optax state and the number of steps taken, which is also the data cursor
+(epoch ``position // num_batches``, whose permutation is a pure function of the seed and the
+epoch). :meth:`SVITrainer.run_block` keys step ``t`` by ``fold_in(key, t)`` with ``t`` the
+global step, so a run resumed from any state continues bit for bit::
+
     trainer = SVITrainer(bnet, guide, dataset.train, lr=5e-3)
     state = trainer.init()
-    state, losses = trainer.run_block(state, steps=500)
+    state, losses = trainer.run_block(state, 500, key=jax.random.key(1))
     params = trainer.params(state)
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from numpyro import handlers
-from numpyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from numpyro.distributions import biject_to, constraints
+from numpyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from tqdm.auto import tqdm
 
 from bmr_jax import parallel
-from bmr_jax.batches import EpochBatches, gather
+from bmr_jax.batches import epoch_order, gather
 from bmr_jax.data import Split
 from bmr_jax.guides import Guide, MeanFieldGuide
 from bmr_jax.model import BayesianNetwork
+
+
+class TrainState(NamedTuple):
+    """The state of SVI: a pytree of arrays (checkpointed leaf by leaf)."""
+
+    params: dict  # unconstrained guide (and model point) parameters, by site name
+    opt_state: optax.OptState
+    position: jax.Array  # int32: steps taken, the data cursor
 
 
 def as_gamma(gamma: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
@@ -45,6 +63,22 @@ def default_elbo(guide: Guide):
     return TraceMeanField_ELBO() if isinstance(guide, MeanFieldGuide) else Trace_ELBO()
 
 
+def param_transforms(model, guide, *args) -> tuple[dict, dict]:
+    """``(initial constrained values, bijections from unconstrained)`` of every
+    ``numpyro.param`` site of ``guide`` and ``model`` (the guide's win on shared names)."""
+    with handlers.seed(rng_seed=0):
+        guide_trace = handlers.trace(guide).get_trace(*args)
+        guide_params = {k: s["value"] for k, s in guide_trace.items() if s["type"] == "param"}
+        replayed = handlers.substitute(handlers.replay(model, guide_trace), data=guide_params)
+        model_trace = handlers.trace(replayed).get_trace(*args)
+    values, transforms = {}, {}
+    for site in [*model_trace.values(), *guide_trace.values()]:
+        if site["type"] == "param":
+            constraint = site["kwargs"].get("constraint", constraints.real)
+            values[site["name"]], transforms[site["name"]] = site["value"], biject_to(constraint)
+    return values, transforms
+
+
 class SVITrainer:
     """Stochastic variational inference of a :class:`BayesianNetwork` with a guide.
 
@@ -57,99 +91,120 @@ class SVITrainer:
         it after a non-finite step (:meth:`scale_learning_rate`).
       lr: learning rate of the default optimiser.
       batch_size: minibatch size (the reference uses 120).
-      seed: seeds the data order and the SVI randomness.
+      seed: seeds the data order.
       elbo: a NumPyro ELBO; default :func:`default_elbo`.
       mesh: a ``bmr_jax.parallel.data_mesh()``: data-parallel steps, each minibatch split
         over the mesh's devices, state replicated (``None``: one device).
     """
 
-    def __init__(
-        self,
-        bnet: BayesianNetwork,
-        guide: Guide,
-        train: Split,
-        *,
-        optimizer: optax.GradientTransformation | None = None,
-        lr: float = 1e-2,
-        batch_size: int = 120,
-        seed: int = 0,
-        elbo=None,
-        mesh=None,
-    ):
-        self.bnet, self.guide = bnet, guide
-        self.num_data = len(train)
+    def __init__(self, bnet: BayesianNetwork, guide: Guide, train: Split, *,
+                 optimizer: optax.GradientTransformation | None = None, lr: float = 1e-2,
+                 batch_size: int = 120, seed: int = 0, elbo=None, mesh=None):  # fmt: skip
+        if not 1 <= batch_size <= len(train):
+            raise ValueError(f"batch_size must be in [1, {len(train)}], got {batch_size}")
+        self.bnet, self.guide, self.mesh = bnet, guide, mesh
+        self.num_data, self.batch_size = len(train), batch_size
+        self.num_batches = self.num_data // batch_size
+        self.optimizer = optimizer or optax.inject_hyperparams(optax.adabelief)(learning_rate=lr)
+        self.elbo = elbo or default_elbo(guide)
         scale = 1.0 / self.num_data  # loss per datum
-        self.svi = SVI(
-            handlers.scale(bnet.model, scale=scale),
-            handlers.scale(guide, scale=scale),
-            optimizer or optax.inject_hyperparams(optax.adabelief)(learning_rate=lr),
-            elbo or default_elbo(guide),
-        )
-        self.mesh = mesh
+        self.model = handlers.scale(bnet.model, scale=scale)
+        self.scaled_guide = handlers.scale(guide, scale=scale)
         place = None
         if mesh is not None:
             parallel.check_batch(batch_size, mesh)
             place = parallel.replicated(mesh)
         self.images = jax.device_put(train.images, place)
         self.labels = jax.device_put(train.labels, place)
-        init_key, data_key = jax.random.split(jax.random.key(seed))
-        self._init_key = init_key
-        self.batches = EpochBatches(self.num_data, batch_size, data_key)
-        num_data = self.num_data
-
-        def batch(images, labels, order, i):
-            x, y = gather(images, labels, order, i)
-            return parallel.shard_batch(x, mesh), parallel.shard_batch(y, mesh)
-
-        def init(key, images, labels, order, gamma):
-            return self.svi.init(key, *batch(images, labels, order, 0), gamma, num_data)
-
-        def step(state, images, labels, order, i, gamma):
-            return self.svi.update(state, *batch(images, labels, order, i), gamma, num_data)
-
-        self._init = jax.jit(init, out_shardings=place)
-        self._step = jax.jit(step, donate_argnums=0, out_shardings=place)
-        self._all_finite = jax.jit(
-            lambda state: jnp.all(
-                jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state.optim_state)])
-            )  # fmt: skip
+        self.data_key = jax.random.key(seed)
+        x0, y0 = self.images[:batch_size], self.labels[:batch_size]
+        self._initial, self.transforms = param_transforms(
+            self.model, self.scaled_guide, x0, y0, as_gamma(bnet.full_gamma()), self.num_data
         )
+        self._update = jax.jit(self._make_update(), donate_argnums=(0, 1, 2), out_shardings=place)
+        self._all_finite = self._make_all_finite()
+        self._place = place
 
-    def init(self, gamma: Mapping[str, jax.Array] | None = None):
-        """The initial SVI state (guide parameters at their initial values)."""
-        gamma = as_gamma(self.bnet.full_gamma() if gamma is None else gamma)
-        order, _ = self.batches.peek()
-        return self._init(self._init_key, self.images, self.labels, order, gamma)
+    def _make_update(self) -> Callable:
+        mesh, num_data = self.mesh, self.num_data
 
-    def step(self, state, gamma):
-        """One SVI step on the next minibatch: ``(state, loss)``."""
-        return self._step(state, self.images, self.labels, *self.batches.next(), as_gamma(gamma))
+        def update(params, opt_state, position, key, images, labels, order, i, gamma):
+            x, y = gather(images, labels, order, i)
+            x, y = parallel.shard_batch(x, mesh), parallel.shard_batch(y, mesh)
 
-    def run_block(
-        self,
-        state,
-        steps: int,
-        gamma: Mapping[str, jax.Array] | None = None,
-        *,
-        progress: bool = True,
-        description: str = "block",
-        should_stop=None,
-    ):
+            def loss_fn(unconstrained):
+                args = (x, y, gamma, num_data)
+                return self.elbo.loss(key, self.constrain(unconstrained), self.model,
+                                      self.scaled_guide, *args)  # fmt: skip
+
+            loss, grads = jax.value_and_grad(loss_fn)(params)
+            updates, opt_state = self.optimizer.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state, position + 1, loss
+
+        return update
+
+    def _make_all_finite(self) -> Callable:
+        def all_finite(state):
+            leaves = jax.tree.leaves((state.params, state.opt_state))
+            inexact = [jnp.all(jnp.isfinite(x)) for x in leaves if jnp.issubdtype(x.dtype,
+                       jnp.inexact)]  # fmt: skip
+            return jnp.all(jnp.stack(inexact))
+
+        return jax.jit(all_finite)
+
+    # ---------------------------------------------------------------- state and steps
+
+    def init(self) -> TrainState:
+        """The state before the first step: the guide's initial values, a fresh optimiser."""
+        params = self.unconstrain(self._initial)
+        # fresh buffers (the steps donate theirs; the guide's initial values must survive)
+        params = jax.tree.map(lambda x: jnp.array(x, jnp.result_type(x), copy=True), params)
+        state = TrainState(params, self.optimizer.init(params), jnp.zeros((), jnp.int32))
+        return jax.device_put(state, self._place)
+
+    @lru_cache(maxsize=2)  # noqa: B019 -- a pure function of (seed, epoch), two epochs at most
+    def epoch_order(self, epoch: int) -> jax.Array:
+        """Epoch ``epoch``'s minibatches: a permutation cut into ``(num_batches, batch)``."""
+        key = jax.random.fold_in(self.data_key, epoch)
+        return epoch_order(key, self.num_data, self.batch_size)
+
+    def step(self, key: jax.Array, state: TrainState, gamma, position: int | None = None):
+        """One SVI step on minibatch ``state.position``: ``(new_state, loss)``. ``state`` is
+        donated. ``position`` (``int(state.position)``, if the caller tracks it) saves a
+        device round trip."""
+        position = int(state.position) if position is None else position
+        epoch, i = divmod(position, self.num_batches)
+        *new_state, loss = self._update(
+            *state, key, self.images, self.labels, self.epoch_order(epoch), np.int32(i),
+            as_gamma(gamma),
+        )  # fmt: skip
+        return TrainState(*new_state), loss
+
+    def run_block(self, state: TrainState, steps: int, gamma=None, *, key: jax.Array,
+                  progress: bool = True, description: str = "block",
+                  should_stop: Callable[[], bool] | None = None,
+                  on_step: Callable[[int], None] | None = None):  # fmt: skip
         """Runs ``steps`` SVI steps; returns ``(state, losses)`` (losses per datum, numpy).
+        Step number ``t`` (global) draws its noise from ``fold_in(key, t)``.
 
         ``should_stop()`` is asked before every step; when it says yes the block ends early
         and ``losses`` is shorter than ``steps`` (how SIGINT/SIGTERM stop a run cleanly).
+        ``on_step(t)`` is called after step ``t`` (a test hook).
         """
         gamma = as_gamma(self.bnet.full_gamma() if gamma is None else gamma)
-        losses = []
+        position, losses = int(state.position), []
         bar = tqdm(total=steps, disable=not progress, unit="step", desc=description, leave=False)
         start = time.perf_counter()
-        for t in range(steps):
+        for _ in range(steps):
             if should_stop is not None and should_stop():
                 break
-            state, loss = self._step(state, self.images, self.labels, *self.batches.next(), gamma)
+            step_key = jax.random.fold_in(key, position)
+            state, loss = self.step(step_key, state, gamma, position)
+            position += 1
             losses.append(loss)
-            if progress and (t + 1) % 25 == 0:
+            if on_step is not None:
+                on_step(position)
+            if progress and len(losses) % 25 == 0:
                 bar.set_postfix(loss=f"{float(loss):.4f}")
                 bar.update(25)
         losses = np.asarray(jax.device_get(losses), np.float32).reshape(-1)
@@ -158,36 +213,43 @@ class SVITrainer:
         self.last_block_seconds = time.perf_counter() - start
         return state, losses
 
-    def all_finite(self, state) -> bool:
+    # ---------------------------------------------------------------- parameters
+
+    def constrain(self, unconstrained: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        return {k: self.transforms[k](v) for k, v in unconstrained.items()}
+
+    def unconstrain(self, constrained: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+        return {k: self.transforms[k].inv(v) for k, v in constrained.items()}
+
+    def params(self, state: TrainState) -> dict[str, jax.Array]:
+        """The guide's (and the model's point) parameters, constrained (jit-able)."""
+        return self.constrain(state.params)
+
+    def set_params(self, state: TrainState, values: Mapping[str, jax.Array]) -> TrainState:
+        """``state`` with the named parameters replaced by ``values`` (constrained), keeping
+        the optimiser's moments: how a reduced posterior is written back (jit-able)."""
+        params = dict(state.params)
+        for name, value in values.items():
+            params[name] = self.transforms[name].inv(jnp.asarray(value, params[name].dtype))
+        return state._replace(params=params)
+
+    def all_finite(self, state: TrainState) -> bool:
         """Whether every parameter and optimiser moment in ``state`` is finite."""
         return bool(self._all_finite(state))
 
-    def learning_rate(self, state) -> float | None:
-        """The current learning rate, if the optimiser keeps it in its state."""
-        hyperparams = getattr(state.optim_state[1][1], "hyperparams", None)
+    # ---------------------------------------------------------------- learning rate
+
+    def learning_rate(self, state: TrainState) -> float | None:
+        """The current learning rate, if the optimiser keeps it in its state
+        (``optax.inject_hyperparams``)."""
+        hyperparams = getattr(state.opt_state, "hyperparams", None)
         return None if hyperparams is None else float(hyperparams["learning_rate"])
 
-    def scale_learning_rate(self, state, factor: float):
-        """``state`` with its learning rate times ``factor`` (the default optimiser only)."""
-        step, (params, opt_state) = state.optim_state
-        if not hasattr(opt_state, "hyperparams"):
+    def scale_learning_rate(self, state: TrainState, factor: float) -> TrainState:
+        """``state`` with its learning rate times ``factor``."""
+        if not hasattr(state.opt_state, "hyperparams"):
             raise ValueError("the optimiser does not keep its learning rate in its state; "
                              "wrap it with optax.inject_hyperparams")  # fmt: skip
-        hyperparams = dict(opt_state.hyperparams)
+        hyperparams = dict(state.opt_state.hyperparams)
         hyperparams["learning_rate"] = hyperparams["learning_rate"] * factor
-        opt_state = opt_state._replace(hyperparams=hyperparams)
-        return state._replace(optim_state=(step, (params, opt_state)))
-
-    def params(self, state) -> dict[str, jax.Array]:
-        """The guide's (and the model's point) parameters, constrained."""
-        return self.svi.get_params(state)
-
-    def set_params(self, state, values: Mapping[str, jax.Array]):
-        """``state`` with the named parameters replaced by ``values`` (constrained), keeping
-        the optimiser's moments: how a reduced posterior is written back into the guide."""
-        transforms = self.svi.constrain_fn.args[0]  # name -> bijection from unconstrained
-        step, (params, optimizer_state) = state.optim_state
-        params = dict(params)
-        for name, value in values.items():
-            params[name] = transforms[name].inv(jnp.asarray(value, params[name].dtype))
-        return state._replace(optim_state=(step, (params, optimizer_state)))
+        return state._replace(opt_state=state.opt_state._replace(hyperparams=hyperparams))

@@ -70,7 +70,7 @@ def _fit(features, y, guide_cls, elbo):
         bnet, guide, train, optimizer=optax.adam(schedule), batch_size=n, seed=0, elbo=elbo
     )
     state = trainer.init()
-    state, losses = trainer.run_block(state, 4000, progress=False)
+    state, losses = trainer.run_block(state, 4000, key=jax.random.key(1), progress=False)
     assert np.isfinite(losses).all()
     return trainer.params(state)
 

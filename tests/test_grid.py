@@ -11,8 +11,7 @@ from bmr_jax.cli import main
 from bmr_jax.config import ConfigError
 from bmr_jax.experiment import run_experiment
 from bmr_jax.grid import load_grid
-
-QUICKSTART = Path("configs/quickstart.yaml").resolve()
+from tests.runs import QUICKSTART, Crash, at
 
 TINY = ["data.name=mnist_mini", "net.preset=small", "train.blocks=1",
         "train.steps_per_block=20", "eval.samples=2"]  # fmt: skip
@@ -47,7 +46,9 @@ def test_grid_runs_skips_finished_and_continues_unfinished(tmp_path, capsys):
     path = _grid(tmp_path, f"configs: [{QUICKSTART}]\nproduct: {{seed: [1, 2]}}\nout: out\n")
     # start run 2 and interrupt it after its first block of two
     runs = load_grid(path, [*TINY, "train.blocks=2"])
-    run_experiment(runs[1].config, runs[1].out, progress=False, stop_after=1, log=lambda s: None)
+    with pytest.raises(Crash):
+        run_experiment(runs[1].config, runs[1].out, progress=False, log=lambda s: None,
+                       on_event=at(("checkpoint", 1, 0), "crash"))  # fmt: skip
     assert main(["grid", str(path), *TINY, "train.blocks=2", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "resuming after block 1/2" in out and "2 runs completed, 0 already finished" in out

@@ -52,9 +52,8 @@ def test_map_loss_at_the_start_by_hand():
     guide = guides.DeltaGuide(guides.latent_sites(bnet.model, x0, y0, init_values=init), init)
     trainer = SVITrainer(bnet, guide, ds.train, optimizer=optax.sgd(0.0), batch_size=100)
     state = trainer.init()
-    order, i = trainer.batches.peek()
-    index = np.asarray(order[i])
-    _, loss = trainer.step(state, bnet.full_gamma())
+    index = np.asarray(trainer.epoch_order(0)[0])  # step 0 reads batch 0 of epoch 0
+    _, loss = trainer.step(jax.random.key(0), state, bnet.full_gamma())
 
     net.eval()
     logits = np.asarray(net(jnp.asarray(ds.train.images[index])), np.float64)

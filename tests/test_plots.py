@@ -11,6 +11,7 @@ from bmr_jax.cli import main
 from bmr_jax.config import dump_config, from_dict
 from bmr_jax.plots import PlotError, plot
 from bmr_jax.results import MARKER, RunFolder
+from tests.test_cli import UNWRITABLE, files_under, one_error_line, unwritable
 
 SHAPES = {  # first two layers of each net, small stand-ins for the real matrices
     "mlp": {"hidden.0": (20, 785), "head": (10, 21)},
@@ -109,3 +110,37 @@ def test_posterior_layers_come_in_forward_order(tmp_path):
     folder.save_posterior(dict(sorted(weights.items())), masks)  # "head" first, as older runs
     assert list(RunFolder(path).load_posterior()[0]) == ["head", "hidden.0"]
     assert list(Run(path).posterior()[0]) == ["hidden.0", "head"]
+
+
+@pytest.mark.parametrize("kind", UNWRITABLE)
+def test_plot_into_an_unwritable_folder_exits_2(kind, fixture_runs, tmp_path, capsys):
+    target, reasons = unwritable(tmp_path, kind, "fig.png")  # the first file plot writes
+    before = files_under(tmp_path)
+    args = ["plot", *map(str, fixture_runs), "--figure", "2", "--out", str(target.with_suffix(""))]
+    assert main(args) == 2
+    action = f"cannot create folder {target.parent}" if kind == "folder" else "cannot write"
+    one_error_line(capsys.readouterr().err, target, reasons, action)
+    assert files_under(tmp_path) == before
+
+
+def test_plot_of_a_corrupt_metrics_file_exits_2(fixture_runs, tmp_path, capsys):
+    metrics = fixture_runs[0] / "metrics.jsonl"
+    lines = metrics.read_bytes().splitlines(keepends=True)
+    metrics.write_bytes(lines[0] + lines[1][:20])  # cut off in the middle of block 2
+    before = files_under(tmp_path)
+    assert main(["plot", *map(str, fixture_runs), "--figure", "1", "--out",
+                 str(tmp_path / "f1")]) == 2  # fmt: skip
+    assert capsys.readouterr().err == (
+        f"bmr-jax: error: {metrics}: line 2 is not valid JSON (Expecting value: column 21)\n"
+    )
+    assert files_under(tmp_path) == before
+
+
+def test_plot_of_a_corrupt_posterior_exits_2(fixture_runs, tmp_path, capsys):
+    posterior = fixture_runs[0] / "posterior.npz"
+    posterior.write_bytes(posterior.read_bytes()[:1000])
+    before = files_under(tmp_path)
+    assert main(["plot", *map(str, fixture_runs), "--figure", "3", "--out",
+                 str(tmp_path / "f3")]) == 2  # fmt: skip
+    assert capsys.readouterr().err == f"bmr-jax: error: {posterior}: unreadable (BadZipFile)\n"
+    assert files_under(tmp_path) == before

@@ -1,6 +1,8 @@
-"""Crashes and signals: a run killed at any moment (mid-block, mid-checkpoint write, between
-the metrics and the checkpoint, by SIGKILL or SIGINT) resumes to results bit-identical to an
-uninterrupted run; NaN/inf stops a run naming the block and step, or rolls back."""
+"""Interruptions: a run stopped at any moment -- a crash (kill -9) or SIGINT/SIGTERM during
+training, during evaluation, at the between-blocks step, between a metrics line and its
+checkpoint, during a checkpoint write -- resumes to metrics and a posterior.npz bit-identical
+to an uninterrupted run's. The points are hit exactly through the loop's event hook (no sleeps).
+NaN/inf stops a run naming the block and step, or rolls back."""
 
 from __future__ import annotations
 
@@ -11,154 +13,161 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bmr_jax import methods, train
+from bmr_jax import data, methods, train
 from bmr_jax.cli import main
 from bmr_jax.config import load_config
-from bmr_jax.experiment import run_experiment
+from bmr_jax.experiment import RunInterrupted, run_experiment
+from tests.runs import QUICKSTART, REPO, TINY, Crash, assert_same_run, at, records
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = ["method=bmr_ss", "data.name=mnist_mini", "net.preset=small", "train.blocks=3",
-          "train.steps_per_block=200", "eval.samples=2"]  # fmt: skip
-TIMING = {"train_seconds", "reduce_seconds", "eval_seconds", "seconds"}
-
-DRIVER = textwrap.dedent("""
-    import json, os, sys
-    mode, out, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-    from bmr_jax import results, train
-    from bmr_jax.config import load_config
-    from bmr_jax.experiment import run_experiment
-    counter = [0]
-    if mode == "mid-block":  # die after 260 SVI steps: 60 steps into block 2
-        original_run_block = train.SVITrainer.run_block
-        def stop():
-            counter[0] += 1
-            if counter[0] > 260:
-                os._exit(137)
-            return False
-        def run_block(self, state, steps, gamma=None, **kw):
-            return original_run_block(self, state, steps, gamma, **{**kw, "should_stop": stop})
-        train.SVITrainer.run_block = run_block
-    elif mode == "mid-checkpoint-write":  # the second checkpoint's file is written, not renamed
-        original_replace = os.replace
-        def replace(src, dst):
-            if "checkpoints" in str(dst):
-                counter[0] += 1
-                if counter[0] == 2:
-                    os._exit(137)
-            return original_replace(src, dst)
-        os.replace = replace
-    elif mode == "after-metrics":  # block 2's metrics line is written, its checkpoint is not
-        original_save = results.RunFolder.save_checkpoint
-        def save(self, *a, **k):
-            counter[0] += 1
-            if counter[0] == 2:
-                os._exit(137)
-            return original_save(self, *a, **k)
-        results.RunFolder.save_checkpoint = save
-    run_experiment(load_config("configs/quickstart.yaml", overrides), out, progress=False)
-""")
-
-
-def _env():
-    return {**os.environ, "PYTHONPATH": str(REPO)}
-
-
-def _records(folder):
-    lines = (folder / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(x).items() if k not in TIMING} for x in lines]
-
-
-def assert_same_run(a, b):
-    """Two run folders hold bit-identical results (timings aside)."""
-    assert _records(a) == _records(b)
-    with np.load(a / "posterior.npz") as pa, np.load(b / "posterior.npz") as pb:
-        assert sorted(pa) == sorted(pb)
-        for key in pa:
-            np.testing.assert_array_equal(pa[key], pb[key], err_msg=key)
-    assert not (a / "checkpoints").exists()
+CONFIG = load_config(QUICKSTART, TINY)
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "full"
-    assert main(["run", "configs/quickstart.yaml", *CONFIG, "--out", str(out), "--quiet"]) == 0
+    run_experiment(CONFIG, out, progress=False, log=lambda s: None)
     return out
 
 
-@pytest.mark.parametrize("mode", ["mid-block", "mid-checkpoint-write", "after-metrics"])
-def test_killed_run_resumes_bit_for_bit(mode, uninterrupted, tmp_path, capsys):
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
-    out = tmp_path / "run"
-    crashed = subprocess.run([sys.executable, str(driver), mode, str(out), json.dumps(CONFIG)],
-                             cwd=REPO, env=_env(), capture_output=True, text=True)  # fmt: skip
-    assert crashed.returncode == 137, crashed.stderr
-    assert not (out / "summary.json").exists()
-    if mode == "after-metrics":  # a metrics line past the last checkpoint, dropped on resume
-        assert len(_records(out)) == 2
-    assert main(["run", "configs/quickstart.yaml", *CONFIG, "--out", str(out), "--quiet"]) == 0
-    assert "resuming after block 1/3" in capsys.readouterr().out
+def _segment(out, point, action, log):
+    """Runs until ``point`` and ``action`` there; returns the error's line, if any."""
+    try:
+        run_experiment(CONFIG, out, progress=False, log=log.append, on_event=at(point, action))
+    except Crash:
+        return "crash"
+    except RunInterrupted as e:
+        return str(e)
+    raise AssertionError(f"the run never reached {point}")
+
+
+# each case: interruptions one after another (a resume between each), then what the resumes
+# said; steps count within the block (20 per block)
+CASES = {
+    "SIGTERM mid-block, resumed at that step": (
+        [(("step", 2, 7), "SIGTERM")], ["resuming block 2 at step 7"]),
+    "SIGINT during evaluation: the block's checkpoint, no second reduce": (
+        [(("evaluate", 2, 20), "SIGINT")], ["resuming after block 2/3"]),
+    "SIGTERM during evaluation, then again mid-block": (
+        [(("evaluate", 1, 20), "SIGTERM"), (("step", 3, 3), "SIGTERM")],
+        ["resuming after block 1/3", "resuming block 3 at step 3"]),
+    "SIGTERM at the between-blocks step": (
+        [(("between", 3, 0), "SIGTERM")], ["resuming after block 2/3"]),
+    "crash mid-block, then during evaluation": (
+        [(("step", 2, 11), "crash"), (("evaluate", 2, 20), "crash")],
+        ["resuming after block 1/3", "resuming after block 1/3"]),
+    "crash between a metrics line and its checkpoint": (
+        [(("metrics", 2, 0), "crash")], ["resuming after block 1/3"]),
+    "crash after a checkpoint, before the next block": (
+        [(("checkpoint", 2, 0), "crash")], ["resuming after block 2/3"]),
+    "crash before the first step": ([(("step", 1, 1), "crash")], []),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_interrupted_run_resumes_bit_for_bit(case, uninterrupted, tmp_path):
+    stops, resumes = CASES[case]
+    out, log = tmp_path / "run", []
+    for point, action in stops:
+        said = _segment(out, point, action, log)
+        assert said == "crash" if action == "crash" else f"{action}: stopped after" in said
+        assert not (out / "summary.json").exists()
+    if stops[0][0] == ("metrics", 2, 0):  # a metrics line past the last checkpoint
+        assert len(records(out)) == 2
+    run_experiment(CONFIG, out, progress=False, log=log.append)
+    assert [line.split(": ", 1)[1] for line in log if "resuming" in line] == resumes
     assert_same_run(out, uninterrupted)
 
 
-def _wait_for(path: Path, process, timeout=240.0):
-    start = time.monotonic()
-    while not path.exists():
-        assert process.poll() is None, process.stderr.read()
-        assert time.monotonic() - start < timeout, f"{path} never appeared"
-        time.sleep(0.05)
-
-
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
-def test_signals_checkpoint_or_lose_at_most_the_block(signum, uninterrupted, tmp_path, capsys):
+def test_a_mid_block_checkpoint_is_newer_than_its_block_boundary(tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "bmr_jax.cli", "run", "configs/quickstart.yaml", *CONFIG,
-               "--out", str(out), "--quiet"]  # fmt: skip
-    process = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
-    _wait_for(out / "checkpoints" / "block-000001.npz", process)
-    time.sleep(1.5)  # into block 2 (its first reduce compiles for about a second)
-    process.send_signal(signum)
-    _, stderr = process.communicate(timeout=120)
-    if signum != signal.SIGKILL:  # caught: checkpoint where it stopped, exit 128 + signal
-        assert process.returncode == 128 + signum, stderr
-        assert stderr.count("\n") == 1
-        pattern = rf"{signum.name}: stopped after (\d+) steps of block (\d+); checkpoint (\S+) "
-        stopped = re.search(pattern, stderr)
-        steps, block, name = int(stopped[1]), int(stopped[2]), stopped[3]
-        expected = f"block-{block - 1:06d}" + (f"-step-{steps:06d}" if steps else "") + ".npz"
-        assert name == expected and (out / "checkpoints" / name).is_file()
+    said = _segment(out, ("step", 2, 7), "SIGTERM", [])
+    assert said.endswith("SIGTERM: stopped after 7 steps of block 2; checkpoint "
+                         "block-000001-step-000007.npz (run again to resume)")  # fmt: skip
+    from bmr_jax.results import RunFolder
+
+    names = [p.name for p in RunFolder(out).checkpoints()]
+    assert names == ["block-000001.npz", "block-000001-step-000007.npz"]
+
+
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(uninterrupted, tmp_path):
+    out, log = tmp_path / "run", []
+    assert _segment(out, ("checkpoint", 2, 0), "crash", log) == "crash"
+    newest = out / "checkpoints" / "block-000002.npz"
+    newest.write_bytes(newest.read_bytes()[:1000])  # cut short
+    run_experiment(CONFIG, out, progress=False, log=log.append)
+    assert any("block-000002.npz: unreadable checkpoint" in line for line in log)
+    assert any(line.endswith("resuming after block 1/3") for line in log)
+    assert_same_run(out, uninterrupted)
+
+
+def test_keep_checkpoints_keeps_the_newest(tmp_path):
+    out = tmp_path / "run"
+    config = load_config(QUICKSTART, [*TINY, "train.blocks=4", "train.keep_checkpoints=2"])
+    with pytest.raises(Crash):
+        run_experiment(config, out, progress=False, log=lambda s: None,
+                       on_event=at(("checkpoint", 4, 0), "crash"))  # fmt: skip
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "block-000003.npz", "block-000004.npz"]  # fmt: skip
+
+
+DRIVER = textwrap.dedent("""
+    import json, os, sys
+    mode, out, config, overrides = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+    from bmr_jax import cli, experiment
+    from tests.runs import at
+    if mode == "mid-checkpoint-write":  # the second checkpoint's file is written, not renamed
+        original_replace, count = os.replace, [0]
+        def replace(src, dst):
+            if "checkpoints" in str(dst):
+                count[0] += 1
+                if count[0] == 2:
+                    os.kill(os.getpid(), 9)
+            return original_replace(src, dst)
+        os.replace = replace
+        hook = None
+    else:  # a signal sent to the process by itself at an exact point
+        event, block, step, action = mode.split(":")
+        hook = at((event, int(block), int(step)), action)
+    original_run = experiment.run_experiment
+    experiment.run_experiment = lambda *a, **k: original_run(*a, **k, on_event=hook)
+    sys.exit(cli.main(["run", config, *overrides, "--out", out, "--quiet"]))
+""")
+
+
+@pytest.mark.parametrize("mode", ["mid-checkpoint-write", "evaluate:2:20:SIGTERM",
+                                  "step:2:5:SIGKILL"])  # fmt: skip
+def test_the_command_line_stops_and_resumes(mode, uninterrupted, tmp_path, capsys):
+    """The real process: exit 128 + signal with one line on stderr for SIGTERM; killed by
+    SIGKILL (also in the middle of a checkpoint write); resumed by running it again."""
+    driver, out = tmp_path / "driver.py", tmp_path / "run"
+    driver.write_text(DRIVER)
+    stopped = subprocess.run(
+        [sys.executable, str(driver), mode, str(out), QUICKSTART, json.dumps(TINY)],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    if mode.endswith("SIGTERM"):
+        assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+        assert stopped.stderr.count("\n") == 1
+        assert re.search(r"SIGTERM: stopped after block 2; checkpoint block-000002\.npz ",
+                         stopped.stderr)  # fmt: skip
     else:
-        assert process.returncode == -signal.SIGKILL
-    assert main(["run", "configs/quickstart.yaml", *CONFIG, "--out", str(out), "--quiet"]) == 0
+        assert stopped.returncode == -signal.SIGKILL, stopped.stderr
+    if mode == "mid-checkpoint-write":
+        assert [p.name for p in (out / "checkpoints").glob("block-*")] == ["block-000001.npz"]
+    assert main(["run", QUICKSTART, *TINY, "--out", str(out), "--quiet"]) == 0
     assert "resuming after block" in capsys.readouterr().out
     assert_same_run(out, uninterrupted)
-
-
-def test_a_different_config_is_refused_unless_forced(uninterrupted, tmp_path, capsys):
-    out = tmp_path / "run"
-    run_experiment(load_config("configs/quickstart.yaml", CONFIG), out, progress=False,
-                   stop_after=1)  # fmt: skip
-    other = [*CONFIG, "seed=5"]
-    assert main(["run", "configs/quickstart.yaml", *other, "--out", str(out), "--quiet"]) == 2
-    assert "holds a run of a different config" in capsys.readouterr().err
-    assert (out / "checkpoints" / "block-000001.npz").exists()  # nothing touched
-    assert main(["run", "configs/quickstart.yaml", *other, "--out", str(out), "--quiet",
-                 "--force"]) == 0  # fmt: skip
-    assert load_config(out / "config.yaml").seed == 5
-    assert [r["block"] for r in _records(out)] == [1, 2, 3]
 
 
 def _poison(block_to_poison, times):
     """A ``run_block`` whose losses turn NaN at step 7 of ``block_to_poison``, ``times`` times."""
     original = train.SVITrainer.run_block
-    calls = {"block": 0, "poisoned": 0}
+    calls = {"poisoned": 0}
 
     def run_block(self, state, steps, gamma=None, **kw):
         state, losses = original(self, state, steps, gamma, **kw)
@@ -174,29 +183,28 @@ def _poison(block_to_poison, times):
 def test_nonfinite_loss_stops_naming_block_and_step(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train.SVITrainer, "run_block", _poison(2, times=1))
     out = tmp_path / "run"
-    assert main(["run", "configs/quickstart.yaml", *CONFIG, "--out", str(out), "--quiet"]) == 3
+    assert main(["run", QUICKSTART, *TINY, "--out", str(out), "--quiet"]) == 3
     err = capsys.readouterr().err
-    assert "non-finite loss or parameters in block 2 at step 207" in err
+    assert "non-finite loss or parameters in block 2 at step 27" in err
     assert err.count("\n") == 1
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["block-000001.npz"]
-    assert [r["block"] for r in _records(out)] == [1]
+    assert [r["block"] for r in records(out)] == [1]
 
 
 def test_nonfinite_loss_rolls_back_with_a_lower_learning_rate(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train.SVITrainer, "run_block", _poison(2, times=2))
     out = tmp_path / "run"
-    args = [*CONFIG, "train.on_nonfinite=rollback", "train.rollback_factor=0.25"]
-    assert main(["run", "configs/quickstart.yaml", *args, "--out", str(out), "--quiet"]) == 0
-    assert capsys.readouterr().out.count("non-finite loss or parameters at step 207") == 2
-    lrs = [r["lr"] for r in _records(out)]
+    args = [*TINY, "train.on_nonfinite=rollback", "train.rollback_factor=0.25"]
+    assert main(["run", QUICKSTART, *args, "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().out.count("non-finite loss or parameters at step 27") == 2
+    lrs = [r["lr"] for r in records(out)]
     np.testing.assert_allclose(lrs, [1e-2, 1e-2 / 16, 1e-2 / 16], rtol=1e-6)
 
 
 def test_real_divergence_is_caught():
-    from bmr_jax import data
-
     dataset = data.load("mnist_mini", image_size=32)
-    setup = methods.build("flat_ff", dataset, net="lenet5", preset="small", lr=1e30)
+    settings = methods.TrainSettings(blocks=1, steps_per_block=30, lr=1e30)
+    setup = methods.build("flat_ff", dataset, net="lenet5", preset="small", train=settings)
     with pytest.raises(methods.NonFiniteError, match="in block 1 at step"):
-        methods.run(setup, dataset, blocks=1, steps_per_block=30, eval_samples=1,
-                    progress=False)  # fmt: skip
+        methods.run(setup, dataset, evaluation=methods.EvalSettings(samples=1),
+                    hooks=methods.RunHooks(progress=False))  # fmt: skip

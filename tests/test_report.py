@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 from bmr_jax.cli import main
 from bmr_jax.config import dump_config, from_dict
 from bmr_jax.report import BLOCK_COLUMNS, RUN_COLUMNS
 from bmr_jax.results import MARKER, RunFolder
+from tests.test_cli import UNWRITABLE, files_under, make_unreadable, one_error_line, unwritable
 
 
 def _run(root, net, method, acc_last):
@@ -59,3 +62,58 @@ def test_report_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "not a run folder" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("kind", UNWRITABLE)
+def test_report_csv_into_an_unwritable_folder_exits_2(kind, tmp_path, capsys):
+    run = _run(tmp_path / "runs", "mlp", "flat_ff", 0.8)
+    target, reasons = unwritable(tmp_path, kind, "blocks.csv")
+    before = files_under(tmp_path)
+    assert main(["report", str(run), "--csv", str(target)]) == 2
+    action = f"cannot create folder {target.parent}" if kind == "folder" else "cannot write"
+    one_error_line(capsys.readouterr().err, target, reasons, action)
+    assert files_under(tmp_path) == before  # the runs, and no temporary file left
+
+
+@pytest.mark.parametrize(
+    "corrupt, problem",
+    [
+        (  # cut off in the middle of block 3
+            lambda b: b"".join(b.splitlines(keepends=True)[:2]) + b'{"block": 3, "st',
+            "line 3 is not valid JSON (Unterminated string starting at: column 14)",
+        ),
+        (lambda b: b + b"\x80\n", "line 4 is not valid JSON (not UTF-8 text)"),
+        (lambda b: b + b"\n[4]\n", "line 5 is not a JSON object"),
+    ],
+)
+def test_report_of_a_corrupt_metrics_file_exits_2(corrupt, problem, tmp_path, capsys):
+    run = _run(tmp_path, "mlp", "flat_ff", 0.8)
+    metrics = run / "metrics.jsonl"
+    metrics.write_bytes(corrupt(metrics.read_bytes()))
+    before = files_under(tmp_path)
+    assert main(["report", str(run), "--csv", str(tmp_path / "blocks.csv")]) == 2
+    assert capsys.readouterr().err == f"bmr-jax: error: {metrics}: {problem}\n"
+    assert files_under(tmp_path) == before  # no CSV
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        (b"method: [bmr_ss\n", "not valid YAML (while parsing a flow sequence)"),
+        (b"\xff\x00\x80", "not valid YAML (unacceptable character #x00ff: invalid start byte)"),
+        (b"- bmr_ss\n", "not a mapping of config keys"),
+        (b"method: bmr_ss\nnet: {name: ml", "not valid YAML (while parsing a flow mapping)"),
+        (b"method: bmr_ss\nnet: {name: ml}\n", "net.name: unknown value 'ml'; allowed: "),
+        (None, "cannot read ("),
+    ],
+)
+def test_report_of_a_corrupt_config_exits_2(text, problem, tmp_path, capsys):
+    run = _run(tmp_path, "mlp", "flat_ff", 0.8)
+    config = run / "config.yaml"
+    if text is None:
+        make_unreadable(config)
+    else:
+        config.write_bytes(text)
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bmr-jax: error: {config}: {problem}") and err.count("\n") == 1

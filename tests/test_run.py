@@ -1,4 +1,5 @@
-"""`bmr-jax run`: run folders, interruption and resume, config errors (real data, few steps)."""
+"""`bmr-jax run`: the run-folder contract, extending a finished run, refusing another config's
+folder, and config errors (real data, few steps)."""
 
 from __future__ import annotations
 
@@ -10,115 +11,90 @@ import pytest
 from bmr_jax.cli import main
 from bmr_jax.config import ConfigError, load_config
 from bmr_jax.experiment import run_experiment
-
-TINY = [
-    "method=bmr_ss",
-    "data.name=mnist_mini",
-    "net.preset=small",
-    "train.blocks=3",
-    "train.steps_per_block=40",
-    "eval.samples=2",
-]
+from tests.runs import QUICKSTART, REPO, TINY, Crash, assert_same_run, at, records
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "full"
-    assert main(["run", "configs/quickstart.yaml", *TINY, "--out", str(out), "--quiet"]) == 0
+    assert main(["run", QUICKSTART, *TINY, "--out", str(out), "--quiet"]) == 0
     return out
-
-
-TIMING = {"train_seconds", "reduce_seconds", "eval_seconds", "seconds"}
-
-
-def assert_same_run(a, b):
-    """Two run folders hold bit-identical results (timings aside)."""
-    ra = [json.loads(x) for x in (a / "metrics.jsonl").read_text().splitlines()]
-    rb = [json.loads(x) for x in (b / "metrics.jsonl").read_text().splitlines()]
-    assert [{k: v for k, v in r.items() if k not in TIMING} for r in ra] == [
-        {k: v for k, v in r.items() if k not in TIMING} for r in rb
-    ]
-    with np.load(a / "posterior.npz") as pa, np.load(b / "posterior.npz") as pb:
-        assert sorted(pa) == sorted(pb)
-        for key in pa:
-            np.testing.assert_array_equal(pa[key], pb[key], err_msg=key)
 
 
 def test_run_writes_the_contract(uninterrupted):
     files = {p.name for p in uninterrupted.iterdir()}
     assert {"config.yaml", "metrics.jsonl", "summary.json", ".bmr-jax-run"} <= files
-    assert "checkpoints" not in files  # removed once the run is complete
+    # the final state stays (so that train.blocks can be raised), nothing older
+    assert [p.name for p in (uninterrupted / "checkpoints").iterdir()] == ["block-000003.npz"]
     lines = (uninterrupted / "metrics.jsonl").read_text().splitlines()
-    records = [json.loads(line) for line in lines]
-    assert [r["block"] for r in records] == [1, 2, 3]
+    rows = [json.loads(line) for line in lines]
+    assert [r["block"] for r in rows] == [1, 2, 3]
+    assert [r["step"] for r in rows] == [20, 40, 60]
     for key in ("block", "step", "acc", "nll", "ece", "pruned_fraction", "seconds"):
-        assert all(key in r for r in records)
+        assert all(key in r for r in rows)
+    assert rows[0]["pruned_fraction"] == 0.0 < rows[1]["pruned_fraction"]  # warm-up, then BMR
     summary = json.loads((uninterrupted / "summary.json").read_text())
-    assert summary["steps"] == 120 and summary["acc"] == records[-1]["acc"]
+    assert summary["steps"] == 60 and summary["acc"] == rows[-1]["acc"]
     resolved = load_config(uninterrupted / "config.yaml")  # config.yaml is complete and valid
     assert resolved.train.blocks == 3 and resolved.seed == 137 and resolved.method == "bmr_ss"
 
 
-def test_interrupted_run_resumes_to_the_same_result(uninterrupted, tmp_path, capsys):
-    config = load_config("configs/quickstart.yaml", TINY)
-    out = tmp_path / "interrupted"
-    assert run_experiment(config, out, progress=False, stop_after=1) is None
-    assert [p.name for p in (out / "checkpoints").iterdir()] == ["block-000001.npz"]
-    assert not (out / "summary.json").exists()
-    # a line written after the checkpoint (a crash between the two) is dropped on resume
-    with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({"block": 2, "acc": -1}) + "\n")
-    assert main(["run", "configs/quickstart.yaml", *TINY, "--out", str(out), "--quiet"]) == 0
-    assert "resuming after block 1/3" in capsys.readouterr().out
-    resumed = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["block"] for r in resumed] == [1, 2, 3]
+def test_posterior_npz_is_scale_gamma_z_at_the_guide_median(uninterrupted):
+    """posterior.npz holds W = scale * gamma * Z per layer: zero exactly where pruned (gamma
+    1e-12 times |Z| < 10 is below 1e-11) and the guide's loc times the flat prior's scale 1
+    elsewhere."""
+    with np.load(uninterrupted / "posterior.npz") as saved:
+        layers = [str(x) for x in saved["layers"]]
+        assert layers[-1].endswith(layers[-1]) and len(layers) == 5  # LeNet-5: 2 conv, 3 dense
+        for layer in layers:
+            w, mask = saved[f"weight/{layer}"], saved[f"mask/{layer}"]
+            assert w.shape == mask.shape
+            assert np.all(np.abs(w[~mask]) < 1e-11)
+            assert np.count_nonzero(w[mask]) == mask.sum()
+
+
+def test_extending_a_finished_run_continues_it(uninterrupted, tmp_path, capsys):
+    out = tmp_path / "short"
+    two = [*TINY, "train.blocks=2"]
+    assert main(["run", QUICKSTART, *two, "--out", str(out), "--quiet"]) == 0
+    assert main(["run", QUICKSTART, *TINY, "--out", str(out), "--quiet"]) == 0
+    assert "extending the finished run to 3 blocks" in capsys.readouterr().out
     assert_same_run(out, uninterrupted)
-    # a finished run is not run again
-    assert main(["run", "configs/quickstart.yaml", *TINY, "--out", str(out), "--quiet"]) == 0
-    assert "already finished" in capsys.readouterr().out
+    assert load_config(out / "config.yaml").train.blocks == 3
 
 
-def test_evaluating_every_other_block_leaves_training_alone(uninterrupted, tmp_path):
-    out = tmp_path / "every"
-    assert main(["run", "configs/quickstart.yaml", *TINY, "eval.every=2", "--out", str(out),
-                 "--quiet"]) == 0  # fmt: skip
-    sparse = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    full = [json.loads(x) for x in (uninterrupted / "metrics.jsonl").read_text().splitlines()]
-    assert [r["acc"] is None for r in sparse] == [True, False, False]  # block 2, and the last
-    for a, b in zip(sparse, full, strict=True):
-        for key in ("loss", "pruned_fraction") + (("acc", "nll", "ece") if a["acc"] else ()):
-            np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=key)
-    assert json.loads((out / "summary.json").read_text())["acc"] == full[-1]["acc"]
+def test_another_config_is_refused_naming_the_keys(tmp_path, capsys):
+    out = tmp_path / "run"
+    config = load_config(QUICKSTART, TINY)
+    with pytest.raises(Crash):
+        run_experiment(config, out, progress=False, log=lambda s: None,
+                       on_event=at(("checkpoint", 1, 0), "crash"))  # fmt: skip
+    before = {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()}
+    other = [*TINY, "seed=5", "train.lr=0.003"]
+    assert main(["run", QUICKSTART, *other, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "config differs in seed, train.lr;" in err and "--force to delete" in err
+    assert {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()} == before
+    assert main(["run", QUICKSTART, *TINY, "train.blocks=4", "train.steps_per_block=30",
+                 "--out", str(out), "--quiet"]) == 2  # fmt: skip
+    assert "differs in train.blocks, train.steps_per_block;" in capsys.readouterr().err
+    # fewer blocks is not an extension
+    assert main(["run", QUICKSTART, *TINY, "train.blocks=2", "--out", str(out), "--quiet"]) == 2
+    assert "holds a run of more blocks than train.blocks=2" in capsys.readouterr().err
+    assert main(["run", QUICKSTART, *other, "--out", str(out), "--quiet", "--force"]) == 0
+    assert load_config(out / "config.yaml").seed == 5
+    assert [r["block"] for r in records(out)] == [1, 2, 3]
 
 
-def test_warm_up_blocks_delay_the_first_reduce(uninterrupted, tmp_path):
-    out = tmp_path / "warm"
-    assert main(["run", "configs/quickstart.yaml", *TINY, "bmr.warmup_blocks=2", "--out",
-                 str(out), "--quiet"]) == 0  # fmt: skip
-    pruned = [
-        json.loads(x)["pruned_fraction"] for x in (out / "metrics.jsonl").read_text().splitlines()
-    ]
-    full = [
-        json.loads(x)["pruned_fraction"]
-        for x in (uninterrupted / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert pruned[:2] == [0.0, 0.0] and pruned[2] > 0  # the first reduce starts block 3
-    assert full[0] == 0.0 and full[1] > 0  # the default: one block of warm-up (METHOD.md 4.5)
-
-
-def test_folders_that_are_not_ours_or_hold_another_run(tmp_path, capsys):
+def test_folders_that_are_not_ours(tmp_path, capsys):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    assert main(["run", "configs/quickstart.yaml", *TINY, "--out", str(foreign)]) == 2
+    assert main(["run", QUICKSTART, *TINY, "--out", str(foreign), "--force"]) == 2
     err = capsys.readouterr().err
     assert "not a bmr-jax run folder" in err and err.count("\n") == 1
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]  # nothing written
-    other = tmp_path / "other"
-    config = load_config("configs/quickstart.yaml", TINY)
-    run_experiment(config, other, progress=False, stop_after=1)
-    assert main(["run", "configs/quickstart.yaml", *TINY, "seed=1", "--out", str(other)]) == 2
-    assert "holds a run of a different config" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -133,20 +109,23 @@ def test_folders_that_are_not_ours_or_hold_another_run(tmp_path, capsys):
         ("seed=1.5", "seed: expected an integer, got 1.5"),
         ("train.lr=-1", "train.lr: must be > 0"),
         ("blocks", "override 'blocks': expected key=value"),
+        ("bmr.rule=greedy", "bmr.rule: unknown value 'greedy'; allowed: spike_and_slab, "
+                            "evidence, target, unit_spike_and_slab"),
+        ("bmr.rule_options={tau: 1}", "bmr.rule_options: spike_and_slab: "),
+        ("bmr.rule_options=[1]", "bmr.rule_options: expected a mapping"),
+        ("train.rollback_factor=1", "train.rollback_factor: must be < 1, got 1.0"),
         (
             "bmr.inclusion_rate=weights",
             "bmr.inclusion_rate: unknown value 'weights'; allowed: layer, alive",
         ),
     ],
-)
+)  # fmt: skip
 def test_config_errors_exit_2_with_one_line(override, message, capsys, tmp_path):
     out = tmp_path / "never"
-    assert main(["run", "configs/quickstart.yaml", override, "--out", str(out)]) == 2
+    assert main(["run", QUICKSTART, override, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
-    with pytest.raises(ConfigError):
-        load_config("configs/quickstart.yaml", [override])
 
 
 def test_config_files_errors(tmp_path, capsys):
@@ -154,6 +133,11 @@ def test_config_files_errors(tmp_path, capsys):
     bad.write_text("train: [1, 2\n")
     assert main(["run", str(bad), "--out", str(tmp_path / "x")]) == 2
     assert "not valid YAML" in capsys.readouterr().err
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    assert main(["run", str(empty), "--out", str(tmp_path / "y")]) == 2
+    assert "the config is empty" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
     loop = tmp_path / "loop.yaml"
     loop.write_text("defaults: [loop.yaml]\n")
     with pytest.raises(ConfigError, match="cycle"):
@@ -163,32 +147,30 @@ def test_config_files_errors(tmp_path, capsys):
 
 
 def test_a_folder_written_before_a_key_was_added_still_resumes(tmp_path):
-    from bmr_jax import methods
-    from bmr_jax.config import dump_config, same_config
+    from bmr_jax.config import differing_keys, dump_config
 
-    config = load_config("configs/quickstart.yaml", TINY)
+    config = load_config(QUICKSTART, TINY)
     old_yaml = dump_config(config).split("bmr:")[0]  # as written before the bmr section existed
-    assert same_config(config, old_yaml)
-    assert not same_config(load_config("configs/quickstart.yaml", [*TINY, "seed=2"]), old_yaml)
+    assert differing_keys(config, old_yaml) == []
+    other = load_config(QUICKSTART, [*TINY, "seed=2", "bmr.warmup_blocks=2"])
+    assert differing_keys(other, old_yaml) == ["seed", "bmr.warmup_blocks"]
     folder = tmp_path / "old"
     folder.mkdir()
     (folder / ".bmr-jax-run").write_text("bmr-jax run folder\n")
     (folder / "config.yaml").write_text(old_yaml)
-    assert run_experiment(config, folder, progress=False, stop_after=1) is None  # accepted
-    rule = methods.configured("bmr_ss", inclusion_rate="alive").rule
-    assert rule.rate_over == "alive" and methods.METHODS.get("bmr_ss").rule.rate_over == "layer"
+    with pytest.raises(Crash):  # accepted: it runs
+        run_experiment(config, folder, progress=False, log=lambda s: None,
+                       on_event=at(("step", 1, 1), "crash"))  # fmt: skip
 
 
 def test_defaults_are_merged_not_copied():
-    config = load_config("configs/quickstart.yaml")
+    config = load_config(QUICKSTART)
     assert config.train.batch_size == 120  # from base.yaml
     assert config.train.blocks == 4  # quickstart's own value wins
 
 
 def test_every_shipped_config_is_valid():
-    from pathlib import Path
-
-    files = sorted(Path("configs").rglob("*.yaml"))
+    files = sorted((REPO / "configs").rglob("*.yaml"))
     assert len(files) == 1 + 1 + 60 + 2  # base, quickstart, the grid, the MNIST anchors
     for path in files:
         config = load_config(path)
@@ -207,3 +189,10 @@ def test_default_run_folder_keeps_the_dataset():
     )
     assert default_run_folder("configs/quickstart.yaml") == Path("runs/quickstart")
     assert default_run_folder("/tmp/elsewhere/my.yaml") == Path("runs/my")
+    # overrides name the folder as grid runs are named, so a sweep gets a folder per run
+    assert default_run_folder(
+        "configs/fashion_mnist/mlp-bmr_ss.yaml", ["seed=138", "train.blocks=3"]
+    ) == Path("runs/fashion_mnist/mlp-bmr_ss,seed=138,train.blocks=3")
+    assert default_run_folder("/tmp/elsewhere/my.yaml", ["data.name=a/b"]) == Path(
+        "runs/my,data.name=a%2Fb"
+    )

@@ -20,14 +20,10 @@ from bmr_jax.bmr.delta_f import (
 from bmr_jax.bmr.reduce import (
     ReduceResult,
     gamma_from_masks,
-    make_guide_reduce,
-    make_neuron_reduce,
     make_reduce,
-    matrix_normal_posterior,
-    mean_field_posterior,
+    make_unit_reduce,
     noncentred_reduced_posterior,
     propagate_dead_units,
-    read_mean_field_posterior,
     sparsity,
 )
 from bmr_jax.bmr.reduced import (
@@ -60,14 +56,10 @@ __all__ = [
     "delta_f_spike",
     "gamma_from_masks",
     "group_delta_f",
-    "make_guide_reduce",
-    "make_neuron_reduce",
     "make_reduce",
-    "matrix_normal_posterior",
-    "mean_field_posterior",
+    "make_unit_reduce",
     "noncentred_reduced_posterior",
     "propagate_dead_units",
-    "read_mean_field_posterior",
     "sparsity",
     "spike_and_slab",
 ]

@@ -137,14 +137,19 @@ class TargetSparsity(Rule):
     """Prune the highest-Delta F weights until a target fraction is pruned.
 
     Attributes:
-      schedule: the target pruned fraction per block (a :class:`PolynomialSchedule`).
+      schedule: the target pruned fraction per block (a :class:`PolynomialSchedule`, or a
+        mapping of its fields; default 0.9 reached at block 10, rising from block 2).
       scope: ``"layer"`` (each prunable layer reaches the target) or ``"global"`` (the target
         holds over all prunable layers together).
     """
 
-    schedule: PolynomialSchedule
+    schedule: PolynomialSchedule = PolynomialSchedule(final=0.9, begin=2, end=10)
     scope: str = "layer"
     name = "target"
+
+    def __post_init__(self):  # a schedule given as a mapping (a config's rule_options)
+        if isinstance(self.schedule, Mapping):
+            object.__setattr__(self, "schedule", PolynomialSchedule(**self.schedule))
 
     def __call__(self, delta_f, alive, prunable, block):
         target = self.schedule(block)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -27,52 +26,21 @@ import jax.numpy as jnp
 from bmr_jax.bmr.decide import Rule
 from bmr_jax.bmr.delta_f import delta_f, delta_f_matrix_normal_rows
 from bmr_jax.layers import LayerView
-from bmr_jax.model import PRUNED_GAMMA, z_site
+from bmr_jax.model import PRUNED_GAMMA
 
 
-def mean_field_posterior(params: Mapping[str, jax.Array], view: LayerView):
-    """``{layer: (mean, precision)}`` of ``Z`` from mean-field guide parameters."""
-    out = {}
-    for spec in view.bayesian_layers:
-        loc = params[f"{z_site(spec.name)}/loc"]
-        scale = params[f"{z_site(spec.name)}/scale"]
-        out[spec.name] = (loc, 1.0 / jnp.square(scale))
-    return out
-
-
-def matrix_normal_posterior(params: Mapping[str, jax.Array], view: LayerView):
-    """``{layer: (M, u, V)}`` of ``Z`` from matrix-normal guide parameters: row ``i`` of ``Z``
-    is ``N(M_i, u_i V)`` (:class:`bmr_jax.guides.MatrixNormal`)."""
-    out = {}
-    for spec in view.bayesian_layers:
-        site = z_site(spec.name)
-        tril = params[f"{site}/col_scale_tril"]
-        out[spec.name] = (
-            params[f"{site}/loc"],
-            jnp.square(params[f"{site}/row_scale"]),
-            tril @ tril.T,
-        )
-    return out
-
-
-def make_neuron_reduce(trainer, rule: Rule, prior_var: Mapping[str, float] | None = None):
-    """Structured BMR: one jitted ``reduce(svi_state, masks, block, write_back=False) ->
-    ReduceResult`` (the signature of :func:`make_guide_reduce`) that
-    scores removing whole output units (rows) of every prunable layer in closed form from a
-    matrix-normal guide (METHOD.md 4.3, :func:`delta_f_matrix_normal_rows`), applies ``rule``
-    to the units of each layer, and prunes the whole row (weights and bias) of every removed
-    unit. ``ReduceResult.delta_f`` holds the per-unit Delta F. Writing a reduced posterior
-    back is not supported for matrix-normal guides (``write_back=True`` raises)."""
-    view = trainer.bnet.view
+def make_unit_reduce(view: LayerView, rule: Rule, prior_var: Mapping[str, float] | None = None):
+    """Structured BMR: ``reduce(posterior, masks, block) -> ReduceResult``, pure and jit-able,
+    scoring the removal of whole output units (rows) of every layer in closed form from a
+    matrix-normal posterior ``{layer: (M, u, V)}`` (row ``i`` of ``Z`` is ``N(M_i, u_i V)``;
+    METHOD.md 4.3, :func:`delta_f_matrix_normal_rows`). ``rule`` decides over each layer's
+    units, and every removed unit loses its whole row (weights and bias);
+    ``ReduceResult.delta_f`` holds the per-unit Delta F. No reduced posterior is returned."""
     layers = [s.name for s in view.bayesian_layers]
     prunable = {s.name: s.prunable for s in view.bayesian_layers}
     prior_var = {name: 1.0 for name in layers} if prior_var is None else dict(prior_var)
 
-    @partial(jax.jit, static_argnums=3)
-    def reduce(svi_state, masks, block, write_back: bool = False):
-        if write_back:
-            raise ValueError("structured BMR cannot write back a matrix-normal posterior")
-        posterior = matrix_normal_posterior(trainer.params(svi_state), view)
+    def reduce(posterior, masks, block):
         df = {}
         for name in layers:
             mean, row_var, col_cov = posterior[name]
@@ -104,21 +72,22 @@ class ReduceResult:
     masks: dict  # {layer: bool (rows, cols)}, True = kept
     delta_f: dict  # {layer: (rows, cols)} Delta F of pruning each weight
     info: dict  # rule-specific, e.g. {"zeta": {layer: scalar}}
-    reduced: dict | None  # {layer: (loc, scale)} non-centred reduced posterior, or None
+    reduced: dict | None  # {layer: (mean, precision)} non-centred reduced posterior, or None
 
 
 def make_reduce(view: LayerView, rule: Rule, prior_var: Mapping[str, float] | None = None):
-    """``reduce(posterior, masks, block, write_back) -> ReduceResult``, pure and jit-able.
+    """``reduce(posterior, masks, block, write_back=False) -> ReduceResult``, pure and
+    jit-able (``write_back`` static).
 
-    ``posterior`` is ``{layer: (mean, precision)}`` (see :func:`mean_field_posterior`);
-    ``block`` may be traced; ``write_back`` is static. Jitted, one compiled call covers all
-    layers; :func:`make_guide_reduce` composes it with reading the guide.
+    ``posterior`` is ``{layer: (mean, precision)}`` of ``Z`` (a mean-field guide's
+    :meth:`~bmr_jax.guides.MeanFieldGuide.posterior`); with ``write_back`` the result holds
+    each layer's reduced posterior ``(mean, precision)`` in the guide's non-centred
+    coordinates (pruned weights back at their prior, kept ones unchanged).
     """
     layers = [s.name for s in view.bayesian_layers]
     prunable = {s.name: s.prunable for s in view.bayesian_layers}
     prior_var = {name: 1.0 for name in layers} if prior_var is None else dict(prior_var)
 
-    @partial(jax.jit, static_argnums=3)
     def reduce(posterior, masks, block, write_back: bool = False):
         # METHOD.md 4.1: Delta F of the spike (reduced variance 0) for every weight
         df = {name: delta_f(*posterior[name], prior_var[name], 0.0)[0] for name in layers}
@@ -130,27 +99,8 @@ def make_reduce(view: LayerView, rule: Rule, prior_var: Mapping[str, float] | No
             for name in layers:
                 mean, precision = posterior[name]
                 g = jnp.where(new_masks[name], prior_var[name], 0.0).astype(mean.dtype)
-                loc, prec = noncentred_reduced_posterior(mean, precision, prior_var[name], g)
-                reduced[name] = (loc, jax.lax.rsqrt(prec))
+                reduced[name] = noncentred_reduced_posterior(mean, precision, prior_var[name], g)
         return ReduceResult(new_masks, df, info, reduced)
-
-    return reduce
-
-
-def read_mean_field_posterior(trainer, svi_state):
-    """``{layer: (mean, precision)}`` of ``Z`` read out of an SVI state (jit-able)."""
-    return mean_field_posterior(trainer.params(svi_state), trainer.bnet.view)
-
-
-def make_guide_reduce(trainer, rule: Rule, prior_var: Mapping[str, float] | None = None):
-    """One jitted ``reduce(svi_state, masks, block, write_back) -> ReduceResult`` that reads
-    the mean-field guide's parameters out of the SVI state, so the whole reduce step is a
-    single dispatch with no host round trip."""
-    inner = make_reduce(trainer.bnet.view, rule, prior_var)
-
-    @partial(jax.jit, static_argnums=3)
-    def reduce(svi_state, masks, block, write_back: bool = False):
-        return inner(read_mean_field_posterior(trainer, svi_state), masks, block, write_back)
 
     return reduce
 

@@ -140,3 +140,21 @@ def rhs_gamma_and_masks(gamma_fit, masks, threshold: float):
 def rhs_masks(gamma: Mapping[str, jax.Array], masks: Mapping[str, jax.Array], threshold: float):
     """New masks (``alive & gamma >= threshold``; layers without a fitted gamma unchanged)."""
     return {k: m & (gamma[k] >= threshold) if k in gamma else m for k, m in masks.items()}
+
+
+def rescaled_posterior(posterior, old_gamma, new_gamma, prior_var):
+    """``{layer: (mean, precision)}`` of the guide after the prior multipliers change from
+    ``old_gamma`` to ``new_gamma``: the reduced posterior of ``Z_old`` under the reduced prior
+    ``N(0, s (new / old)^2)`` in the new non-centred coordinates (METHOD.md 4.1, 4.6;
+    :func:`bmr_jax.bmr.noncentred_reduced_posterior`). A ratio under 1e-6 is a pruned weight:
+    it returns to its prior ``N(0, s)``."""
+    from bmr_jax.bmr.reduce import noncentred_reduced_posterior
+
+    reduced = {}
+    for name, (mean, precision) in posterior.items():
+        # a posterior wider than its prior carries nothing beyond it: keeps d > 0
+        precision = jnp.maximum(precision, 1.0 / prior_var[name])
+        ratio = new_gamma[name] / old_gamma[name]
+        g = prior_var[name] * jnp.square(jnp.where(ratio < 1e-6, 0.0, ratio))
+        reduced[name] = noncentred_reduced_posterior(mean, precision, prior_var[name], g)
+    return reduced

@@ -1,0 +1,89 @@
+"""What a run does block by block: the ``train``, ``eval`` and ``bmr`` settings.
+
+These are the config file's sections (``bmr_jax.config``) and the arguments of the Python API
+(:func:`bmr_jax.methods.build`, :func:`bmr_jax.methods.run`) alike, checked where they are
+made: an impossible value raises :class:`bmr_jax.errors.ConfigError` naming ``section.key``,
+and every allowed name comes from its registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bmr_jax.validate import check_fields, setting
+
+
+def _rules() -> list[str]:
+    from bmr_jax.bmr.decide import RULES
+
+    return RULES.names()
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """``train.*``: the schedule and the optimiser.
+
+    Attributes:
+      blocks: training blocks (BMR reduces between blocks).
+      steps_per_block: SVI steps per block.
+      batch_size: minibatch size.
+      lr: learning rate; ``None`` takes the method's reference value.
+      keep_checkpoints: how many checkpoints a run folder keeps (the newest).
+      data_parallel: split every minibatch over all devices (JAX SPMD).
+      on_nonfinite: ``stop`` (an error naming block and step) or ``rollback`` (back to the
+        last good state with the learning rate times ``rollback_factor``, at most
+        ``max_rollbacks`` times).
+    """
+
+    blocks: int = setting(50, minimum=1)
+    steps_per_block: int = setting(500, minimum=1)
+    batch_size: int = setting(120, minimum=1)
+    lr: float | None = setting(None, above=0)
+    keep_checkpoints: int = setting(3, minimum=1)
+    data_parallel: bool = setting(False)
+    on_nonfinite: str = setting("stop", choices=lambda: ["stop", "rollback"])
+    rollback_factor: float = setting(0.5, above=0, below=1)
+    max_rollbacks: int = setting(3, minimum=0)
+
+    def __post_init__(self):
+        check_fields(self, "train")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """``eval.*``: the test metrics.
+
+    Attributes:
+      samples: posterior samples; ``None`` takes the method's value (100; 1 for MAP).
+      chunk_size: test images per evaluation chunk (memory bound).
+      every: evaluate after every k-th block and after the last (others record ``None``).
+    """
+
+    samples: int | None = setting(None, minimum=1)
+    chunk_size: int = setting(1000, minimum=1)
+    every: int = setting(1, minimum=1)
+
+    def __post_init__(self):
+        check_fields(self, "eval")
+
+
+@dataclass(frozen=True)
+class BmrSettings:
+    """``bmr.*``: the reduce step of a BMR method (ignored by the others).
+
+    Attributes:
+      warmup_blocks: blocks of plain SVI before the first reduce (METHOD.md 4.5: one).
+      rule: a registered decision rule replacing the method's (``bmr_jax.bmr.RULES``).
+      rule_options: keyword arguments of that rule (e.g. ``{threshold: 1.0}`` for
+        ``evidence``, ``{schedule: {final: 0.9, end: 10}}`` for ``target``).
+      inclusion_rate: ``layer`` | ``alive``: which weights the spike-and-slab rule's learned
+        inclusion rate counts once some are pruned (METHOD.md 4.4.1).
+    """
+
+    warmup_blocks: int = setting(1, minimum=1)
+    rule: str | None = setting(None, choices=_rules)
+    rule_options: dict = setting(factory=dict)
+    inclusion_rate: str = setting("layer", choices=lambda: ["layer", "alive"])
+
+    def __post_init__(self):
+        check_fields(self, "bmr")

@@ -1,0 +1,72 @@
+"""A method built on a dataset: network, prior, model, guide, trainer and between-blocks step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from bmr_jax import guides, nets, parallel, priors
+from bmr_jax.data import Dataset
+from bmr_jax.errors import ConfigError
+from bmr_jax.methods.between import BetweenBlocks, make_between_blocks
+from bmr_jax.methods.settings import BmrSettings, TrainSettings
+from bmr_jax.methods.table import Method, configured
+from bmr_jax.model import BayesianNetwork
+from bmr_jax.train import SVITrainer
+
+
+@dataclass
+class Setup:
+    """A Bayesian network, its guide, its trainer and its between-blocks step, with the
+    settings it was built for, ready for :func:`bmr_jax.methods.run`."""
+
+    method: Method
+    bnet: BayesianNetwork
+    guide: guides.Guide
+    trainer: SVITrainer
+    between: BetweenBlocks
+    train: TrainSettings
+    bmr: BmrSettings
+    seed: int
+    sequential: bool = True  # the network's layers read each other in sequence
+    state: object = None  # the TrainState after :func:`run`
+    masks: dict | None = None  # the pruning masks after :func:`run`
+    gamma: dict | None = None  # the prior multipliers after :func:`run`
+
+
+def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset: str = "paper",
+          train: TrainSettings = TrainSettings(), bmr: BmrSettings = BmrSettings(),
+          prior: str | None = None, seed: int = 137,
+          optimizer: optax.GradientTransformation | None = None) -> Setup:  # fmt: skip
+    """Builds network, prior, model, guide, trainer and between-blocks step for ``method``
+    (a registered name or a :class:`Method`, with ``bmr`` and ``prior`` applied as
+    :func:`configured` does) on ``dataset``; ``train`` gives the batch size, learning rate
+    (``None``: the method's) and data parallelism. Bad settings raise ``ConfigError``."""
+    if not isinstance(train, TrainSettings) or not isinstance(bmr, BmrSettings):
+        raise ConfigError("build: train and bmr must be TrainSettings and BmrSettings")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed: expected an integer, got {seed!r}")
+    method = configured(method, bmr, prior)
+    spec = nets.get_net_spec(net)
+    module = nets.create_net(net, dataset.num_classes, dataset.image_shape, preset,
+                             rngs=nnx.Rngs(seed), dropout=method.dropout)  # fmt: skip
+    bnet = BayesianNetwork.from_module(
+        module, dataset.image_shape, priors.create_prior(method.prior, **method.prior_options)
+    )
+    init = bnet.init_latents()
+    x0, y0 = jnp.asarray(dataset.train.images[:2]), jnp.asarray(dataset.train.labels[:2])
+    guide = guides.GUIDES.get(method.guide)(
+        guides.latent_sites(bnet.model, x0, y0, init_values=init), init
+    )
+    if train.batch_size > len(dataset.train):
+        raise ConfigError(f"train.batch_size: {train.batch_size} is more than the "
+                          f"{len(dataset.train)} training images")  # fmt: skip
+    mesh = parallel.data_mesh() if train.data_parallel else None
+    trainer = SVITrainer(bnet, guide, dataset.train, optimizer=optimizer,
+                         lr=method.lr if train.lr is None else train.lr,
+                         batch_size=train.batch_size, seed=seed, mesh=mesh)  # fmt: skip
+    between = make_between_blocks(method, trainer)
+    return Setup(method, bnet, guide, trainer, between, train, bmr, seed, spec.sequential)
