@@ -29,8 +29,9 @@ Keys (defaults in brackets):
   final one stays after the run, so that ``train.blocks`` can be raised to extend it).
 - ``train.on_nonfinite`` [stop]: stop | rollback: on a NaN/inf loss or parameter, stop with
   an error naming the block and step (the last good checkpoint stays), or go back to the last
-  good state with the learning rate times ``train.rollback_factor`` [0.5], at most
-  ``train.max_rollbacks`` [3] times.
+  good state with a lower learning rate.
+- ``train.rollback_factor`` [0.5]: what a rollback multiplies the learning rate by.
+- ``train.max_rollbacks`` [3]: rollbacks allowed in one run before it stops with the error.
 - ``eval.samples`` [null]: posterior samples for the test metrics; null takes the method's
   value (100; 1 for MAP).
 - ``eval.chunk_size`` [1000]: test images per evaluation chunk (memory bound).

@@ -1,0 +1,151 @@
+"""The between-blocks steps, each alone and inside a real run's loop (mnist_mini, the small
+MLP): nothing, BMR-S&S with each registered decision rule, structured BMR, BMR-RHS.
+
+The expectations are computed independently, in numpy from the guide's parameters: the spike
+Delta F of a weight with posterior ``N(mu, 1/pi)`` under its ``N(0, 1)`` prior is
+``ln N(0; mu, 1/pi) - ln N(0; 0, 1) = (ln pi - pi mu^2) / 2`` (METHOD.md 4.1)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bmr_jax import data, methods
+
+QUIET = methods.RunHooks(progress=False)
+TRAIN = methods.TrainSettings(blocks=1, steps_per_block=60, batch_size=100)
+
+
+@pytest.fixture(scope="module")
+def mnist_mini():
+    return data.load("mnist_mini")
+
+
+def _trained(dataset, method="bmr_ss", **bmr):
+    """A setup after one block (the warm-up) and the state the loop holds then."""
+    setup = methods.build(method, dataset, net="mlp", preset="small", seed=3, train=TRAIN,
+                          bmr=methods.BmrSettings(**bmr))  # fmt: skip
+    methods.run(setup, dataset, evaluation=methods.EvalSettings(samples=1), hooks=QUIET)
+    return setup, methods.RunState(1, setup.state, setup.masks, setup.gamma)
+
+
+def _continue(setup, dataset, state):
+    """Block 2 of the same run through the loop (its between step jitted inside it)."""
+    setup.train = methods.TrainSettings(blocks=2, steps_per_block=60, batch_size=100)
+    return methods.run(setup, dataset, evaluation=methods.EvalSettings(samples=1),
+                       resume=state, hooks=QUIET)  # fmt: skip
+
+
+def _spike_delta_f(setup, state) -> dict[str, np.ndarray]:
+    params = setup.trainer.params(state.train)
+    out = {}
+    for layer in setup.guide.layers():
+        mu = np.asarray(params[f"{layer}/z/loc"], np.float64)
+        pi = 1.0 / np.asarray(params[f"{layer}/z/scale"], np.float64) ** 2
+        out[layer] = 0.5 * (np.log(pi) - pi * mu**2)
+    return out
+
+
+def _prunable(setup):
+    return {s.name: s.prunable for s in setup.bnet.view.bayesian_layers}
+
+
+def _apply(setup, state, block=2):
+    return setup.between(state.train, state.masks, state.gamma, block, jax.random.key(0))
+
+
+def test_nothing_returns_its_inputs(mnist_mini):
+    setup, state = _trained(mnist_mini, "flat_ff")
+    train, masks, gamma, info = _apply(setup, state)
+    assert train is state.train and masks is state.masks and gamma is state.gamma
+    assert info == {}
+
+
+@pytest.mark.parametrize("threshold", [-1.0, 2.0])
+def test_evidence_rule_prunes_where_delta_f_exceeds_its_threshold(mnist_mini, threshold):
+    setup, state = _trained(mnist_mini, rule="evidence", rule_options={"threshold": threshold})
+    df = _spike_delta_f(setup, state)
+    _, masks, gamma, _ = _apply(setup, state)
+    for layer, prunable in _prunable(setup).items():
+        # entries within float32 rounding of the threshold may go either way
+        sure = np.abs(df[layer] - threshold) > 1e-3 * (1 + np.abs(df[layer]))
+        expected = df[layer] <= threshold if prunable else np.ones_like(df[layer], bool)
+        np.testing.assert_array_equal(np.asarray(masks[layer])[sure], expected[sure])
+        np.testing.assert_array_equal(np.asarray(gamma[layer]), np.where(
+            np.asarray(masks[layer]), np.float32(1.0), np.float32(1e-12)))  # fmt: skip
+    records = _continue(setup, mnist_mini, state)
+    total = sum(m.size for m in masks.values())
+    pruned = 1 - sum(int(np.sum(m)) for m in masks.values()) / total
+    assert records[-1]["block"] == 2 and records[-1]["pruned_fraction"] == pytest.approx(pruned)
+
+
+def test_target_rule_reaches_its_target_in_every_prunable_layer(mnist_mini):
+    schedule = {"final": 0.6, "begin": 1, "end": 2}  # reached at block 2
+    setup, state = _trained(mnist_mini, rule="target", rule_options={"schedule": schedule})
+    _, masks, _, info = _apply(setup, state)
+    assert float(info["target"]) == pytest.approx(0.6)
+    for layer, prunable in _prunable(setup).items():
+        kept = int(np.sum(masks[layer]))
+        size = masks[layer].size
+        assert kept == (size - int(np.ceil(0.6 * size)) if prunable else size)
+    df = _spike_delta_f(setup, state)  # the pruned ones are those with the highest Delta F
+    first = next(layer for layer, p in _prunable(setup).items() if p)
+    m = np.asarray(masks[first])
+    assert df[first][~m].min() >= df[first][m].max() - 1e-4 * np.abs(df[first]).max()
+    records = _continue(setup, mnist_mini, state)
+    assert records[-1]["pruned_fraction"] > 0.4
+
+
+def test_unit_rule_prunes_whole_rows_by_their_summed_delta_f(mnist_mini):
+    setup, state = _trained(mnist_mini, rule="unit_spike_and_slab", rule_options={"rho": 0.5})
+    df = _spike_delta_f(setup, state)
+    _, masks, _, info = _apply(setup, state)
+    for layer, prunable in _prunable(setup).items():
+        m = np.asarray(masks[layer])
+        assert np.all(m.all(axis=1) | ~m.any(axis=1))  # rows go whole
+        if prunable:  # prior log odds ln(0.5/0.5) = 0 plus the row's summed Delta F
+            row = df[layer].sum(axis=1)
+            sure = np.abs(row) > 1e-3 * np.abs(df[layer]).sum(axis=1)
+            np.testing.assert_array_equal(m.any(axis=1)[sure], (row <= 0)[sure])
+            np.testing.assert_allclose(info["unit_log_odds"][layer], row, rtol=1e-3, atol=1e-3)
+    _continue(setup, mnist_mini, state)
+
+
+def test_structured_bmr_prunes_units_of_a_matrix_normal_guide(mnist_mini):
+    setup, state = _trained(mnist_mini, "bmr_units")
+    _, masks, _, _ = _apply(setup, state)
+    for layer, prunable in _prunable(setup).items():
+        m = np.asarray(masks[layer])
+        assert np.all(m.all(axis=1) | ~m.any(axis=1))
+        if not prunable:
+            assert m.all()
+    records = _continue(setup, mnist_mini, state)
+    assert np.isfinite(records[-1]["loss"])
+
+
+def _median_logits(setup, train, gamma, images):
+    from numpyro import handlers
+
+    params = setup.trainer.params(train)
+    latents = setup.guide.median(params)
+    with handlers.seed(rng_seed=0), handlers.substitute(data={**params, **latents}):
+        net_params = setup.bnet.network_params(gamma)
+    return np.asarray(setup.bnet.apply(net_params, jnp.asarray(images), train=False))
+
+
+def test_rhs_changes_gamma_and_masks_and_the_function_carries_over(mnist_mini):
+    setup, state = _trained(mnist_mini, "bmr_rhs")
+    train, masks, gamma, info = _apply(setup, state)
+    assert np.isfinite(float(info["fit_loss"]))
+    prunable = [layer for layer, p in _prunable(setup).items() if p]
+    assert any(not np.all(np.asarray(gamma[k]) == 1.0) for k in prunable)  # fitted scales
+    for k in prunable:  # pruned where the fitted multiplier is under the threshold 0.1
+        np.testing.assert_array_equal(np.asarray(masks[k]), np.asarray(gamma[k]) >= 0.1)
+    # the network at the posterior median computes nearly the same function after the
+    # rescaling as before it (the write-back moves Z so that W = gamma Z carries over)
+    images = mnist_mini.test.images[:500]
+    before = _median_logits(setup, state.train, state.gamma, images).argmax(1)
+    after = _median_logits(setup, train, gamma, images).argmax(1)
+    assert np.mean(before == after) > 0.95

@@ -1,0 +1,108 @@
+"""Every documented config key reaches the run: set each to a value other than its default
+and check what the run was handed (the setup, its trainer, and the loop's settings)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bmr_jax import config as config_module
+from bmr_jax import experiment, methods
+from bmr_jax.bmr import Evidence
+from bmr_jax.config import Config, load_config
+from tests.runs import QUICKSTART
+
+NON_DEFAULT = {
+    "seed": 5,
+    "plugins": ["json"],  # any importable module
+    "method": "bmr_ss",  # the default: the run's method is checked with bmr_units below
+    "prior": "horseshoe",
+    "data.name": "mnist",
+    "net.name": "mlp",
+    "net.preset": "small",
+    "train.blocks": 7,
+    "train.steps_per_block": 11,
+    "train.batch_size": 64,
+    "train.lr": 0.003,
+    "train.keep_checkpoints": 5,
+    "train.data_parallel": True,
+    "train.on_nonfinite": "rollback",
+    "train.rollback_factor": 0.3,
+    "train.max_rollbacks": 1,
+    "eval.samples": 3,
+    "eval.chunk_size": 500,
+    "eval.every": 2,
+    "bmr.warmup_blocks": 2,
+    "bmr.rule": "evidence",
+    "bmr.rule_options": {"threshold": 0.5},
+    "bmr.inclusion_rate": "alive",
+}
+
+
+def _documented_keys() -> list[str]:
+    return re.findall(r"^- ``([a-z_.]+)`` \[", config_module.__doc__, re.MULTILINE)
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key in ("data", "net", "train", "eval", "bmr"):
+            out.update(_flat(value, f"{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def test_the_documented_keys_are_the_schema():
+    assert sorted(_documented_keys()) == sorted(_flat(Config().to_dict()))
+    assert sorted(NON_DEFAULT) == sorted(_documented_keys())
+    defaults = _flat(Config().to_dict())
+    changed = {k for k, v in NON_DEFAULT.items() if v != defaults[k]}
+    assert changed == set(NON_DEFAULT) - {"method"}
+
+
+def _handed(monkeypatch, tmp_path, overrides):
+    seen = {}
+
+    class Seen(Exception):
+        pass
+
+    def fake_run(setup, dataset, *, evaluation, resume, hooks):
+        seen.update(setup=setup, dataset=dataset, evaluation=evaluation)
+        raise Seen
+
+    monkeypatch.setattr(methods, "run", fake_run)
+    config = load_config(QUICKSTART, overrides)
+    with pytest.raises(Seen):
+        experiment.run_experiment(config, tmp_path / "run", progress=False, log=lambda s: None)
+    return config, seen
+
+
+def test_every_key_reaches_the_run(monkeypatch, tmp_path):
+    overrides = [f"{k}={v}" for k, v in NON_DEFAULT.items() if k != "bmr.inclusion_rate"]
+    config, seen = _handed(monkeypatch, tmp_path, [o.replace("'", "") for o in overrides])
+    setup = seen["setup"]
+    assert config.plugins == ("json",)
+    assert seen["dataset"].name == "mnist" and seen["evaluation"] == config.eval
+    assert seen["evaluation"] == methods.EvalSettings(samples=3, chunk_size=500, every=2)
+    assert setup.train == config.train and setup.bmr == config.bmr and setup.seed == 5
+    assert setup.train == methods.TrainSettings(
+        blocks=7, steps_per_block=11, batch_size=64, lr=0.003, keep_checkpoints=5,
+        data_parallel=True, on_nonfinite="rollback", rollback_factor=0.3, max_rollbacks=1)
+    assert setup.method.prior == "horseshoe" and type(setup.bnet.prior).__name__ == \
+        "HorseshoePrior"  # fmt: skip
+    assert setup.method.rule == Evidence(threshold=0.5)
+    assert [s.name for s in setup.bnet.view.bayesian_layers][0] == "hidden.0"  # an MLP
+    assert sum(s.size for s in setup.bnet.view.layers) == 785 * 100 + 3 * 101 * 100 + 101 * 10  # 4 x 100 hidden
+    trainer = setup.trainer
+    assert trainer.batch_size == 64 and trainer.mesh is not None
+    assert trainer.learning_rate(trainer.init()) == pytest.approx(0.003)
+
+
+def test_inclusion_rate_and_the_method_reach_the_run(monkeypatch, tmp_path):
+    _, seen = _handed(monkeypatch, tmp_path, ["method=bmr_units", "bmr.inclusion_rate=alive",
+                                              "net.preset=small"])  # fmt: skip
+    setup = seen["setup"]
+    assert setup.method.name == "bmr_units" and setup.method.rule.rate_over == "alive"
+    assert setup.method.between == "units" and type(setup.guide).__name__ == "MatrixNormalGuide"
