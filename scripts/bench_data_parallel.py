@@ -32,16 +32,16 @@ def child(args) -> None:
     ds = data.load("fashion_mnist", image_size=nets.get_net_spec(args.net).image_size)
     mesh = parallel.data_mesh(devices) if args.child > 1 else None
     setup = methods.build("flat_ff", ds, net=args.net, preset=args.preset,
-                          batch_size=args.batch, mesh=mesh)  # fmt: skip
+                          train=methods.TrainSettings(batch_size=args.batch), mesh=mesh)
     trainer, gamma = setup.trainer, setup.bnet.full_gamma()
     state = trainer.init()
-    for _ in range(3):
-        state, loss = trainer.step(state, gamma)
+    for i in range(3):
+        state, loss = trainer.step(jax.random.key(i), state, gamma)
     loss.block_until_ready()
     times = []
-    for _ in range(args.steps):
+    for i in range(args.steps):
         start = time.perf_counter()
-        state, loss = trainer.step(state, gamma)
+        state, loss = trainer.step(jax.random.key(i), state, gamma)
         loss.block_until_ready()
         times.append(time.perf_counter() - start)
     print(json.dumps({"devices": args.child, "platform": devices[0].platform,

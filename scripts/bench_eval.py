@@ -32,7 +32,8 @@ def main() -> None:
 
     ds = data.load("fashion_mnist", image_size=nets.get_net_spec(args.net).image_size)
     setup = methods.build("flat_ff", ds, net=args.net, preset=args.preset)
-    state, _ = setup.trainer.run_block(setup.trainer.init(), 50, progress=False)
+    state, _ = setup.trainer.run_block(setup.trainer.init(), 50, key=jax.random.key(0),
+                                       progress=False)  # fmt: skip
     params = setup.trainer.params(state)
     predictive = evaluate.make_predictive(setup.bnet, setup.guide)
 

@@ -60,14 +60,13 @@ def main() -> None:
         box = [state]
 
         def step(box=box, trainer=trainer, gamma=gamma):
-            box[0], loss = trainer.step(box[0], gamma)
+            box[0], loss = trainer.step(jax.random.key(0), box[0], gamma)
             loss.block_until_ready()
 
         step_seconds = _median_seconds(step, args.steps)
-        reduce = bmr.make_guide_reduce(trainer, bmr.SpikeAndSlab())
         reduce_seconds = _median_seconds(
-            lambda reduce=reduce, masks=masks, box=box: jax.block_until_ready(
-                reduce(box[0], masks, 2).masks
+            lambda setup=setup, masks=masks, gamma=gamma, box=box: jax.block_until_ready(
+                setup.between(box[0], masks, gamma, 2, jax.random.key(0))[1]
             ),
             20,
         )

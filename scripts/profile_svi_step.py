@@ -45,12 +45,13 @@ def main() -> None:
 
     ds = data.load("fashion_mnist", image_size=nets.get_net_spec(args.net).image_size)
     setup = methods.build(methods.Method("flat_ff", "flat", "mean_field", 5e-3), ds,
-                          net=args.net, preset=args.preset, batch_size=args.batch)  # fmt: skip
+                          net=args.net, preset=args.preset,
+                          train=methods.TrainSettings(batch_size=args.batch))  # fmt: skip
     trainer, gamma = setup.trainer, setup.bnet.full_gamma()
     box = [trainer.init()]
 
     def svi_step(i):
-        box[0], loss = trainer.step(box[0], gamma)
+        box[0], loss = trainer.step(jax.random.key(i), box[0], gamma)
         return loss
 
     guide_params = jax.tree.map(jax.numpy.copy, trainer.params(box[0]))  # the state is donated
@@ -94,9 +95,9 @@ def main() -> None:
     for name, seconds in medians.items():
         print(f"{name:18s} {1000 * seconds:8.2f} {seconds / step:10.0%}")
 
-    order_, _ = trainer.batches.peek()
-    compiled = trainer._step.lower(box[0], trainer.images, trainer.labels, order_, 0,
-                                   jax.tree.map(jax.numpy.asarray, gamma)).compile()  # fmt: skip
+    compiled = trainer._update.lower(*box[0], jax.random.key(0), trainer.images, trainer.labels,
+                                     trainer.epoch_order(0), 0,
+                                     jax.tree.map(jax.numpy.asarray, gamma)).compile()  # fmt: skip
     hlo = compiled.as_text()
     entry = hlo[hlo.index("ENTRY") :]
     counts = {

@@ -33,21 +33,32 @@ DRIVER = textwrap.dedent("""
     for name, extra in (("one", []), ("four", ["train.data_parallel=true"])):
         run_experiment(load_config("configs/quickstart.yaml", config + extra), f"{root}/{name}",
                        progress=False, log=lambda *a: None)
-    from bmr_jax import methods, data
-    setup = methods.build("flat_ff", data.load("mnist_mini", image_size=32), net="lenet5",
-                          preset="small", batch_size=64,
-                          mesh=__import__("bmr_jax.parallel").parallel.data_mesh())
+    from bmr_jax import methods, data, parallel
+    # the sharding XLA gives every batch that passes through parallel.shard_batch inside the
+    # compiled step (jax.debug.inspect_array_sharding reports it at compile time)
+    seen, original = [], parallel.shard_batch
+    def spy(x, mesh):
+        out = original(x, mesh)
+        jax.debug.inspect_array_sharding(out, callback=lambda s, shape=tuple(x.shape): seen.append(
+            {"shape": list(shape), "devices": len(s.device_set),
+             "shard": list(s.shard_shape(shape))}))
+        return out
+    parallel.shard_batch = spy
+    ds = data.load("mnist_mini", image_size=32)
+    train = methods.TrainSettings(batch_size=64, data_parallel=True)
+    setup = methods.build("flat_ff", ds, net="lenet5", preset="small", train=train)
     state = setup.trainer.init()
-    state, _ = setup.trainer.run_block(state, 2, progress=False)
-    leaf = jax.tree.leaves(state.optim_state)[-1]
-    from bmr_jax.parallel import ParallelError
+    state, _ = setup.trainer.run_block(state, 2, key=jax.random.key(0), progress=False)
+    leaf = jax.tree.leaves(state.opt_state)[-1]
+    parallel.shard_batch = original
     try:
-        methods.build("flat_ff", data.load("mnist_mini", image_size=32), net="lenet5",
-                      preset="small", batch_size=66, mesh=setup.trainer.mesh)
+        methods.build("flat_ff", ds, net="lenet5", preset="small",
+                      train=methods.TrainSettings(batch_size=66, data_parallel=True))
         refused = ""
-    except ParallelError as e:
+    except parallel.ParallelError as e:
         refused = str(e)
-    print(json.dumps({"devices": len(leaf.sharding.device_set), "refused": refused}))
+    print(json.dumps({"devices": len(leaf.sharding.device_set), "refused": refused,
+                      "step_batches": seen}))
 """)
 
 
@@ -61,6 +72,13 @@ def test_four_devices_agree_with_one(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.splitlines()[-1])
     assert report["devices"] == 4  # the state is replicated on every device
+    # the training step's minibatch (64 images and their labels) is split 4 ways along the
+    # batch axis: 64 / 4 = 16 per device (a step that never sharded it would show 1 device)
+    batches = {tuple(b["shape"]): b for b in report["step_batches"]}
+    assert (64, 32, 32, 1) in batches and (64,) in batches, report["step_batches"]
+    assert batches[(64, 32, 32, 1)]["devices"] == 4
+    assert batches[(64, 32, 32, 1)]["shard"] == [16, 32, 32, 1]
+    assert batches[(64,)]["devices"] == 4 and batches[(64,)]["shard"] == [16]
     assert report["refused"] == "train.batch_size 66 is not divisible by the 4 devices of the mesh"
     one, four = tmp_path / "one", tmp_path / "four"
     records = [[json.loads(x) for x in (f / "metrics.jsonl").read_text().splitlines()]
@@ -72,3 +90,84 @@ def test_four_devices_agree_with_one(tmp_path):
         for key in p1:
             if key.startswith("weight/"):
                 np.testing.assert_allclose(p1[key], p4[key], rtol=1e-3, atol=2e-4, err_msg=key)
+
+
+SHARD_DRIVER = textwrap.dedent("""
+    import json
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import NamedSharding
+    from flax import nnx
+    assert len(jax.devices()) == 4, jax.devices()
+    from bmr_jax import evaluate, guides, parallel, priors
+    from bmr_jax.model import BayesianNetwork
+
+    mesh = parallel.data_mesh()
+
+    def describe(a, x=None):
+        s = a.sharding
+        named = isinstance(s, NamedSharding)
+        return {"named": named,
+                "spec": [str(p) for p in s.spec] if named else None,
+                "axes": list(s.mesh.axis_names) if named else None,
+                "same_devices": set(s.device_set) == set(mesh.devices.flat),
+                "devices": len(s.device_set),
+                "shapes": [list(sh.data.shape) for sh in a.addressable_shards],
+                "content": None if x is None else all(
+                    np.array_equal(np.asarray(sh.data), x[sh.index])
+                    for sh in a.addressable_shards)}
+
+    shard = jax.jit(lambda a: parallel.shard_batch(a, mesh))
+    x = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)  # a batch of 8 inputs
+    y = np.arange(8, dtype=np.int32)  # and its labels
+    report = {"x": describe(shard(x), x), "y": describe(shard(y), y),
+              "odd": describe(shard(x[:6]), x[:6]),
+              "no_mesh": parallel.shard_batch(x, None) is x}
+
+    # the evaluation path: the predictive's batch is sharded, so are its probabilities
+    class Linear(nnx.Module):
+        def __init__(self, rngs):
+            self.head = nnx.Linear(3, 2, rngs=rngs)
+        def __call__(self, x):
+            return self.head(x)
+
+    bnet = BayesianNetwork.from_module(Linear(nnx.Rngs(0)), (3,), priors.FlatPrior())
+    init = bnet.init_latents()
+    sites = guides.latent_sites(bnet.model, jnp.zeros((2, 3)), jnp.zeros(2, jnp.int32),
+                                init_values=init)
+    guide = guides.MeanFieldGuide(sites, init)
+    params = {"head/z/loc": init["head/z"], "head/z/scale": jnp.full((2, 4), 0.1),
+              "head/precision/loc": jnp.asarray(0.0), "head/precision/scale": jnp.asarray(0.1)}
+    keys = jax.random.split(jax.random.key(0), 3)
+    probs = evaluate.make_predictive(bnet, guide, mesh)(params, bnet.full_gamma(), keys,
+                                                        jnp.asarray(x))
+    report["predictive"] = describe(probs)
+    print(json.dumps(report))
+""")
+
+
+def test_shard_batch_splits_the_batch_over_the_data_axis(tmp_path):
+    """The agreement test above would also pass if no batch were ever sharded (every device
+    computing the whole batch). Here, on the same 4 simulated devices, a batch of 8 through
+    ``parallel.shard_batch`` (inside ``jit``, as the trainer and the predictive use it) is a
+    ``NamedSharding`` over the mesh's ``"data"`` axis: 4 shards of 8 / 4 = 2 rows, one per
+    device, each holding its own slice of the batch. A batch the devices do not divide (6) is
+    left alone (one device), as is any batch without a mesh. The predictive under a mesh
+    returns probabilities split the same way, so its batch was sharded."""
+    driver = tmp_path / "shard_driver.py"
+    driver.write_text(SHARD_DRIVER)
+    env = {**os.environ, "PYTHONPATH": str(REPO),
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}  # fmt: skip
+    done = subprocess.run([sys.executable, str(driver)], cwd=REPO, env=env, capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    for name, shard_shape in (("x", [2, 3]), ("y", [2])):
+        got = report[name]
+        assert got["named"] and got["axes"] == ["data"] and got["spec"] == ["data"], got
+        assert got["devices"] == 4 and got["same_devices"], got
+        assert got["shapes"] == [shard_shape] * 4, got  # batch / devices rows on each
+        assert got["content"], got  # each device holds its own slice of the batch
+    assert report["odd"]["devices"] == 1 and report["odd"]["shapes"] == [[6, 3]]
+    assert report["no_mesh"]
+    predictive = report["predictive"]
+    assert predictive["devices"] == 4 and predictive["shapes"] == [[2, 2]] * 4, predictive

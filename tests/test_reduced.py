@@ -51,9 +51,15 @@ def test_quadrature_equals_the_gaussian_closed_form(var, rtol):
     df, mean, variance = delta_f_quadrature(mu, pi, 1.0, GaussianReduced(var).log_density)
     closed, closed_mean, closed_precision = delta_f(mu, pi, 1.0, var)
     inside = closed > -40
+    # atol, for a Delta F near 0 (here every |closed| >= 0.09, so rtol decides): both sides
+    # sum terms up to pi mu^2 = 1e4 in float64, round-off ~eps64 * 1e4 = 2e-12 each
+    # (measured |df - closed| <= 2e-12 for var >= 0.05); 1e-10
     np.testing.assert_allclose(df[inside], closed[inside], rtol=rtol, atol=1e-10)
     assert np.all(df[~inside] <= closed[~inside]) and np.all(df[~inside] < -40)
     if rtol < 1e-6:
+        # mu = 0 cases have a reduced mean of exactly 0 in closed form; the quadrature's is a
+        # symmetric sum over 128 nodes of weights * z (|z| <= 12 sd <= 6) that cancels to a
+        # few 128 eps64 * 6 = 1.7e-13: atol 1e-12
         np.testing.assert_allclose(mean, closed_mean, rtol=1e-8, atol=1e-12)
         np.testing.assert_allclose(variance, 1 / closed_precision, rtol=1e-7)
 
@@ -71,6 +77,8 @@ def test_quadrature_against_scipy_for_sparsity_slabs(family, log_reduced):
     mu, pi = np.array(CASES).T
     df = family.delta_f(mu, pi, 1.0)
     expected = [_scipy_delta_f(m, p, 1.0, log_reduced) for m, p in CASES]
+    # atol for Delta F near 0: scipy's epsrel 1e-12 on the integral is 1e-12 on its log; the
+    # Gauss-Legendre sum's round-off is ~128 eps64 times log terms of size <= ~1e2 (~3e-12)
     np.testing.assert_allclose(df, expected, rtol=1e-8, atol=1e-9)
 
 
@@ -81,6 +89,9 @@ def test_float32_jit_and_broadcasting():
     df32 = fn(mu, pi)
     assert df32.dtype == jnp.float32 and df32.shape == (3, 4)
     df64 = LaplaceReduced(0.2).delta_f(np.asarray(mu, np.float64), np.asarray(pi, np.float64), 1.0)
+    # atol for entries near 0: float32 log-sum-exp over 128 nodes of log terms of size
+    # <= ~50 (pi mu^2 = 50 at |mu| = 1): ~128 eps32 * 50 / sqrt(128) (random-walk rounding)
+    # ~7e-5 at worst; 1e-4
     np.testing.assert_allclose(df32, df64, rtol=1e-4, atol=1e-4)
 
 
@@ -108,8 +119,13 @@ def test_row_spike_and_slab_is_the_exact_conjugate_evidence():
                 y, np.zeros(n), slab * x @ x.T + noise**2 * np.eye(n)
             )
             log_reduced = np.logaddexp(log_spike, log_slab)
+            # Delta F (here 0.27 to 1.9) can be near 0 for other data: the log evidences are
+            # of size ~50, so their difference carries ~eps64 * 50 * 40 (n-dim logpdf) ~ 5e-13
             np.testing.assert_allclose(df[0], log_reduced - log_p, rtol=1e-9, atol=1e-9)
-            np.testing.assert_allclose(p_spike[0], np.exp(log_spike - log_reduced), rtol=1e-8)
+            # the spike probability (here 8e-5 to 0.93) is exp(a log difference with the
+            # same ~5e-13 error): absolute error <= p * 5e-13 <= 5e-13, so atol 1e-12
+            np.testing.assert_allclose(p_spike[0], np.exp(log_spike - log_reduced), rtol=1e-8,
+                                       atol=1e-12)  # fmt: skip
 
 
 def test_unit_rule_decides_as_the_group_prior_says():
@@ -126,5 +142,5 @@ def test_unit_rule_decides_as_the_group_prior_says():
         np.testing.assert_array_equal(masks["a"][:, 0], np.asarray(p_spike) <= 0.5)
         assert np.all(masks["a"] == masks["a"][:, :1])  # whole rows
     assert 0 < masks["a"][:, 0].mean() < 1
-    rule = methods.configured("bmr_ss", rule="unit_spike_and_slab").rule
+    rule = methods.configured("bmr_ss", methods.BmrSettings(rule="unit_spike_and_slab")).rule
     assert rule.name == "unit_spike_and_slab"

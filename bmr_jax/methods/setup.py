@@ -40,11 +40,12 @@ class Setup:
 def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset: str = "paper",
           train: TrainSettings = TrainSettings(), bmr: BmrSettings = BmrSettings(),
           prior: str | None = None, seed: int = 137,
-          optimizer: optax.GradientTransformation | None = None) -> Setup:  # fmt: skip
+          optimizer: optax.GradientTransformation | None = None, mesh=None) -> Setup:  # fmt: skip
     """Builds network, prior, model, guide, trainer and between-blocks step for ``method``
     (a registered name or a :class:`Method`, with ``bmr`` and ``prior`` applied as
     :func:`configured` does) on ``dataset``; ``train`` gives the batch size, learning rate
-    (``None``: the method's) and data parallelism. Bad settings raise ``ConfigError``."""
+    (``None``: the method's) and data parallelism (over every device, or over ``mesh``, a
+    ``bmr_jax.parallel.data_mesh``). Bad settings raise ``ConfigError``."""
     if not isinstance(train, TrainSettings) or not isinstance(bmr, BmrSettings):
         raise ConfigError("build: train and bmr must be TrainSettings and BmrSettings")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -64,7 +65,8 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
     if train.batch_size > len(dataset.train):
         raise ConfigError(f"train.batch_size: {train.batch_size} is more than the "
                           f"{len(dataset.train)} training images")  # fmt: skip
-    mesh = parallel.data_mesh() if train.data_parallel else None
+    if mesh is None and train.data_parallel:
+        mesh = parallel.data_mesh()
     trainer = SVITrainer(bnet, guide, dataset.train, optimizer=optimizer,
                          lr=method.lr if train.lr is None else train.lr,
                          batch_size=train.batch_size, seed=seed, mesh=mesh)  # fmt: skip
