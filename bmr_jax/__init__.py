@@ -2,7 +2,7 @@
 
 Marković, Friston & Kiebel, "Bayesian sparsification for deep neural networks with Bayesian
 model reduction", arXiv 2309.12095 (2023). Sub-packages: :mod:`bmr_jax.data` (datasets),
-:mod:`bmr_jax.nets` (Flax NNX model zoo), :mod:`bmr_jax.baseline` (plain Optax training),
+:mod:`bmr_jax.nets` (Flax NNX model zoo), :mod:`bmr_jax.inference.baseline` (plain Optax training),
 :mod:`bmr_jax.cli` (the ``bmr-jax`` command).
 """
 

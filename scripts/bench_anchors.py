@@ -3,9 +3,9 @@
 For each network (LeNet-300-100, LeNet-5-Caffe) and the same training budget (blocks x 500
 steps, batch 120):
 
-1. BMR-S&S from ``configs/mnist/<net>-bmr_ss.yaml`` through ``bmr_jax.experiment`` (a run
+1. BMR-S&S from ``configs/mnist/<net>-bmr_ss.yaml`` through ``bmr_jax.runs.experiment`` (a run
    folder under ``--runs``; a finished run is reused, an unfinished one resumed);
-2. gradual magnitude pruning (Zhu & Gupta 2017; ``bmr_jax.pruning``) with Adam 1e-3 on the same
+2. gradual magnitude pruning (Zhu & Gupta 2017; ``bmr_jax.bmr.pruning``) with Adam 1e-3 on the same
    Flax network, pruning the same entries (every layer but the last, kernels and biases,
    ranked globally), its target sparsity set to the pruned fraction BMR reached, reached
    by 75 % of the budget along the cubic schedule and fine-tuned after;
@@ -44,9 +44,9 @@ def _compression(view, masks) -> float:
 
 
 def run_bmr(net, blocks, runs_dir, overrides=()):
-    from bmr_jax.config import load_config
-    from bmr_jax.experiment import run_experiment
-    from bmr_jax.results import RunFolder
+    from bmr_jax.runs.config import load_config
+    from bmr_jax.runs.experiment import run_experiment
+    from bmr_jax.runs.folder import RunFolder
 
     schedule = [f"train.blocks={blocks}", f"eval.every={blocks}"]
     config = load_config(REPO_ROOT / "configs" / "mnist" / f"{net}-bmr_ss.yaml",
@@ -64,8 +64,9 @@ def posterior_median_error(net, dataset, weights, masks):
     import jax.numpy as jnp
     from flax import nnx
 
-    from bmr_jax import baseline, nets
-    from bmr_jax.layers import build_layer_view
+    from bmr_jax import nets
+    from bmr_jax.bayes.layers import build_layer_view
+    from bmr_jax.inference import baseline
 
     model = nets.create_net(net, 10, dataset.image_shape, "paper", rngs=nnx.Rngs(0))
     view = build_layer_view(model, dataset.image_shape)
@@ -81,11 +82,12 @@ def run_magnitude(net, dataset, steps, target, every, seed=137):
     import optax
     from flax import nnx
 
-    from bmr_jax import baseline, nets
-    from bmr_jax.batches import EpochBatches
+    from bmr_jax import nets
+    from bmr_jax.bayes.layers import build_layer_view
     from bmr_jax.bmr import PolynomialSchedule
-    from bmr_jax.layers import build_layer_view
-    from bmr_jax.pruning import kernels_and_biases_except, magnitude, prune_by_score
+    from bmr_jax.bmr.pruning import kernels_and_biases_except, magnitude, prune_by_score
+    from bmr_jax.inference import baseline
+    from bmr_jax.inference.batches import EpochBatches
 
     model = nets.create_net(net, 10, dataset.image_shape, "paper", rngs=nnx.Rngs(seed))
     view = build_layer_view(model, dataset.image_shape)
@@ -141,7 +143,7 @@ def main() -> None:
     from flax import nnx
 
     from bmr_jax import data, nets
-    from bmr_jax.layers import build_layer_view
+    from bmr_jax.bayes.layers import build_layer_view
     from bmr_jax.runtime import enable_compilation_cache
 
     enable_compilation_cache()

@@ -26,7 +26,8 @@ def child(args) -> None:
 
     import jax
 
-    from bmr_jax import data, methods, nets, parallel
+    from bmr_jax import data, methods, nets
+    from bmr_jax.inference import parallel
 
     devices = jax.devices()[: args.child]
     ds = data.load("fashion_mnist", image_size=nets.get_net_spec(args.net).image_size)

@@ -28,7 +28,8 @@ def main() -> None:
 
     import jax
 
-    from bmr_jax import data, evaluate, methods, nets
+    from bmr_jax import data, methods, nets
+    from bmr_jax.inference import evaluate
 
     ds = data.load("fashion_mnist", image_size=nets.get_net_spec(args.net).image_size)
     setup = methods.build("flat_ff", ds, net=args.net, preset=args.preset)

@@ -2,7 +2,7 @@
 
 A plain Flax network (no NumPyro) is trained for the same number of steps (batch 120) with:
 
-1. IVON + BMR (``bmr_jax.pruning.bmr_pruning``, spike-and-slab rule every 500 steps): the
+1. IVON + BMR (``bmr_jax.bmr.pruning.bmr_pruning``, spike-and-slab rule every 500 steps): the
    sparsity it reaches sets the target of the others;
 2. IVON + BMR ranking (prune the largest Delta F to the target along the cubic schedule);
 3. IVON + magnitude ranking, same schedule (isolates the score: Delta F against |w|);
@@ -44,17 +44,17 @@ def main() -> None:
     from flax import nnx
 
     from bmr_jax import data, nets
-    from bmr_jax.batches import EpochBatches, gather
+    from bmr_jax.bayes.layers import build_layer_view
     from bmr_jax.bmr import PolynomialSchedule
-    from bmr_jax.ivon import ivon, sample_parameters
-    from bmr_jax.layers import build_layer_view
-    from bmr_jax.pruning import (
+    from bmr_jax.bmr.pruning import (
         bmr_pruning,
         kernels_and_biases_except,
         magnitude,
         prune_by_score,
         pruned_fraction,
     )
+    from bmr_jax.inference.batches import EpochBatches, gather
+    from bmr_jax.inference.ivon import ivon, sample_parameters
 
     spec = nets.get_net_spec(args.net)
     ds = data.load("mnist", image_size=spec.image_size)

@@ -28,7 +28,7 @@ HUGETLB = "glibc.malloc.hugetlb=1"
 def time_steps(name: str, preset: str, batch: int, repeats: int) -> float:
     """Median seconds of one jitted Adam step of ``name`` on real Fashion-MNIST batches."""
     from bmr_jax import data, nets
-    from bmr_jax.bench import adam_runner, time_round_robin
+    from bmr_jax.runs.bench import adam_runner, time_round_robin
 
     ds = data.load("fashion_mnist", image_size=nets.get_net_spec(name).image_size)
     runner = adam_runner(name, preset, ds, batch)

@@ -39,9 +39,10 @@ def main() -> None:
     import optax
     from flax import nnx
 
-    from bmr_jax import baseline, data, methods, nets
-    from bmr_jax.batches import gather
-    from bmr_jax.bench import adam_runner, time_round_robin
+    from bmr_jax import data, methods, nets
+    from bmr_jax.inference import baseline
+    from bmr_jax.inference.batches import gather
+    from bmr_jax.runs.bench import adam_runner, time_round_robin
 
     ds = data.load("fashion_mnist", image_size=nets.get_net_spec(args.net).image_size)
     setup = methods.build(methods.Method("flat_ff", "flat", "mean_field", 5e-3), ds,

@@ -8,8 +8,9 @@ import optax
 import pytest
 from flax import nnx
 
-from bmr_jax import baseline, data, nets
+from bmr_jax import data, nets
 from bmr_jax.data import Split
+from bmr_jax.inference import baseline
 
 
 class _Identity(nnx.Module):

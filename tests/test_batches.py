@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from bmr_jax.batches import EpochBatches
+from bmr_jax.inference.batches import EpochBatches
 
 
 def test_each_epoch_is_a_permutation_and_epochs_differ():

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bmr_jax.cli import default_run_folder, main
-from bmr_jax.config import dump_config, load_config
-from bmr_jax.results import MARKER, RunFolder
+from bmr_jax.runs.config import dump_config, load_config
+from bmr_jax.runs.folder import MARKER, RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
@@ -85,10 +85,12 @@ def test_unknown_dataset_exits_2_with_one_line(capsys):
     assert err.count("\n") == 1 and "unknown dataset 'imagenet'" in err
 
 
-def test_datasets_list_and_verify(capsys, data_dir):
-    assert main(["datasets", "list"]) == 0
+def test_datasets_list_and_verify(capsys, data_dir, tmp_path):
+    shutil.copytree(data_dir / "mnist", tmp_path / "mnist")  # what shared/data holds may grow
+    assert main(["datasets", "list", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "mnist_mini     4/4 files" in out and "cifar10        0/1 files" in out
+    assert "mnist          4/4 files" in out
     assert main(["datasets", "verify", "mnist", "fashion_mnist"]) == 0
     assert capsys.readouterr().out.count("ok ") == 8
 

@@ -7,10 +7,11 @@ import re
 
 import pytest
 
-from bmr_jax import config as config_module
-from bmr_jax import experiment, methods
+from bmr_jax import methods
 from bmr_jax.bmr import Evidence
-from bmr_jax.config import Config, load_config
+from bmr_jax.runs import config as config_module
+from bmr_jax.runs import experiment
+from bmr_jax.runs.config import Config, load_config
 from tests.runs import QUICKSTART
 
 NON_DEFAULT = {
@@ -94,7 +95,8 @@ def test_every_key_reaches_the_run(monkeypatch, tmp_path):
         "HorseshoePrior"  # fmt: skip
     assert setup.method.rule == Evidence(threshold=0.5)
     assert [s.name for s in setup.bnet.view.bayesian_layers][0] == "hidden.0"  # an MLP
-    assert sum(s.size for s in setup.bnet.view.layers) == 785 * 100 + 3 * 101 * 100 + 101 * 10  # 4 x 100 hidden
+    hidden = 785 * 100 + 3 * 101 * 100  # the small MLP: 4 x 100 hidden units
+    assert sum(s.size for s in setup.bnet.view.layers) == hidden + 101 * 10
     trainer = setup.trainer
     assert trainer.batch_size == 64 and trainer.mesh is not None
     assert trainer.learning_rate(trainer.init()) == pytest.approx(0.003)

@@ -17,19 +17,22 @@ def test_extending_tutorial_runs(tmp_path, monkeypatch, capsys):
     blocks = BLOCK.findall((REPO / "docs" / "extending.md").read_text())
     assert len(blocks) >= 4
     namespace: dict = {}
-    for language, code in blocks:
-        first = code.splitlines()[0]
-        if first.startswith("# file: "):
-            (tmp_path / first.removeprefix("# file: ").strip()).write_text(code)
-        else:
-            assert language == "python"
-            exec(compile(code, "docs/extending.md", "exec"), namespace)
+    try:
+        for language, code in blocks:
+            first = code.splitlines()[0]
+            if first.startswith("# file: "):
+                (tmp_path / first.removeprefix("# file: ").strip()).write_text(code)
+            else:
+                assert language == "python"
+                exec(compile(code, "docs/extending.md", "exec"), namespace)
+    finally:  # the tutorial's module registers a prior: never leak it into other tests
+        from bmr_jax.bayes import priors
+
+        if "half_normal" in priors.PRIORS:
+            priors.PRIORS.unregister("half_normal")
+        sys.modules.pop("my_priors", None)
     out = capsys.readouterr().out
     assert re.search(r"acc 0\.\d+, pruned 0\.\d+", out)
-    from bmr_jax import priors
-
-    priors.PRIORS.unregister("half_normal")  # registered by the tutorial's module
-    sys.modules.pop("my_priors", None)
 
 
 def test_prune_flax_example_is_short_and_prunes(capsys):

@@ -25,8 +25,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bmr_jax import evaluate, guides, priors
-from bmr_jax.model import BayesianNetwork
+from bmr_jax.bayes import guides, priors
+from bmr_jax.bayes.model import BayesianNetwork
+from bmr_jax.inference import evaluate
 
 EPS32 = float(np.finfo(np.float32).eps)
 IN, OUT, N, SAMPLES = 5, 3, 13, 40

@@ -27,11 +27,11 @@ from flax import nnx
 from numpyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from scipy.linalg import hadamard
 
-from bmr_jax import guides, priors
+from bmr_jax.bayes import guides, priors
+from bmr_jax.bayes.likelihoods import GaussianLikelihood
+from bmr_jax.bayes.model import BayesianNetwork
 from bmr_jax.data import Split
-from bmr_jax.likelihoods import GaussianLikelihood
-from bmr_jax.model import BayesianNetwork
-from bmr_jax.train import SVITrainer
+from bmr_jax.inference.train import SVITrainer
 
 BETA = 4.0  # noise precision
 PRIOR_PRECISION = 0.25  # s = 2

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from bmr_jax.cli import main
-from bmr_jax.config import ConfigError
-from bmr_jax.experiment import run_experiment
-from bmr_jax.grid import load_grid
-from tests.runs import QUICKSTART, Crash, at
+from bmr_jax.runs.config import ConfigError
+from bmr_jax.runs.experiment import run_experiment
+from bmr_jax.runs.grid import load_grid
+from tests.runs import QUICKSTART, REPO, Crash, at
 
 TINY = ["data.name=mnist_mini", "net.preset=small", "train.blocks=1",
         "train.steps_per_block=20", "eval.samples=2"]  # fmt: skip
@@ -71,6 +70,6 @@ def test_bad_grids_fail_before_running(tmp_path, capsys):
 
 
 def test_shipped_grids_expand():
-    for path in sorted(Path("experiments").glob("*.yaml")):
+    for path in sorted((REPO / "experiments").glob("*.yaml")):
         runs = load_grid(path)
         assert runs, path

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from bmr_jax.guides import GUIDES, MatrixNormal
+from bmr_jax.bayes.guides import GUIDES, MatrixNormal
 
 
 def _matrix_normal():

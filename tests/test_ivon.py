@@ -10,8 +10,8 @@ import optax
 import pytest
 
 from bmr_jax import data
-from bmr_jax.ivon import find_ivon_state, ivon, posterior, sample_parameters
-from bmr_jax.pruning import bmr_pruning, pruned_fraction
+from bmr_jax.bmr.pruning import bmr_pruning, pruned_fraction
+from bmr_jax.inference.ivon import find_ivon_state, ivon, posterior, sample_parameters
 
 
 def test_ivon_finds_the_exact_gaussian_posterior_of_linear_regression():

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from bmr_jax import nets
-from bmr_jax.layers import build_layer_view, from_matrix, to_matrix
+from bmr_jax.bayes.layers import build_layer_view, from_matrix, to_matrix
 
 
 def _view(name, shape, preset="small"):

@@ -63,7 +63,8 @@ def test_method_registry():
 def test_mean_field_svi_runs_on_every_network(net):
     """Every network of the zoo (small preset) goes through the Bayesian engine: 30 Flat-FF
     steps on mnist_mini give finite, decreasing losses and a finite 2-sample predictive."""
-    from bmr_jax import evaluate, nets
+    from bmr_jax import nets
+    from bmr_jax.inference import evaluate
 
     ds = data.load("mnist_mini", image_size=nets.get_net_spec(net).image_size)
     setup = methods.build("flat_ff", ds, net=net, preset="small", seed=0)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bmr_jax import metrics
+from bmr_jax.inference import metrics
 
 PROBS = jnp.array(
     [

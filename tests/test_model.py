@@ -10,9 +10,10 @@ from flax import nnx
 from numpyro import handlers
 from scipy import stats
 
-from bmr_jax import data, guides, nets, priors
-from bmr_jax.model import BayesianNetwork
-from bmr_jax.train import SVITrainer
+from bmr_jax import data, nets
+from bmr_jax.bayes import guides, priors
+from bmr_jax.bayes.model import BayesianNetwork
+from bmr_jax.inference.train import SVITrainer
 
 
 def _lenet(dropout=0.0):

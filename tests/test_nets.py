@@ -9,9 +9,10 @@ import optax
 import pytest
 from flax import nnx
 
-from bmr_jax import baseline, data, nets
+from bmr_jax import data, nets
 from bmr_jax.data import Split
 from bmr_jax.errors import ShapeMismatchError, UnknownNameError
+from bmr_jax.inference import baseline
 
 FASHION = (
     (32, 32, 1),

@@ -27,13 +27,15 @@ DRIVER = textwrap.dedent("""
     import json, sys
     import jax
     assert len(jax.devices()) == 4, jax.devices()
-    from bmr_jax.config import load_config
-    from bmr_jax.experiment import run_experiment
+    from bmr_jax.runs.config import load_config
+    from bmr_jax.runs.experiment import run_experiment
+    from tests.runs import QUICKSTART
     config, root = json.loads(sys.argv[1]), sys.argv[2]
     for name, extra in (("one", []), ("four", ["train.data_parallel=true"])):
-        run_experiment(load_config("configs/quickstart.yaml", config + extra), f"{root}/{name}",
+        run_experiment(load_config(QUICKSTART, config + extra), f"{root}/{name}",
                        progress=False, log=lambda *a: None)
-    from bmr_jax import methods, data, parallel
+    from bmr_jax import data, methods
+    from bmr_jax.inference import parallel
     # the sharding XLA gives every batch that passes through parallel.shard_batch inside the
     # compiled step (jax.debug.inspect_array_sharding reports it at compile time)
     seen, original = [], parallel.shard_batch
@@ -98,8 +100,9 @@ SHARD_DRIVER = textwrap.dedent("""
     from jax.sharding import NamedSharding
     from flax import nnx
     assert len(jax.devices()) == 4, jax.devices()
-    from bmr_jax import evaluate, guides, parallel, priors
-    from bmr_jax.model import BayesianNetwork
+    from bmr_jax.bayes import guides, priors
+    from bmr_jax.inference import evaluate, parallel
+    from bmr_jax.bayes.model import BayesianNetwork
 
     mesh = parallel.data_mesh()
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from bmr_jax.cli import main
-from bmr_jax.config import dump_config, from_dict
-from bmr_jax.plots import PlotError, plot
-from bmr_jax.results import MARKER, RunFolder
+from bmr_jax.runs.config import dump_config, from_dict
+from bmr_jax.runs.folder import MARKER, RunFolder
+from bmr_jax.runs.plots import PlotError, plot
+from tests.runs import QUICKSTART
 from tests.test_cli import UNWRITABLE, files_under, one_error_line, unwritable
 
 SHAPES = {  # first two layers of each net, small stand-ins for the real matrices
@@ -76,7 +77,7 @@ def test_plot_cli_and_errors(fixture_runs, tmp_path, capsys):
 def test_figures_from_a_real_run(tmp_path):
     """A real (tiny) run folder written by `bmr-jax run` is enough for all four figures."""
     out = tmp_path / "run"
-    assert main(["run", "configs/quickstart.yaml", "net.preset=small", "train.blocks=2",
+    assert main(["run", QUICKSTART, "net.preset=small", "train.blocks=2",
                  "train.steps_per_block=30", "eval.samples=2", "--out", str(out),
                  "--quiet"]) == 0  # fmt: skip
     weights, masks = RunFolder(out).load_posterior()
@@ -89,8 +90,8 @@ def test_figures_from_a_real_run(tmp_path):
 
 
 def test_methods_and_nets_follow_the_papers_order():
-    from bmr_jax.report import METHOD_ORDER, NET_ORDER
-    from bmr_jax.report import paper_rank as _rank
+    from bmr_jax.runs.report import METHOD_ORDER, NET_ORDER
+    from bmr_jax.runs.report import paper_rank as _rank
 
     methods = ["bmr_ss", "flat_map", "tiered_ff", "zzz_custom", "flat_ff"]
     assert sorted(methods, key=lambda m: _rank(m, METHOD_ORDER)) == [
@@ -102,7 +103,7 @@ def test_methods_and_nets_follow_the_papers_order():
 
 
 def test_posterior_layers_come_in_forward_order(tmp_path):
-    from bmr_jax.plots import Run
+    from bmr_jax.runs.plots import Run
 
     path = _fixture_run(tmp_path, "fashion_mnist", "mlp", "bmr_ss")
     folder = RunFolder(path)

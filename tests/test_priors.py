@@ -9,8 +9,8 @@ import numpy as np
 from numpyro import handlers
 from scipy import stats
 
-from bmr_jax import priors
-from bmr_jax.layers import LayerSpec, LayerView
+from bmr_jax.bayes import priors
+from bmr_jax.bayes.layers import LayerSpec, LayerView
 
 LEVEL = 0.01
 DRAWS = 20_000

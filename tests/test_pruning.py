@@ -10,15 +10,16 @@ import optax
 import pytest
 from flax import nnx
 
-from bmr_jax import baseline, data, nets
+from bmr_jax import data, nets
 from bmr_jax.bmr import PolynomialSchedule
-from bmr_jax.pruning import (
+from bmr_jax.bmr.pruning import (
     global_masks,
     kernels_and_biases_except,
     magnitude,
     prune_by_score,
     pruned_fraction,
 )
+from bmr_jax.inference import baseline
 
 
 def test_global_masks_by_hand():

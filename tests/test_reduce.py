@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from bmr_jax.bayes.layers import LayerSpec, LayerView
 from bmr_jax.bmr import (
     Evidence,
     SpikeAndSlab,
@@ -18,7 +19,6 @@ from bmr_jax.bmr import (
     propagate_dead_units,
     sparsity,
 )
-from bmr_jax.layers import LayerSpec, LayerView
 
 
 def _dense_view():
@@ -138,9 +138,10 @@ def test_structured_reduce_prunes_whole_units_from_a_matrix_normal_guide():
     raw guide parameters (an independent reference: not the reader the code uses)."""
     from flax import nnx
 
-    from bmr_jax import guides, nets, priors
+    from bmr_jax import nets
+    from bmr_jax.bayes import guides, priors
+    from bmr_jax.bayes.model import BayesianNetwork
     from bmr_jax.bmr import make_unit_reduce
-    from bmr_jax.model import BayesianNetwork
 
     net = nets.create_net("lenet5", 10, (32, 32, 1), "small", rngs=nnx.Rngs(0))
     bnet = BayesianNetwork.from_module(net, (32, 32, 1), priors.FlatPrior())
@@ -187,7 +188,7 @@ MN_ROWS, MN_COLS = 3, 4
 
 def _matrix_normal_guide():
     """A MatrixNormalGuide over one (3, 4) matrix ``a/z`` (3 units, fan-in 3 + bias)."""
-    from bmr_jax.guides import LatentSite, MatrixNormalGuide
+    from bmr_jax.bayes.guides import LatentSite, MatrixNormalGuide
 
     site = LatentSite("a/z", (MN_ROWS, MN_COLS), False)
     return MatrixNormalGuide({"a/z": site}, {"a/z": jnp.zeros((MN_ROWS, MN_COLS))})
@@ -217,7 +218,7 @@ def test_matrix_normal_reader_matches_the_monte_carlo_moments_of_the_guide():
     compared, a false alarm has probability < 1e-4; the draws are seeded, so it is fixed).
     A reader using row_scale instead of row_scale^2 (u off by 0.3x to 1.7x) or L'L instead
     of LL' misses by tens of standard errors."""
-    from bmr_jax.guides import sample_latents
+    from bmr_jax.bayes.guides import sample_latents
 
     guide = _matrix_normal_guide()
     params = _matrix_normal_params(MN_LOC, MN_ROW_SCALE, MN_TRIL)

@@ -17,10 +17,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from bmr_jax import data, methods, train
+from bmr_jax import data, methods
 from bmr_jax.cli import main
-from bmr_jax.config import load_config
-from bmr_jax.experiment import RunInterrupted, run_experiment
+from bmr_jax.inference import train
+from bmr_jax.runs.config import load_config
+from bmr_jax.runs.experiment import RunInterrupted, run_experiment
 from tests.runs import QUICKSTART, REPO, TINY, Crash, assert_same_run, at, records
 
 CONFIG = load_config(QUICKSTART, TINY)
@@ -87,7 +88,7 @@ def test_a_mid_block_checkpoint_is_newer_than_its_block_boundary(tmp_path):
     said = _segment(out, ("step", 2, 7), "SIGTERM", [])
     assert said.endswith("SIGTERM: stopped after 7 steps of block 2; checkpoint "
                          "block-000001-step-000007.npz (run again to resume)")  # fmt: skip
-    from bmr_jax.results import RunFolder
+    from bmr_jax.runs.folder import RunFolder
 
     names = [p.name for p in RunFolder(out).checkpoints()]
     assert names == ["block-000001.npz", "block-000001-step-000007.npz"]
@@ -117,7 +118,8 @@ def test_keep_checkpoints_keeps_the_newest(tmp_path):
 DRIVER = textwrap.dedent("""
     import json, os, sys
     mode, out, config, overrides = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-    from bmr_jax import cli, experiment
+    from bmr_jax import cli
+    from bmr_jax.runs import experiment
     from tests.runs import at
     if mode == "mid-checkpoint-write":  # the second checkpoint's file is written, not renamed
         original_replace, count = os.replace, [0]

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from bmr_jax import data, methods
+from bmr_jax.bayes.layers import LayerSpec, LayerView
 from bmr_jax.bmr import delta_f
 from bmr_jax.bmr.rhs import flat_posterior, make_rhs_fit, rhs_gamma_and_masks
-from bmr_jax.layers import LayerSpec, LayerView
 
 
 def test_fit_keeps_informative_units_and_prunes_the_others():

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
+from bmr_jax.bayes.guides import LatentSite, MeanFieldGuide
 from bmr_jax.bmr import delta_f
 
 # The function under test. It was ``bmr_jax.methods._rescaled_posterior`` (returning guide
@@ -26,7 +27,6 @@ from bmr_jax.bmr import delta_f
 # ``MeanFieldGuide.posterior_params`` turns into the guide values written back. Update here
 # if it moves again.
 from bmr_jax.bmr.rhs import rescaled_posterior
-from bmr_jax.guides import LatentSite, MeanFieldGuide
 
 EPS32 = float(np.finfo(np.float32).eps)
 G_OLD = 0.3  # old multiplier, deliberately not 1

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from bmr_jax.cli import main
-from bmr_jax.config import ConfigError, load_config
-from bmr_jax.experiment import run_experiment
+from bmr_jax.runs.config import ConfigError, load_config
+from bmr_jax.runs.experiment import run_experiment
 from tests.runs import QUICKSTART, REPO, TINY, Crash, assert_same_run, at, records
 
 
@@ -147,7 +147,7 @@ def test_config_files_errors(tmp_path, capsys):
 
 
 def test_a_folder_written_before_a_key_was_added_still_resumes(tmp_path):
-    from bmr_jax.config import differing_keys, dump_config
+    from bmr_jax.runs.config import differing_keys, dump_config
 
     config = load_config(QUICKSTART, TINY)
     old_yaml = dump_config(config).split("bmr:")[0]  # as written before the bmr section existed

@@ -4,6 +4,7 @@ the config loader that may only ever raise our ConfigError."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bmr_jax.cli import main
-from bmr_jax.config import ConfigError, from_dict, load_config, parse_override
+from bmr_jax.runs.config import ConfigError, from_dict, load_config, parse_override
+from tests.runs import QUICKSTART
 
 TINY = ["data.name=mnist", "net.preset=small", "train.blocks=1", "train.steps_per_block=2",
         "eval.samples=1"]  # fmt: skip
@@ -52,7 +54,7 @@ def test_bad_data_files_exit_2_and_write_only_in_the_run_folder(
     monkeypatch.setenv("BMR_JAX_OFFLINE", "1")
     before = _files(tmp_path)
     out = tmp_path / "run"
-    code = main(["run", "configs/quickstart.yaml", *TINY, "--out", str(out), "--data-dir",
+    code = main(["run", QUICKSTART, *TINY, "--out", str(out), "--data-dir",
                  str(folder)])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and message in err and "t10k-labels-idx1-ubyte.gz" in err
@@ -64,7 +66,7 @@ def test_unknown_names_at_every_level(capsys, tmp_path):
     names = [("method=prune", "method"), ("net.name=resnet", "net.name"),
              ("data.name=svhn", "data.name"), ("net.preset=huge", "net.preset")]  # fmt: skip
     for override, named in names:
-        assert main(["run", "configs/quickstart.yaml", override, "--out", str(tmp_path / "r")]) == 2
+        assert main(["run", QUICKSTART, override, "--out", str(tmp_path / "r")]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"bmr-jax: error: {named}: unknown value") and err.count("\n") == 1
     assert not (tmp_path / "r").exists()
@@ -74,7 +76,8 @@ def test_unknown_prior_and_shape_mismatch_through_the_api():
     import jax.numpy as jnp
     from flax import nnx
 
-    from bmr_jax import nets, priors
+    from bmr_jax import nets
+    from bmr_jax.bayes import priors
     from bmr_jax.errors import ShapeMismatchError, UnknownNameError
 
     with pytest.raises(UnknownNameError, match="unknown prior 'laplace'; known: flat, horseshoe"):
@@ -85,12 +88,55 @@ def test_unknown_prior_and_shape_mismatch_through_the_api():
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda m: m.TrainSettings(steps_per_block=-1), "train.steps_per_block: must be >= 1"),
+        (lambda m: m.TrainSettings(lr=0), "train.lr: must be > 0, got 0.0"),
+        (lambda m: m.TrainSettings(blocks="3"), "train.blocks: expected an integer, got '3'"),
+        (lambda m: m.TrainSettings(on_nonfinite="retry"), "train.on_nonfinite: unknown value"),
+        (lambda m: m.EvalSettings(samples=0), "eval.samples: must be >= 1, got 0"),
+        (lambda m: m.BmrSettings(rule="magnitude"), "bmr.rule: unknown value 'magnitude'"),
+        (lambda m: m.configured("flat_ff", m.BmrSettings(rule="evidence")),
+         "bmr.rule: method 'flat_ff' has no decision rule"),
+        (lambda m: m.configured("bmr_ss", m.BmrSettings(rule_options={"a": 1})),
+         "bmr.rule_options: spike_and_slab: "),
+    ],
+)  # fmt: skip
+def test_the_python_api_validates_as_the_config_does(make, message):
+    """``methods.build`` and ``methods.run`` take the settings sections, which refuse what the
+    config file refuses, with the same one-line error (no run with ``loss nan``)."""
+    from bmr_jax import methods
+    from bmr_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        make(methods)
+    assert "\n" not in str(info.value)
+
+
+def test_build_and_run_refuse_what_cannot_run():
+    from bmr_jax import data, methods
+    from bmr_jax.errors import ConfigError, UnknownNameError
+
+    ds = data.load("mnist_mini")
+    with pytest.raises(UnknownNameError, match="unknown method 'sgd'"):
+        methods.build("sgd", ds)
+    with pytest.raises(ConfigError, match="train.batch_size: 20000 is more than the 10000"):
+        methods.build("flat_ff", ds, net="mlp", train=methods.TrainSettings(batch_size=20000))
+    with pytest.raises(ConfigError, match="seed: expected an integer"):
+        methods.build("flat_ff", ds, net="mlp", seed=1.5)
+    setup = methods.build("flat_ff", ds, net="mlp", preset="small")
+    with pytest.raises(ConfigError, match="evaluation must be EvalSettings"):
+        methods.run(setup, ds, evaluation={"samples": 2})
+
+
 # ------------------------------------------------------------------ fuzz of the config loader
 
 SCHEMA_KEYS = ["seed", "method", "data", "net", "train", "eval", "bmr", "name", "preset",
                "blocks", "steps_per_block", "batch_size", "lr", "samples", "chunk_size", "every",
                "inclusion_rate", "on_nonfinite", "rollback_factor", "max_rollbacks",
-               "keep_checkpoints", "defaults"]  # fmt: skip
+               "keep_checkpoints", "defaults", "warmup_blocks", "rule", "rule_options",
+               "data_parallel", "prior"]  # fmt: skip
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
     st.text(max_size=12), st.sampled_from(["mlp", "lenet5", "bmr_ss", "paper", "layer", "stop"]),

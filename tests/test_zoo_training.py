@@ -15,7 +15,8 @@ import optax
 import pytest
 from flax import nnx
 
-from bmr_jax import baseline, data, nets
+from bmr_jax import data, nets
+from bmr_jax.inference import baseline
 
 # net -> minimum test accuracy after 1,000 steps
 THRESHOLDS = {

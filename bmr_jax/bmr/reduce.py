@@ -22,11 +22,12 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from bmr_jax.bayes.layers import LayerView
+from bmr_jax.bayes.model import PRUNED_GAMMA
 from bmr_jax.bmr.decide import Rule
 from bmr_jax.bmr.delta_f import delta_f, delta_f_matrix_normal_rows
-from bmr_jax.layers import LayerView
-from bmr_jax.model import PRUNED_GAMMA
 
 
 def make_unit_reduce(view: LayerView, rule: Rule, prior_var: Mapping[str, float] | None = None):
@@ -80,7 +81,7 @@ def make_reduce(view: LayerView, rule: Rule, prior_var: Mapping[str, float] | No
     jit-able (``write_back`` static).
 
     ``posterior`` is ``{layer: (mean, precision)}`` of ``Z`` (a mean-field guide's
-    :meth:`~bmr_jax.guides.MeanFieldGuide.posterior`); with ``write_back`` the result holds
+    :meth:`~bmr_jax.bayes.guides.MeanFieldGuide.posterior`); with ``write_back`` the result holds
     each layer's reduced posterior ``(mean, precision)`` in the guide's non-centred
     coordinates (pruned weights back at their prior, kept ones unchanged).
     """
@@ -125,14 +126,15 @@ def propagate_dead_units(masks: Mapping[str, jax.Array], view: LayerView) -> dic
     channel last). Dead units cascade forward.
     """
     out = dict(masks)
+    xp = np if all(isinstance(m, np.ndarray) for m in masks.values()) else jnp
     specs = view.bayesian_layers
     for prev, spec in zip(specs[:-1], specs[1:], strict=True):
         if spec.fan_in % prev.rows:
             raise ValueError(f"{spec.name} does not read {prev.name}'s units in sequence")
-        dead = ~jnp.any(out[prev.name], axis=1)  # (prev.rows,)
-        reads_dead = jnp.tile(dead, spec.fan_in // prev.rows)
+        dead = ~xp.any(out[prev.name], axis=1)  # (prev.rows,)
+        reads_dead = xp.tile(dead, spec.fan_in // prev.rows)
         if spec.has_bias:
-            reads_dead = jnp.concatenate([reads_dead, jnp.zeros(1, bool)])
+            reads_dead = xp.concatenate([reads_dead, xp.zeros(1, bool)])
         out[spec.name] = out[spec.name] & ~reads_dead[None, :]
     return out
 
@@ -144,13 +146,14 @@ def sparsity(masks: Mapping[str, jax.Array], view: LayerView, sequential: bool) 
     ``pruned_fraction`` for non-sequential networks), ``compression`` and
     ``layers: {layer: pruned fraction}``.
     """
+    masks = {k: np.asarray(m) for k, m in masks.items()}  # counted on the host, in numpy
     effective = propagate_dead_units(masks, view) if sequential else dict(masks)
     total = sum(int(m.size) for m in masks.values())
-    kept = sum(int(jnp.sum(m)) for m in masks.values())
-    alive = sum(int(jnp.sum(m)) for m in effective.values())
+    kept = sum(int(np.sum(m)) for m in masks.values())
+    alive = sum(int(np.sum(m)) for m in effective.values())
     return {
         "pruned_fraction": 1.0 - kept / total,
         "dead_fraction": 1.0 - alive / total,
         "compression": total / max(alive, 1),
-        "layers": {k: 1.0 - float(jnp.mean(m)) for k, m in masks.items()},
+        "layers": {k: 1.0 - float(np.mean(m)) for k, m in masks.items()},
     }

@@ -1,7 +1,7 @@
 """BMR-RHS: empirical Bayes for the regularised horseshoe through BMR (METHOD.md 4.6).
 
 The hyper-parameters ``h`` of the regularised horseshoe (slab precisions, layer-wise global
-and neuron-wise local scales, as in :class:`bmr_jax.priors.HorseshoePrior`) are treated as
+and neuron-wise local scales, as in :class:`bmr_jax.bayes.priors.HorseshoePrior`) are treated as
 latent, and the BMR evidence of the reduced prior ``N(0, gamma(h)^2)`` on every ``Z`` against
 its flat ``N(0, 1)`` prior is their likelihood::
 
@@ -26,10 +26,10 @@ import optax
 from numpyro import handlers
 from numpyro.infer import SVI, Trace_ELBO
 
+from bmr_jax.bayes.guides import MeanFieldGuide, latent_sites
+from bmr_jax.bayes.layers import LayerView
+from bmr_jax.bayes.priors import HorseshoePrior
 from bmr_jax.bmr.delta_f import delta_f
-from bmr_jax.guides import MeanFieldGuide, latent_sites
-from bmr_jax.layers import LayerView
-from bmr_jax.priors import HorseshoePrior
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def flat_posterior(posterior, gamma, masks):
 def rhs_gamma_and_masks(gamma_fit, masks, threshold: float):
     """Masks after the fit and the prior multipliers to train with: ``gamma`` where kept,
     the spike where pruned, 1 for layers that were not fitted (the classifier)."""
-    from bmr_jax.model import PRUNED_GAMMA
+    from bmr_jax.bayes.model import PRUNED_GAMMA
 
     new_masks = rhs_masks(gamma_fit, masks, threshold)
     dtype = jnp.result_type(float)

@@ -19,12 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bmr_jax import evaluate
 from bmr_jax.bmr.reduce import sparsity
 from bmr_jax.errors import BmrJaxError, ConfigError
+from bmr_jax.inference import evaluate
+from bmr_jax.inference.train import TrainState
 from bmr_jax.methods.settings import EvalSettings
 from bmr_jax.methods.setup import Setup
-from bmr_jax.train import TrainState
 
 
 class RunState(NamedTuple):

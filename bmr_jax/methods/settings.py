@@ -1,6 +1,6 @@
 """What a run does block by block: the ``train``, ``eval`` and ``bmr`` settings.
 
-These are the config file's sections (``bmr_jax.config``) and the arguments of the Python API
+These are the config file's sections (``bmr_jax.runs.config``) and the arguments of the Python API
 (:func:`bmr_jax.methods.build`, :func:`bmr_jax.methods.run`) alike, checked where they are
 made: an impossible value raises :class:`bmr_jax.errors.ConfigError` naming ``section.key``,
 and every allowed name comes from its registry.

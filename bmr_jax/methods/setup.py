@@ -8,14 +8,16 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from bmr_jax import guides, nets, parallel, priors
+from bmr_jax import nets
+from bmr_jax.bayes import guides, priors
+from bmr_jax.bayes.model import BayesianNetwork
 from bmr_jax.data import Dataset
 from bmr_jax.errors import ConfigError
+from bmr_jax.inference import parallel
+from bmr_jax.inference.train import SVITrainer
 from bmr_jax.methods.between import BetweenBlocks, make_between_blocks
 from bmr_jax.methods.settings import BmrSettings, TrainSettings
 from bmr_jax.methods.table import Method, configured
-from bmr_jax.model import BayesianNetwork
-from bmr_jax.train import SVITrainer
 
 
 @dataclass
@@ -45,7 +47,7 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
     (a registered name or a :class:`Method`, with ``bmr`` and ``prior`` applied as
     :func:`configured` does) on ``dataset``; ``train`` gives the batch size, learning rate
     (``None``: the method's) and data parallelism (over every device, or over ``mesh``, a
-    ``bmr_jax.parallel.data_mesh``). Bad settings raise ``ConfigError``."""
+    ``bmr_jax.inference.parallel.data_mesh``). Bad settings raise ``ConfigError``."""
     if not isinstance(train, TrainSettings) or not isinstance(bmr, BmrSettings):
         raise ConfigError("build: train and bmr must be TrainSettings and BmrSettings")
     if isinstance(seed, bool) or not isinstance(seed, int):

@@ -4,10 +4,10 @@ A between-blocks step is a pure, jit-able function in the style of optax and bla
 
     state, masks, gamma, info = step(state, masks, gamma, block, key)
 
-``state`` is the :class:`bmr_jax.train.TrainState` after block ``block - 1``; ``masks`` are
-``{layer: bool (rows, cols)}`` (True = kept) and ``gamma`` the prior multipliers the next
-block trains with (METHOD.md 2.1); ``block`` (traced) is the block about to start and ``key``
-its randomness; ``info`` holds small per-layer statistics. The run loop
+``state`` is the :class:`bmr_jax.inference.train.TrainState` after block ``block - 1``;
+``masks`` are ``{layer: bool (rows, cols)}`` (True = kept) and ``gamma`` the prior multipliers
+the next block trains with (METHOD.md 2.1); ``block`` (traced) is the block about to start and
+``key`` its randomness; ``info`` holds small per-layer statistics. The run loop
 (:func:`bmr_jax.methods.run`) calls it before every block after the warm-up.
 
 Each implementation is one module that registers a factory ``make(method, trainer) -> step``

@@ -19,8 +19,8 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from bmr_jax.batches import EpochBatches, gather
 from bmr_jax.data import Split
+from bmr_jax.inference.batches import EpochBatches, gather
 
 
 class TrainState(NamedTuple):

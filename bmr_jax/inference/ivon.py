@@ -19,7 +19,7 @@ see the same draw without passing it around. The loss must be the mean loss per 
 What BMR needs from it is the posterior (:func:`posterior`): mean ``m``, precision
 ``lambda (h + delta)`` and the prior variance ``1 / (lambda delta)``, from which
 ``bmr_jax.bmr.delta_f`` scores every weight -- so a model trained without NumPyro can be
-pruned by Bayesian model reduction (``bmr_jax.pruning.bmr_masks``).
+pruned by Bayesian model reduction (``bmr_jax.bmr.pruning.bmr_masks``).
 
     opt = ivon(learning_rate=0.1, ess=60_000)
     state = opt.init(params)
@@ -65,7 +65,7 @@ def _sigma(state: IVONState):
 
 def find_ivon_state(state) -> IVONState:
     """The IVON state inside ``state`` (itself, or nested in wrappers such as
-    ``bmr_jax.pruning.PruningState`` or ``optax.chain`` tuples)."""
+    ``bmr_jax.bmr.pruning.PruningState`` or ``optax.chain`` tuples)."""
     if isinstance(state, IVONState):
         return state
     children = state._asdict().values() if hasattr(state, "_asdict") else (

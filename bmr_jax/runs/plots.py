@@ -26,8 +26,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bmr_jax.errors import BmrJaxError  # noqa: E402
-from bmr_jax.report import METHOD_ORDER, NET_ORDER, paper_rank  # noqa: E402
-from bmr_jax.results import RunFolder, atomic_write  # noqa: E402
+from bmr_jax.runs.report import METHOD_ORDER, NET_ORDER, paper_rank  # noqa: E402
+from bmr_jax.runs.folder import RunFolder, atomic_write  # noqa: E402
 
 LABELS = {"flat_map": "Flat-MAP", "flat_ff": "Flat-FF", "tiered_ff": "Tiered-FF",
           "bmr_ss": "BMR-S&S", "bmr_rhs": "BMR-RHS", "bmr_units": "BMR units"}  # fmt: skip
@@ -73,7 +73,7 @@ def _forward_order(net: str, preset: str, dataset: str) -> list[str]:
     from flax import nnx
 
     from bmr_jax import nets
-    from bmr_jax.layers import build_layer_view
+    from bmr_jax.bayes.layers import build_layer_view
 
     channels = 3 if dataset.startswith("cifar") else 1
     size = nets.get_net_spec(net).image_size or (32 if channels == 3 else 28)

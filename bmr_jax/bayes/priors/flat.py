@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
-from bmr_jax.layers import LayerView
-from bmr_jax.priors.base import Prior
+from bmr_jax.bayes.layers import LayerView
+from bmr_jax.bayes.priors.base import Prior
 
 
 @dataclass(frozen=True)

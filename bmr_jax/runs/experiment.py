@@ -17,9 +17,9 @@ from pathlib import Path
 import yaml
 
 from bmr_jax import data, methods, nets
-from bmr_jax.config import Config, differing_keys, dump_config
+from bmr_jax.runs.config import Config, differing_keys, dump_config
 from bmr_jax.errors import BmrJaxError
-from bmr_jax.results import RunFolder, RunFolderError, block_seconds
+from bmr_jax.runs.folder import RunFolder, RunFolderError, block_seconds
 
 # keys that may differ from a folder's config without making it another run
 EXTENDABLE = ("train.blocks", "train.keep_checkpoints")

@@ -17,8 +17,8 @@ pruned network at every step (no separate masking pass). With ``score=magnitude`
 polynomial schedule this is gradual magnitude pruning (Zhu & Gupta 2017), the classic baseline
 (Han et al. 2015) that BMR is compared against in ``scripts/bench_anchors.py``.
 :func:`bmr_pruning` makes the masks by Bayesian model reduction instead, from the diagonal
-Gaussian posterior of the :mod:`bmr_jax.ivon` optimiser, so any Flax or Equinox model can be
-pruned by BMR without NumPyro.
+Gaussian posterior of the :mod:`bmr_jax.inference.ivon` optimiser, so any Flax or Equinox model
+can be pruned by BMR without NumPyro.
 """
 
 from __future__ import annotations
@@ -161,9 +161,10 @@ def prune_by_score(
 
 def bmr_delta_f(params, inner_state):
     """Delta F of the spike (METHOD.md 4.1) for every parameter, from the diagonal Gaussian
-    posterior an :func:`bmr_jax.ivon.ivon` optimiser keeps (its state, possibly nested)."""
+    posterior an :func:`bmr_jax.inference.ivon.ivon` optimiser keeps (its state, possibly
+    nested)."""
     from bmr_jax.bmr import delta_f_spike
-    from bmr_jax.ivon import posterior
+    from bmr_jax.inference.ivon import posterior
 
     post = posterior(params, inner_state)
     return jax.tree.map(lambda m, pi: delta_f_spike(m, pi, post.prior_var)[0], post.mean,
@@ -178,11 +179,12 @@ def bmr_pruning(
     prunable: Callable[[str, jax.Array], bool] | None = None,
 ) -> optax.GradientTransformation:
     """Bayesian model reduction for any model trained with IVON (``inner`` must hold an
-    :func:`bmr_jax.ivon.ivon` state). Every ``every`` updates each prunable leaf is reduced by
-    the spike-and-slab rule with a learned inclusion rate (METHOD.md 4.4.1) on the closed-form
-    Delta F of the spike under IVON's posterior; or, with a ``schedule``, the entries with the
-    largest Delta F are pruned to the scheduled fraction (ranked globally), which is what a
-    comparison at equal sparsity needs."""
+    :func:`bmr_jax.inference.ivon.ivon` state). Every ``every`` updates each prunable leaf is
+    reduced by the spike-and-slab rule with a learned inclusion rate (METHOD.md 4.4.1) on the
+    closed-form Delta F of the spike under IVON's posterior; or, with a ``schedule``, the
+    entries with the largest Delta F are pruned to the scheduled fraction (ranked globally),
+    which is what a comparison at equal sparsity needs.
+    """
     from bmr_jax.bmr import spike_and_slab
 
     def masks_fn(params, inner_state, alive, selected, count):

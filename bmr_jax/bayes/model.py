@@ -21,9 +21,9 @@ import numpyro
 import numpyro.distributions as dist
 from flax import nnx
 
-from bmr_jax.layers import LayerView, build_layer_view, from_matrix, to_matrix
-from bmr_jax.likelihoods import CategoricalLikelihood
-from bmr_jax.priors import Prior, layer_scales_at
+from bmr_jax.bayes.layers import LayerView, build_layer_view, from_matrix, to_matrix
+from bmr_jax.bayes.likelihoods import CategoricalLikelihood
+from bmr_jax.bayes.priors import Prior, layer_scales_at
 
 PRUNED_GAMMA = 1e-12  # METHOD.md 2.1: the prior scale multiplier of a pruned weight
 

@@ -71,7 +71,8 @@ __all__ = ["Config", "ConfigError", "DataConfig", "NetConfig", "differing_keys",
 
 def _names(registry: str):
     def names() -> list[str]:
-        from bmr_jax import data, methods, nets, priors
+        from bmr_jax import data, methods, nets
+        from bmr_jax.bayes import priors
 
         return {"prior": priors.PRIORS.names, "method": methods.METHODS.names,
                 "data": data.list_datasets, "net": nets.list_nets,

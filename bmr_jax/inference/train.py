@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from functools import lru_cache
 from typing import NamedTuple
 
 import jax
@@ -35,11 +34,11 @@ from numpyro.distributions import biject_to, constraints
 from numpyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from tqdm.auto import tqdm
 
-from bmr_jax import parallel
-from bmr_jax.batches import epoch_order, gather
+from bmr_jax.bayes.guides import Guide, MeanFieldGuide
+from bmr_jax.bayes.model import BayesianNetwork
 from bmr_jax.data import Split
-from bmr_jax.guides import Guide, MeanFieldGuide
-from bmr_jax.model import BayesianNetwork
+from bmr_jax.inference import parallel
+from bmr_jax.inference.batches import epoch_order, gather
 
 
 class TrainState(NamedTuple):
@@ -65,18 +64,27 @@ def default_elbo(guide: Guide):
 
 def param_transforms(model, guide, *args) -> tuple[dict, dict]:
     """``(initial constrained values, bijections from unconstrained)`` of every
-    ``numpyro.param`` site of ``guide`` and ``model`` (the guide's win on shared names)."""
-    with handlers.seed(rng_seed=0):
-        guide_trace = handlers.trace(guide).get_trace(*args)
-        guide_params = {k: s["value"] for k, s in guide_trace.items() if s["type"] == "param"}
-        replayed = handlers.substitute(handlers.replay(model, guide_trace), data=guide_params)
-        model_trace = handlers.trace(replayed).get_trace(*args)
-    values, transforms = {}, {}
-    for site in [*model_trace.values(), *guide_trace.values()]:
-        if site["type"] == "param":
-            constraint = site["kwargs"].get("constraint", constraints.real)
-            values[site["name"]], transforms[site["name"]] = site["value"], biject_to(constraint)
-    return values, transforms
+    ``numpyro.param`` site of ``guide`` and ``model`` (the guide's win on shared names). The
+    traces run compiled (op by op they take seconds on a CPU); the constraints are read while
+    tracing."""
+    constraints_by_name = {}
+
+    def initial_values(*args):
+        with handlers.seed(rng_seed=0):
+            guide_trace = handlers.trace(guide).get_trace(*args)
+            guide_params = {k: s["value"] for k, s in guide_trace.items() if s["type"] == "param"}
+            replayed = handlers.substitute(handlers.replay(model, guide_trace), data=guide_params)
+            model_trace = handlers.trace(replayed).get_trace(*args)
+        values = {}
+        for site in [*model_trace.values(), *guide_trace.values()]:
+            if site["type"] == "param":
+                constraint = site["kwargs"].get("constraint", constraints.real)
+                values[site["name"]], constraints_by_name[site["name"]] = site["value"], constraint
+        return values
+
+    static = tuple(i for i, a in enumerate(args) if isinstance(a, int))  # num_data
+    values = jax.jit(initial_values, static_argnums=static)(*args)
+    return values, {k: biject_to(c) for k, c in constraints_by_name.items()}
 
 
 class SVITrainer:
@@ -93,7 +101,7 @@ class SVITrainer:
       batch_size: minibatch size (the reference uses 120).
       seed: seeds the data order.
       elbo: a NumPyro ELBO; default :func:`default_elbo`.
-      mesh: a ``bmr_jax.parallel.data_mesh()``: data-parallel steps, each minibatch split
+      mesh: a ``bmr_jax.inference.parallel.data_mesh()``: data-parallel steps, each minibatch split
         over the mesh's devices, state replicated (``None``: one device).
     """
 
@@ -117,13 +125,14 @@ class SVITrainer:
         self.images = jax.device_put(train.images, place)
         self.labels = jax.device_put(train.labels, place)
         self.data_key = jax.random.key(seed)
-        x0, y0 = self.images[:batch_size], self.labels[:batch_size]
+        self._order = None  # (epoch, its minibatches)
+        x0, y0 = jnp.asarray(train.images[:2]), jnp.asarray(train.labels[:2])
         self._initial, self.transforms = param_transforms(
             self.model, self.scaled_guide, x0, y0, as_gamma(bnet.full_gamma()), self.num_data
         )
+        self._init = jax.jit(self._make_init(), out_shardings=place)
         self._update = jax.jit(self._make_update(), donate_argnums=(0, 1, 2), out_shardings=place)
         self._all_finite = self._make_all_finite()
-        self._place = place
 
     def _make_update(self) -> Callable:
         mesh, num_data = self.mesh, self.num_data
@@ -154,19 +163,25 @@ class SVITrainer:
 
     # ---------------------------------------------------------------- state and steps
 
-    def init(self) -> TrainState:
-        """The state before the first step: the guide's initial values, a fresh optimiser."""
-        params = self.unconstrain(self._initial)
-        # fresh buffers (the steps donate theirs; the guide's initial values must survive)
-        params = jax.tree.map(lambda x: jnp.array(x, jnp.result_type(x), copy=True), params)
-        state = TrainState(params, self.optimizer.init(params), jnp.zeros((), jnp.int32))
-        return jax.device_put(state, self._place)
+    def _make_init(self) -> Callable:
+        def init(initial):
+            params = self.unconstrain(initial)
+            return TrainState(params, self.optimizer.init(params), jnp.zeros((), jnp.int32))
 
-    @lru_cache(maxsize=2)  # noqa: B019 -- a pure function of (seed, epoch), two epochs at most
+        return init
+
+    def init(self) -> TrainState:
+        """The state before the first step: the guide's initial values, a fresh optimiser
+        (new buffers: the steps donate theirs)."""
+        return self._init(self._initial)
+
     def epoch_order(self, epoch: int) -> jax.Array:
-        """Epoch ``epoch``'s minibatches: a permutation cut into ``(num_batches, batch)``."""
-        key = jax.random.fold_in(self.data_key, epoch)
-        return epoch_order(key, self.num_data, self.batch_size)
+        """Epoch ``epoch``'s minibatches: a permutation cut into ``(num_batches, batch)``, a
+        pure function of the seed and ``epoch`` (this trainer keeps the last one drawn)."""
+        if self._order is None or self._order[0] != epoch:
+            key = jax.random.fold_in(self.data_key, epoch)
+            self._order = (epoch, epoch_order(key, self.num_data, self.batch_size))
+        return self._order[1]
 
     def step(self, key: jax.Array, state: TrainState, gamma, position: int | None = None):
         """One SVI step on minibatch ``state.position``: ``(new_state, loss)``. ``state`` is

@@ -3,7 +3,7 @@
 ``bmr-jax bench step --net NAME [--preset P] [--batch B] [--json]`` (DESIGN.md contract). In one
 process, on the same Flax network, dataset and batch size:
 
-- ``adam``: one plain Optax Adam step on the Flax network (``bmr_jax.baseline``);
+- ``adam``: one plain Optax Adam step on the Flax network (``bmr_jax.inference.baseline``);
 - ``flat_map``, ``flat_ff``, ``tiered_ff``, ``bmr_ss``: one SVI step of each method through our
   engine (``SVITrainer.step``), all without dropout so only the inference differs;
 - ``reduce``: one whole BMR-S&S between-blocks step (read the guide out of the training
@@ -30,7 +30,8 @@ def adam_runner(net: str, preset: str, dataset, batch: int) -> Callable[[int], o
     import optax
     from flax import nnx
 
-    from bmr_jax import baseline, nets
+    from bmr_jax import nets
+    from bmr_jax.inference import baseline
 
     module = nets.create_net(net, dataset.num_classes, dataset.image_shape, preset,
                              rngs=nnx.Rngs(0))  # fmt: skip

@@ -17,9 +17,9 @@ import numpy as np
 from numpyro import handlers
 from tqdm.auto import tqdm
 
-from bmr_jax import metrics, parallel
-from bmr_jax.guides import Guide, sample_latents
-from bmr_jax.model import BayesianNetwork
+from bmr_jax.bayes.guides import Guide, sample_latents
+from bmr_jax.bayes.model import BayesianNetwork
+from bmr_jax.inference import metrics, parallel
 
 
 def make_predictive(bnet: BayesianNetwork, guide: Guide, mesh=None):

@@ -1,14 +1,14 @@
 """Weight priors behind one small protocol (:class:`Prior`), with a registry.
 
-    from bmr_jax import priors
+    from bmr_jax.bayes import priors
     prior = priors.create_prior("horseshoe", tau0=1e-2)
 
 Shipped: ``flat`` (METHOD.md 2.1) and ``horseshoe`` (regularised horseshoe, METHOD.md 2.2).
 """
 
-from bmr_jax.priors.base import Prior, layer_scales_at
-from bmr_jax.priors.flat import FlatPrior
-from bmr_jax.priors.horseshoe import HorseshoePrior, half_cauchy
+from bmr_jax.bayes.priors.base import Prior, layer_scales_at
+from bmr_jax.bayes.priors.flat import FlatPrior
+from bmr_jax.bayes.priors.horseshoe import HorseshoePrior, half_cauchy
 from bmr_jax.registry import Registry
 
 PRIORS: Registry[type[Prior]] = Registry("prior")

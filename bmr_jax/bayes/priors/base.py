@@ -5,7 +5,7 @@ Every prior in bmr-jax is non-centred (METHOD.md section 2): each Bayesian layer
 hyper-priors and ``gamma`` the pruning mask (1, or a tiny value once pruned). A prior therefore
 only has to say how to sample ``scale`` for every layer; the model, the guides and BMR handle
 ``Z``. Adding a prior is one file: subclass :class:`Prior`, implement :meth:`Prior.scales` and
-:meth:`Prior.init_values`, and register it with :func:`bmr_jax.priors.register_prior`.
+:meth:`Prior.init_values`, and register it with :func:`bmr_jax.bayes.priors.register_prior`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
-from bmr_jax.layers import LayerSpec, LayerView
+from bmr_jax.bayes.layers import LayerSpec, LayerView
 
 
 class Prior(abc.ABC):

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import yaml
 
-from bmr_jax.config import Config, ConfigError, load_config
-from bmr_jax.results import RunFolder
+from bmr_jax.runs.config import Config, ConfigError, load_config
+from bmr_jax.runs.folder import RunFolder
 
 _KEYS = {"name", "configs", "product", "overrides", "out"}
 
@@ -89,7 +89,7 @@ def _yaml_scalar(value) -> str:
 
 def run_grid(runs: list[GridRun], *, data_dir=None, progress: bool = True, log=print) -> dict:
     """Runs every unfinished run; returns ``{"finished": n, "skipped": n}``."""
-    from bmr_jax.experiment import run_experiment
+    from bmr_jax.runs.experiment import run_experiment
 
     counts = {"finished": 0, "skipped": 0}
     for i, run in enumerate(runs, 1):

@@ -14,12 +14,12 @@ import io
 import math
 from pathlib import Path
 
-from bmr_jax.results import RunFolder, atomic_write, block_seconds
+from bmr_jax.runs.folder import RunFolder, atomic_write, block_seconds
 
 RUN_COLUMNS = ("run", "dataset", "net", "preset", "method")
 BLOCK_COLUMNS = ("block", "step", "loss", "acc", "nll", "ece", "lpd", "pruned_fraction",
                  "dead_fraction", "compression", "seconds")  # fmt: skip
-# the paper's order of networks and methods (tables here, lines in bmr_jax.plots)
+# the paper's order of networks and methods (tables here, lines in bmr_jax.runs.plots)
 NET_ORDER = ("mlp", "lenet5", "vit", "mixer", "lenet_300_100", "lenet5_caffe")
 METHOD_ORDER = ("flat_map", "flat_ff", "tiered_ff", "bmr_ss", "bmr_rhs", "bmr_units")
 

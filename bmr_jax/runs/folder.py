@@ -12,10 +12,11 @@
 
 Every file is written atomically (a temporary file in the same folder, flushed, then renamed),
 so an interrupted run never leaves a half-written file. A checkpoint holds everything needed to
-continue bit for bit: the SVI state (guide parameters, optimiser moments, RNG key), masks and
-prior multipliers, the data-order state, the losses of a partly run block and the metrics so
-far; on resume, metrics.jsonl is rewritten from it (dropping lines written after it). An
-unreadable newest checkpoint falls back to the one before.
+continue bit for bit (:mod:`bmr_jax.runs.checkpoints`): the training state (guide parameters,
+optimiser moments, the step counter that is also the data cursor), masks and prior
+multipliers, the losses of a partly run block and the metrics so far; on resume,
+metrics.jsonl is rewritten from it (dropping lines written after it). An unreadable newest
+checkpoint falls back to the one before.
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bmr_jax.errors import BmrJaxError
+from bmr_jax.runs.checkpoints import (
+    checkpoint_arrays,
+    checkpoint_name,
+    run_order,
+    state_from_arrays,
+)
 
 MARKER = ".bmr-jax-run"
 
@@ -104,12 +109,12 @@ class RunFolder:
         return self.path / "checkpoints"
 
     def read_config(self):
-        """The run's resolved :class:`bmr_jax.config.Config`; refuses a folder without
+        """The run's resolved :class:`bmr_jax.runs.config.Config`; refuses a folder without
         ``config.yaml`` and ``metrics.jsonl`` (what reports and figures read), and a
         ``config.yaml`` that cannot be read or is not a valid config."""
         import yaml
 
-        from bmr_jax.config import ConfigError, from_dict
+        from bmr_jax.runs.config import ConfigError, from_dict
 
         if not self.config_path.is_file() or not self.metrics_path.is_file():
             raise RunFolderError(
@@ -156,7 +161,7 @@ class RunFolder:
 
     def claim(self, config_yaml: str) -> None:
         """Makes the folder ours for a run of ``config_yaml`` (the caller has checked that a
-        config already there is the same run: ``bmr_jax.experiment.claim_folder``)."""
+        config already there is the same run: ``bmr_jax.runs.experiment.claim_folder``)."""
         self.check_ours()
         atomic_write(self.path / MARKER, b"bmr-jax run folder\n")
         atomic_write(self.config_path, config_yaml.encode())
@@ -189,8 +194,8 @@ class RunFolder:
         return records
 
     def append_metrics(self, record: dict) -> None:
-        lines = [json.dumps(r) for r in self.metrics() if r["block"] < record["block"]]
-        atomic_write(self.metrics_path, ("\n".join([*lines, json.dumps(record)]) + "\n").encode())
+        """Adds ``record``, replacing the records of its block and later ones."""
+        self.write_metrics([*(r for r in self.metrics() if r["block"] < record["block"]), record])
 
     def read_summary(self) -> dict:
         """The finished run's ``summary.json``; :class:`RunFolderError` if it is unreadable."""
@@ -240,25 +245,14 @@ class RunFolder:
         block 4, after ``block-000003.npz``)."""
         if not self.checkpoints_dir.is_dir():
             return []
-        return sorted(self.checkpoints_dir.glob("block-*.npz"), key=_run_order)
+        return sorted(self.checkpoints_dir.glob("block-*.npz"), key=run_order)
 
     def save_checkpoint(self, state, records: list[dict], keep: int = 3) -> Path:
         """Writes the run state ``state`` (a ``bmr_jax.methods.RunState``) and the metrics
         ``records`` so far; keeps the newest ``keep`` checkpoints."""
-        arrays = {
-            "block": np.asarray(state.block),
-            "losses": np.asarray(state.losses, np.float32),
-            "seconds": np.asarray([state.seconds, state.between_seconds]),
-            "records": np.asarray(json.dumps(records)),
-        }
-        for i, leaf in enumerate(jax.tree.leaves(state.train)):
-            arrays[f"train/{i}"] = _to_numpy(leaf)
-        arrays.update({f"mask/{k}": np.asarray(v) for k, v in state.masks.items()})
-        arrays.update({f"gamma/{k}": np.asarray(v) for k, v in state.gamma.items()})
-        name = f"block-{state.block:06d}" + (f"-step-{state.step:06d}" if state.step else "")
-        path = self.checkpoints_dir / f"{name}.npz"
+        path = self.checkpoints_dir / checkpoint_name(state)
         with tempfile.TemporaryFile() as buffer:
-            np.savez(buffer, **arrays)
+            np.savez(buffer, **checkpoint_arrays(state, records))
             buffer.seek(0)
             atomic_write(path, buffer.read())
         for old in self.checkpoints()[:-keep]:
@@ -279,21 +273,7 @@ class RunFolder:
 
     def _read_checkpoint(self, path, template):
         with np.load(path) as saved:
-            arrays = dict(saved)
-        leaves, treedef = jax.tree.flatten(template.train)
-        if f"train/{len(leaves)}" in arrays:
-            raise ValueError(f"{path.name} holds a different training state")
-        train = jax.tree.unflatten(
-            treedef, [_like(arrays[f"train/{i}"], leaf) for i, leaf in enumerate(leaves)]
-        )
-        seconds, between_seconds = (float(x) for x in arrays["seconds"])
-        state = template._replace(
-            block=int(arrays["block"]), train=train,
-            masks={k: jnp.asarray(arrays[f"mask/{k}"]) for k in template.masks},
-            gamma={k: jnp.asarray(arrays[f"gamma/{k}"]) for k in template.gamma},
-            losses=arrays["losses"], seconds=seconds, between_seconds=between_seconds,
-        )  # fmt: skip
-        return state, json.loads(str(arrays["records"]))
+            return state_from_arrays(dict(saved), template)
 
     def write_metrics(self, records: list[dict]) -> None:
         atomic_write(self.metrics_path, "".join(json.dumps(r) + "\n" for r in records).encode())
@@ -315,28 +295,3 @@ class RunFolder:
         self.remove_checkpoints()
         for path in (self.metrics_path, self.summary_path, self.posterior_path, self.config_path):
             path.unlink(missing_ok=True)
-
-
-def _run_order(path: Path) -> tuple[int, int]:
-    """``(block, step)`` of a checkpoint file name (``block-000003[-step-000047].npz``)."""
-    parts = path.stem.split("-")
-    try:
-        return int(parts[1]), int(parts[3]) if len(parts) > 3 else 0
-    except (IndexError, ValueError):
-        return -1, 0  # not ours: tried last
-
-
-def _is_key(x) -> bool:
-    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def _to_numpy(x) -> np.ndarray:
-    return np.asarray(jax.random.key_data(x) if _is_key(x) else x)
-
-
-def _like(value: np.ndarray, template):
-    if _is_key(template):
-        return jax.random.wrap_key_data(jnp.asarray(value))
-    if value.shape != template.shape:
-        raise ValueError(f"an array of shape {value.shape} where {template.shape} was expected")
-    return jnp.asarray(value, dtype=template.dtype)

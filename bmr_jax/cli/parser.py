@@ -1,0 +1,117 @@
+"""The ``bmr-jax`` argument parser: one function per subcommand."""
+
+from __future__ import annotations
+
+import argparse
+
+from bmr_jax.cli import commands
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="data folder laid out like shared/data (default: $BMR_JAX_DATA or the user cache)",
+    )
+
+
+def _add_demo(sub) -> None:
+
+    demo = sub.add_parser("demo", help="train a network briefly on the embedded default data")
+    demo.add_argument("--dataset", default="mnist_mini")
+    demo.add_argument("--net", default="lenet5")
+    demo.add_argument("--preset", default="paper", choices=("paper", "small"))
+    demo.add_argument("--steps", type=int, default=1000)
+    demo.add_argument("--batch-size", type=int, default=128)
+    demo.add_argument("--lr", type=float, default=1e-3)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_data_dir(demo)
+    demo.set_defaults(func=commands._cmd_demo)
+
+
+def _add_run(sub) -> None:
+    run = sub.add_parser("run", help="run (or resume) an experiment config into a run folder")
+    run.add_argument("config", help="YAML config file (see configs/)")
+    run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.blocks=5")
+    run.add_argument("--out", default=None,
+                     help="run folder (default: runs/<config path>[,key=value...])")  # fmt: skip
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--force", action="store_true",
+                     help="clear a run folder that holds a run of a different config")  # fmt: skip
+    run.add_argument("--distributed", action="store_true",
+                     help="multi-host: jax.distributed.initialize() first")  # fmt: skip
+    _add_data_dir(run)
+    run.set_defaults(func=commands._cmd_run)
+
+
+def _add_grid(sub) -> None:
+    grid = sub.add_parser("grid", help="run a grid of experiments (skips finished runs)")
+    grid.add_argument("grid", help="grid YAML file (see experiments/)")
+    grid.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    grid.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_data_dir(grid)
+    grid.set_defaults(func=commands._cmd_grid)
+
+
+def _add_plot(sub) -> None:
+    plot_parser = sub.add_parser("plot", help="draw one of the paper's figures from run folders")
+    plot_parser.add_argument("runs", nargs="+", help="run folders")
+    plot_parser.add_argument("--figure", type=int, required=True, choices=(1, 2, 3, 4))
+    plot_parser.add_argument("--out", required=True, help="output file (.png and .pdf)")
+    plot_parser.set_defaults(func=commands._cmd_plot)
+
+
+def _add_bench(sub) -> None:
+    bench = sub.add_parser("bench", help="benchmarks (side by side in one process)")
+    bench_sub = bench.add_subparsers(dest="benchmark", required=True)
+    step = bench_sub.add_parser("step", help="every method's step and the reduce vs an Adam step")
+    step.add_argument("--net", default="lenet5", help="network name (default lenet5)")
+    step.add_argument("--preset", default="paper", choices=("paper", "small"))
+    step.add_argument("--batch", type=int, default=120)
+    step.add_argument("--dataset", default="fashion_mnist")
+    step.add_argument("--rounds", type=int, default=100, help="timed rounds (median)")
+    step.add_argument("--json", action="store_true", help="print one JSON object (seconds)")
+    _add_data_dir(step)
+    step.set_defaults(func=commands._cmd_bench_step)
+
+
+def _add_report(sub) -> None:
+    report_parser = sub.add_parser("report", help="tabulate run folders (Markdown; CSV per block)")
+    report_parser.add_argument("runs", nargs="+", help="run folders")
+    report_parser.add_argument("--csv", help="also write every run's per-block metrics here")
+    report_parser.set_defaults(func=commands._cmd_report)
+
+
+def _add_datasets(sub) -> None:
+    datasets = sub.add_parser("datasets", help="list, download or verify datasets")
+    datasets.add_argument(
+        "action", choices=("list", "download", "verify"), nargs="?", default="list"
+    )
+    datasets.add_argument("names", nargs="*",
+                          help="dataset names (verify: default all; a missing file fails "
+                          "only a named dataset)")  # fmt: skip
+    _add_data_dir(datasets)
+    datasets.set_defaults(func=commands._cmd_datasets)
+
+
+def _add_nets(sub) -> None:
+    nets_parser = sub.add_parser("nets", help="list the model zoo with parameter counts")
+    nets_parser.add_argument(
+        "--input-shape", type=int, nargs=3, default=(28, 28, 1), metavar=("H", "W", "C")
+    )
+    nets_parser.add_argument("--classes", type=int, default=10)
+    nets_parser.set_defaults(func=commands._cmd_nets)
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bmr-jax",
+        description="Bayesian sparsification of deep networks with Bayesian model reduction.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_demo, _add_run, _add_grid, _add_plot, _add_bench, _add_report,
+                _add_datasets, _add_nets):  # fmt: skip
+        add(sub)
+    return parser
