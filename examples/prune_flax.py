@@ -1,9 +1,7 @@
 """Prune your own Flax model by Bayesian model reduction: train it with IVON, let BMR mask it."""
 import jax, jax.numpy as jnp, optax
 from flax import nnx
-from bmr_jax import data
-from bmr_jax.bmr import pruning
-from bmr_jax.inference import ivon
+import bmr_jax.data as data, bmr_jax.bmr.pruning as pruning, bmr_jax.inference.ivon as ivon
 
 ds = data.load("mnist_mini", image_size=28)
 x, y = jnp.asarray(ds.train.images), jnp.asarray(ds.train.labels)

@@ -50,3 +50,16 @@ def temporary_dataset():
     yield register
     for name in added:
         DATASETS.unregister(name)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One uninterrupted run of ``tests.runs.TINY`` (the reference the interruption, extension
+    and contract tests compare against), run once per session."""
+    from bmr_jax.runs.config import load_config
+    from bmr_jax.runs.experiment import run_experiment
+    from tests.runs import QUICKSTART, TINY
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    run_experiment(load_config(QUICKSTART, TINY), out, progress=False, log=lambda s: None)
+    return out

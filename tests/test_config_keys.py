@@ -104,7 +104,7 @@ def test_every_key_reaches_the_run(monkeypatch, tmp_path):
 
 def test_inclusion_rate_and_the_method_reach_the_run(monkeypatch, tmp_path):
     _, seen = _handed(monkeypatch, tmp_path, ["method=bmr_units", "bmr.inclusion_rate=alive",
-                                              "net.preset=small"])  # fmt: skip
+                                              "net.name=mlp", "net.preset=small"])  # fmt: skip
     setup = seen["setup"]
     assert setup.method.name == "bmr_units" and setup.method.rule.rate_over == "alive"
     assert setup.method.between == "units" and type(setup.guide).__name__ == "MatrixNormalGuide"

@@ -1,9 +1,10 @@
-"""A real run of the paper's three non-BMR methods on real MNIST.
+"""Real runs of the paper's methods on real MNIST.
 
-LeNet-5 (small preset), full MNIST training set, batch 120, 2 blocks x 300 steps, 10 posterior
-samples on the 10,000 official test images. Measured here (seed 137): Flat-MAP 0.946,
-Flat-FF 0.970, Tiered-FF 0.974 test accuracy after 600 steps; the thresholds leave 2-3 points
-for seed and platform noise while failing anything that does not learn.
+LeNet-5 (small preset), full MNIST training set, batch 120, 3 blocks x 200 steps, 10 posterior
+samples on the 10,000 official test images after the last block. Measured here (seed 137):
+Flat-MAP 0.93, Flat-FF 0.97, Tiered-FF 0.97 test accuracy after 600 steps; the thresholds
+leave 2-3 points for seed and platform noise while failing anything that does not learn.
+Each method runs once per session (the runs are shared by the tests that read them).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import pytest
 
 from bmr_jax import data, methods
 
-THRESHOLDS = {"flat_map": 0.92, "flat_ff": 0.95, "tiered_ff": 0.95}
+THRESHOLDS = {"flat_map": 0.90, "flat_ff": 0.95, "tiered_ff": 0.95}
 QUIET = methods.RunHooks(progress=False)
+SCHEDULE = methods.TrainSettings(blocks=3, steps_per_block=200)
 
 
 @pytest.fixture(scope="module")
@@ -24,25 +26,40 @@ def mnist():
     return data.load("mnist", image_size=32)
 
 
+@pytest.fixture(scope="module")
+def runs(mnist):
+    """``runs(method) -> (setup, records)``, each method run once."""
+    done = {}
+
+    def run(method):
+        if method not in done:
+            setup = methods.build(method, mnist, net="lenet5", preset="small", seed=137,
+                                  train=SCHEDULE)  # fmt: skip
+            evaluation = methods.EvalSettings(samples=10, every=SCHEDULE.blocks)
+            done[method] = setup, methods.run(setup, mnist, evaluation=evaluation, hooks=QUIET)
+        return done[method]
+
+    return run
+
+
 @pytest.mark.parametrize("method", list(THRESHOLDS))
-def test_method_reaches_the_stated_accuracy(method, mnist):
-    setup = methods.build(method, mnist, net="lenet5", preset="small", seed=137,
-                          train=methods.TrainSettings(blocks=2, steps_per_block=300))
-    records = methods.run(setup, mnist, evaluation=methods.EvalSettings(samples=10),
-                          hooks=QUIET)  # fmt: skip
-    assert [r["block"] for r in records] == [1, 2] and records[-1]["step"] == 600
+def test_method_reaches_the_stated_accuracy(method, runs):
+    setup, records = runs(method)
+    assert [r["block"] for r in records] == [1, 2, 3] and records[-1]["step"] == 600
+    assert records[0]["acc"] is None and records[1]["acc"] is None  # eval.every = 3
     final = records[-1]
     assert final["acc"] >= THRESHOLDS[method]
-    assert final["nll"] < 0.3 and 0 <= final["ece"] < 0.05
+    assert final["nll"] < 0.35 and 0 <= final["ece"] < 0.05
     assert final["lpd"] == pytest.approx(-final["nll"] * 10_000, rel=1e-4)
-    assert records[1]["loss"] < records[0]["loss"]
+    assert records[2]["loss"] < records[1]["loss"] < records[0]["loss"]
 
     # new pruning multipliers are data: the compiled step is reused, not recompiled
     trainer = setup.trainer
     compiled = trainer._update._cache_size()
     gamma = {k: jnp.where(jnp.arange(v.size).reshape(v.shape) % 2 == 0, 1.0, 1e-12)
              for k, v in setup.bnet.full_gamma().items()}  # fmt: skip
-    state, loss = trainer.step(jax.random.key(0), setup.state, gamma)
+    state = jax.tree.map(jnp.copy, setup.state)  # the step donates its input
+    state, loss = trainer.step(jax.random.key(0), state, gamma)
     assert np.isfinite(float(loss)) and trainer._update._cache_size() == compiled
     jax.block_until_ready(state)
 
@@ -78,20 +95,12 @@ def test_mean_field_svi_runs_on_every_network(net):
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
 
 
-def test_bmr_ss_prunes_most_weights_and_keeps_flat_ff_accuracy(mnist):
-    """BMR-S&S vs Flat-FF, LeNet-5 small, full MNIST, 4 blocks x 250 steps, 10 samples.
-    Measured here: BMR-S&S prunes 42 / 76 / 84 % after blocks 2-4 at 0.980 test accuracy vs
-    Flat-FF's 0.978.
+def test_bmr_ss_prunes_most_weights_and_keeps_flat_ff_accuracy(runs):
+    """BMR-S&S vs Flat-FF on the same schedule (two reduce steps, before blocks 2 and 3).
     Stated: pruned fraction >= 50 % and accuracy within 1 point of Flat-FF."""
-    results = {}
-    for name in ("flat_ff", "bmr_ss"):
-        setup = methods.build(name, mnist, net="lenet5", preset="small", seed=137,
-                              train=methods.TrainSettings(blocks=4, steps_per_block=250))
-        results[name] = methods.run(setup, mnist, evaluation=methods.EvalSettings(samples=10),
-                                    hooks=QUIET)  # fmt: skip
-    bmr_ss, flat_ff = results["bmr_ss"], results["flat_ff"]
+    (_, bmr_ss), (_, flat_ff) = runs("bmr_ss"), runs("flat_ff")
     fractions = [r["pruned_fraction"] for r in bmr_ss]
-    assert fractions[0] == 0.0 and fractions == sorted(fractions)  # pruning is permanent
+    assert fractions[0] == 0.0 < fractions[1] < fractions[2]  # pruning is permanent
     assert fractions[-1] >= 0.5
     assert bmr_ss[-1]["dead_fraction"] >= fractions[-1]
     assert bmr_ss[-1]["compression"] == pytest.approx(1 / (1 - bmr_ss[-1]["dead_fraction"]))

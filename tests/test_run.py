@@ -14,11 +14,9 @@ from bmr_jax.runs.experiment import run_experiment
 from tests.runs import QUICKSTART, REPO, TINY, Crash, assert_same_run, at, records
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "full"
-    assert main(["run", QUICKSTART, *TINY, "--out", str(out), "--quiet"]) == 0
-    return out
+@pytest.fixture
+def uninterrupted(tiny_run):
+    return tiny_run
 
 
 def test_run_writes_the_contract(uninterrupted):

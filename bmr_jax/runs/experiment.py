@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from bmr_jax import data, methods, nets
-from bmr_jax.runs.config import Config, differing_keys, dump_config
+from bmr_jax.runs.config import Config, differing_keys, dump_config, from_dict
 from bmr_jax.errors import BmrJaxError
 from bmr_jax.runs.folder import RunFolder, RunFolderError, block_seconds
 
@@ -65,18 +65,16 @@ def claim_folder(folder: RunFolder, config: Config, *, force: bool, log) -> None
     text = dump_config(config)
     old = folder.read_config_text()
     differ = [] if old is None else differing_keys(config, old)
-    if [k for k in differ if k not in EXTENDABLE]:
+    fewer = "train.blocks" in differ and from_dict(yaml.safe_load(old)).train.blocks > \
+        config.train.blocks  # fmt: skip
+    if fewer or [k for k in differ if k not in EXTENDABLE]:
         if not force:
-            raise RunFolderError(
-                f"{folder.path}: holds a run whose config differs in {', '.join(differ)}; "
-                "choose another --out, or --force to delete that run's results and start anew"
-            )
+            what = (f"of more blocks than train.blocks={config.train.blocks}" if fewer and
+                    differ == ["train.blocks"] else f"whose config differs in {', '.join(differ)}")
+            raise RunFolderError(f"{folder.path}: holds a run {what}; choose another --out, or "
+                                 "--force to delete that run's results and start anew")  # fmt: skip
         log(f"{folder.path}: --force: deleting the run of a different config")
         folder.clear()
-    elif "train.blocks" in differ and yaml.safe_load(old)["train"]["blocks"] > config.train.blocks:
-        raise RunFolderError(f"{folder.path}: holds a run of more blocks than train.blocks="
-                             f"{config.train.blocks}; choose another --out, or --force to delete "
-                             "that run's results and start anew")  # fmt: skip
     elif "train.blocks" in differ and folder.is_finished():
         if not folder.checkpoints():
             raise RunFolderError(f"{folder.path}: cannot extend this finished run: its final "
