@@ -57,7 +57,6 @@ import dataclasses
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -66,7 +65,7 @@ from bmr_jax.methods.settings import BmrSettings, EvalSettings, TrainSettings
 from bmr_jax.validate import check_bounds, check_fields, check_type, setting
 
 __all__ = ["Config", "ConfigError", "DataConfig", "NetConfig", "differing_keys", "dump_config",
-           "from_dict", "load_config", "parse_override", "same_config"]  # fmt: skip
+           "from_dict", "load_config", "parse_override"]  # fmt: skip
 
 
 def _names(registry: str):
@@ -256,11 +255,6 @@ def differing_keys(config: Config, yaml_text: str) -> list[str]:
         return ["config.yaml"]
     mine, theirs = _flat(config.to_dict()), _flat(old.to_dict())
     return [k for k in mine if mine[k] != theirs.get(k)]
-
-
-def same_config(config: Config, yaml_text: str) -> bool:
-    """Whether ``yaml_text`` (a run folder's config.yaml) resolves to ``config``."""
-    return not differing_keys(config, yaml_text)
 
 
 def dump_config(config: Config) -> str:

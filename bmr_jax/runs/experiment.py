@@ -17,8 +17,8 @@ from pathlib import Path
 import yaml
 
 from bmr_jax import data, methods, nets
-from bmr_jax.runs.config import Config, differing_keys, dump_config, from_dict
 from bmr_jax.errors import BmrJaxError
+from bmr_jax.runs.config import Config, differing_keys, dump_config, from_dict
 from bmr_jax.runs.folder import RunFolder, RunFolderError, block_seconds
 
 # keys that may differ from a folder's config without making it another run

@@ -26,8 +26,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bmr_jax.errors import BmrJaxError  # noqa: E402
-from bmr_jax.runs.report import METHOD_ORDER, NET_ORDER, paper_rank  # noqa: E402
 from bmr_jax.runs.folder import RunFolder, atomic_write  # noqa: E402
+from bmr_jax.runs.report import METHOD_ORDER, NET_ORDER, paper_rank  # noqa: E402
 
 LABELS = {"flat_map": "Flat-MAP", "flat_ff": "Flat-FF", "tiered_ff": "Tiered-FF",
           "bmr_ss": "BMR-S&S", "bmr_rhs": "BMR-RHS", "bmr_units": "BMR units"}  # fmt: skip
