@@ -36,8 +36,11 @@ def check_type(key: str, value: Any, annotation: str) -> Any:
     kind = annotation.split("|")[0].strip().split("[")[0]
     if kind == "bool" and not isinstance(value, bool):
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if kind in ("int", "float") and (isinstance(value, bool) or not isinstance(value, int | float)
-                                     or (kind == "int" and not isinstance(value, int))):
+    if kind in ("int", "float") and (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (kind == "int" and not isinstance(value, int))
+    ):
         expected = "an integer" if kind == "int" else "a number"
         raise ConfigError(f"{key}: expected {expected}, got {value!r}")
     if kind == "str" and not isinstance(value, str):

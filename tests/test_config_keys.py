@@ -20,14 +20,20 @@ NON_DEFAULT = {
     "method": "bmr_ss",  # the default: the run's method is checked with bmr_units below
     "prior": "horseshoe",
     "data.name": "mnist",
+    "data.padding": "zero",
     "net.name": "mlp",
     "net.preset": "small",
+    "guide.init": "paper",
+    "guide.init_scale": 0.05,
+    "guide.init_radius": 1.5,
     "train.blocks": 7,
     "train.steps_per_block": 11,
     "train.batch_size": 64,
     "train.lr": 0.003,
     "train.keep_checkpoints": 5,
     "train.data_parallel": True,
+    "train.kl": "monte_carlo",
+    "train.minibatches": "random",
     "train.on_nonfinite": "rollback",
     "train.rollback_factor": 0.3,
     "train.max_rollbacks": 1,
@@ -48,7 +54,7 @@ def _documented_keys() -> list[str]:
 def _flat(values: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in values.items():
-        if isinstance(value, dict) and key in ("data", "net", "train", "eval", "bmr"):
+        if isinstance(value, dict) and key in ("data", "net", "guide", "train", "eval", "bmr"):
             out.update(_flat(value, f"{key}."))
         else:
             out[prefix + key] = value
@@ -90,7 +96,8 @@ def test_every_key_reaches_the_run(monkeypatch, tmp_path):
     assert setup.train == config.train and setup.bmr == config.bmr and setup.seed == 5
     assert setup.train == methods.TrainSettings(
         blocks=7, steps_per_block=11, batch_size=64, lr=0.003, keep_checkpoints=5,
-        data_parallel=True, on_nonfinite="rollback", rollback_factor=0.3, max_rollbacks=1)
+        data_parallel=True, kl="monte_carlo", minibatches="random", on_nonfinite="rollback",
+        rollback_factor=0.3, max_rollbacks=1)
     assert setup.method.prior == "horseshoe" and type(setup.bnet.prior).__name__ == \
         "HorseshoePrior"  # fmt: skip
     assert setup.method.rule == Evidence(threshold=0.5)

@@ -8,14 +8,20 @@
 - :class:`MatrixNormalGuide`: each ``Z`` matrix is matrix-normal,
   ``vec(Z) ~ N(vec(M), V (x) diag(u))``: rows independent, row ``i`` with covariance ``u_i V``.
 
-Initialisation (the same for all): every latent starts at the value given by
-:meth:`BayesianNetwork.init_latents`, i.e. the network's own initial weights divided by the
-prior's initial scale, and the prior's scale latents at their prior means. Posterior standard
-deviations start at ``init_scale = 1e-2`` (in ``Z`` units; on the log scale for positive
-latents): with hidden scales of 0.1 the weights are then perturbed by about 1e-3 against
-initial magnitudes of 3e-2 to 3e-1, so the first steps see the deterministic network and train
-as reliably as it does; the KL term widens the posteriors where the data allow. (NumPyro's
-default ``AutoNormal`` start, uniform in [-2, 2] with scale 0.1, saturates tanh networks.)
+Initialisation: every guide starts its locations at the values it is given, and its standard
+deviations at ``init_scale`` (in ``Z`` units; on the log scale for positive latents). Two
+starts are named (``guide.init`` in a config):
+
+- ``network`` (ours): :meth:`BayesianNetwork.init_latents`, the network's own initial weights
+  divided by the prior's initial scale and the prior's scale latents at their prior means,
+  with ``init_scale = 1e-2``. With hidden scales of 0.1 the weights are perturbed by about
+  1e-3 against initial magnitudes of 3e-2 to 3e-1, so the first steps see the deterministic
+  network and train as reliably as it does.
+- ``paper`` (the reference code, METHOD.md 4.7; :func:`uniform_start`): every latent's
+  location uniform in ``[-2, 2]`` in unconstrained space (``Z`` means, biases included, and
+  the log of every positive latent such as ``c^-2``), ``init_scale = 0.1``. It saturates
+  tanh networks, and the first reduces prune little because the likelihood's gradients keep
+  the posteriors narrower than the prior.
 """
 
 from __future__ import annotations
@@ -61,6 +67,18 @@ def latent_sites(model, *args, init_values: Mapping[str, jax.Array], **kwargs):
             raise ValueError(f"latent site {name!r} has unsupported support {support}")
         sites[name] = LatentSite(name, shape, support is not constraints.real)
     return sites
+
+
+def uniform_start(sites: Mapping[str, LatentSite], key: jax.Array, radius: float = 2.0):
+    """The reference code's start (METHOD.md 4.7): every latent uniform in ``[-radius,
+    radius]`` in unconstrained space, i.e. ``U`` for real latents and ``exp(U)`` for positive
+    ones (so a log-normal guide's location is ``U``), one independent draw per site."""
+    values = {}
+    for i, (name, site) in enumerate(sites.items()):
+        u = jax.random.uniform(jax.random.fold_in(key, i), site.shape, minval=-radius,
+                               maxval=radius)  # fmt: skip
+        values[name] = jnp.exp(u) if site.positive else u
+    return values
 
 
 def _base_support(support):

@@ -17,6 +17,8 @@ from jax.scipy.special import digamma
 
 from bmr_jax.registry import Registry
 
+RATE_OVER = ("all", "layer", "alive")  # which entries the inclusion rate counts
+
 
 def spike_and_slab(delta_f, alive, *, a0=1.0, b0=1.0, iterations=4, rate_over="layer"):
     """The reference rule for one layer: spike-and-slab with a learned inclusion rate.
@@ -25,23 +27,27 @@ def spike_and_slab(delta_f, alive, *, a0=1.0, b0=1.0, iterations=4, rate_over="l
     ``q_k = sigmoid(zeta - DeltaF_k)``, ``a = a0 + sum q``, ``b = b0 + sum (1 - q)``,
     ``zeta = psi(a) - psi(b)``; keep ``k`` iff ``DeltaF_k <= zeta`` (METHOD.md 4.4.1).
 
-    METHOD.md leaves open which weights the sums run over once some are pruned:
-    ``rate_over="layer"`` (the default) counts every weight of the layer, the pruned ones as
-    excluded (``q_k = 0``): one inclusion rate per layer, so the prior odds against a weight
-    grow as the layer empties and pruning accelerates. ``rate_over="alive"`` sums over the
-    weights still alive only: the rate among the survivors, which prunes far less once a
-    layer is sparse (BENCHMARKS.md compares both on the MNIST anchors).
+    Which weights the sums run over once some are pruned (``rate_over``):
+
+    - ``"all"`` (the reference code, METHOD.md 4.7): every entry of the layer with its current
+      Delta F, pruned ones included. A pruned entry's posterior relaxes towards ``N(0, 1)``, so
+      its Delta F tends to 0 and it votes ``q = sigmoid(zeta)``.
+    - ``"layer"``: every entry of the layer, the pruned ones as excluded (``q_k = 0``): the
+      prior odds against a weight grow as the layer empties, and pruning ratchets.
+    - ``"alive"``: the weights still alive only: the rate among the survivors, which prunes
+      far less once a layer is sparse (BENCHMARKS.md compares it with ``layer``).
 
     Returns:
       ``(keep, zeta)``: the new mask (``alive & keep``) and the final log-odds ``zeta``.
     """
-    if rate_over not in ("layer", "alive"):
-        raise ValueError(f"rate_over must be 'layer' or 'alive', got {rate_over!r}")
+    if rate_over not in RATE_OVER:
+        raise ValueError(f"rate_over must be one of {', '.join(RATE_OVER)}, got {rate_over!r}")
     alive_f = alive.astype(delta_f.dtype)
-    n = jnp.asarray(alive.size, delta_f.dtype) if rate_over == "layer" else jnp.sum(alive_f)
+    voting = jnp.ones_like(alive_f) if rate_over == "all" else alive_f  # whose q is counted
+    n = jnp.sum(alive_f) if rate_over == "alive" else jnp.asarray(alive.size, delta_f.dtype)
     zeta = digamma(jnp.asarray(a0, delta_f.dtype)) - digamma(jnp.asarray(b0, delta_f.dtype))
     for _ in range(iterations):  # a fixed, small number: unrolled
-        q = jax.nn.sigmoid(zeta - delta_f) * alive_f
+        q = jax.nn.sigmoid(zeta - delta_f) * voting
         included = jnp.sum(q)
         zeta = digamma(a0 + included) - digamma(b0 + n - included)
     return alive & (delta_f <= zeta), zeta
@@ -63,7 +69,7 @@ class SpikeAndSlab(Rule):
     a0: float = 1.0
     b0: float = 1.0
     iterations: int = 4
-    rate_over: str = "layer"  # or "alive": see spike_and_slab
+    rate_over: str = "layer"  # or "all" (the reference code's), "alive": see spike_and_slab
     name = "spike_and_slab"
 
     def __call__(self, delta_f, alive, prunable, block):

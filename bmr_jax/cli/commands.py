@@ -99,7 +99,7 @@ def _cmd_grid(args) -> int:
     from bmr_jax.runs.grid import load_grid, run_grid
     from bmr_jax.runtime import enable_compilation_cache
 
-    runs = load_grid(args.grid, args.overrides)
+    runs = load_grid(args.grid, args.overrides, out=args.out)
     enable_compilation_cache()
     counts = run_grid(runs, data_dir=args.data_dir, progress=not args.quiet)
     print(f"{args.grid}: {counts['finished']} runs completed, {counts['skipped']} already finished")

@@ -50,6 +50,7 @@ def _add_grid(sub) -> None:
     grid.add_argument("grid", help="grid YAML file (see experiments/)")
     grid.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     grid.add_argument("--quiet", action="store_true", help="no progress bars")
+    grid.add_argument("--out", help="output folder of the runs (default: the grid's out)")
     _add_data_dir(grid)
     grid.set_defaults(func=commands._cmd_grid)
 
@@ -102,7 +103,6 @@ def _add_nets(sub) -> None:
     )
     nets_parser.add_argument("--classes", type=int, default=10)
     nets_parser.set_defaults(func=commands._cmd_nets)
-
 
 
 def build_parser() -> argparse.ArgumentParser:

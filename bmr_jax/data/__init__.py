@@ -22,7 +22,7 @@ from bmr_jax.data.files import (
     md5sum,
     resolve_data_dir,
 )
-from bmr_jax.data.preprocess import channel_statistics, pad_images, prepare
+from bmr_jax.data.preprocess import PADDINGS, channel_statistics, pad_images, prepare
 from bmr_jax.data.registry import (
     DATASETS,
     DatasetSpec,
@@ -41,6 +41,7 @@ def load(
     image_size: int | None = None,
     data_dir=None,
     download: bool | None = None,
+    padding: str = "black",
 ) -> Dataset:
     """Loads dataset ``name`` ready for a network (see :func:`prepare`).
 
@@ -50,8 +51,10 @@ def load(
         a network's registry entry says what it wants).
       data_dir: data folder; default ``$BMR_JAX_DATA`` or the user cache folder.
       download: allow downloading missing files (default: yes unless ``BMR_JAX_OFFLINE=1``).
+      padding: ``black`` (pad, then standardise) or ``zero`` (standardise, then pad: the
+        reference code's order); see :func:`prepare`.
     """
-    return prepare(load_raw(name, data_dir, download), image_size)
+    return prepare(load_raw(name, data_dir, download), image_size, padding)
 
 
 __all__ = [
@@ -59,6 +62,7 @@ __all__ = [
     "DATA_DIR_ENV",
     "DEFAULT_DATASET",
     "OFFLINE_ENV",
+    "PADDINGS",
     "DataFile",
     "Dataset",
     "DatasetSpec",

@@ -39,21 +39,33 @@ def pad_images(images: np.ndarray, size: int) -> np.ndarray:
     return np.pad(images, widths)
 
 
-def prepare(raw: RawDataset, image_size: int | None = None) -> Dataset:
+PADDINGS = ("black", "zero")  # what the border of a padded image holds
+
+
+def prepare(raw: RawDataset, image_size: int | None = None, padding: str = "black") -> Dataset:
     """Standardises a dataset per channel with its training statistics, optionally padding.
 
     ``x -> (x - mean_c) / std_c`` with ``mean_c, std_c`` taken over all training pixels of
     channel ``c`` of the unpadded images (METHOD.md section 6). With ``image_size`` (32 for the
-    conv, ViT and Mixer networks) images are first zero-padded to that size.
+    conv, ViT and Mixer networks) images are padded to that size, and ``padding`` says how:
+
+    - ``"black"``: pad with black pixels, then standardise (the border holds a black pixel's
+      standardised value, ``-mean_c / std_c``: -0.81 on Fashion-MNIST);
+    - ``"zero"``: standardise, then pad with 0 (the reference code's order, METHOD.md 4.7).
     """
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
     mean, std = channel_statistics(raw.train.images)
     std = np.where(std > 0, std, 1.0)
 
     def transform(split: Split) -> Split:
         images = split.images
-        if image_size is not None and images.shape[1:3] != (image_size, image_size):
+        pad = image_size is not None and images.shape[1:3] != (image_size, image_size)
+        if pad and padding == "black":
             images = pad_images(images, image_size)
         scaled = (images.astype(np.float32) - mean.astype(np.float32)) / std.astype(np.float32)
+        if pad and padding == "zero":
+            scaled = pad_images(scaled, image_size)
         return Split(scaled, split.labels)
 
     return Dataset(

@@ -38,7 +38,7 @@ from bmr_jax.bayes.guides import Guide, MeanFieldGuide
 from bmr_jax.bayes.model import BayesianNetwork
 from bmr_jax.data import Split
 from bmr_jax.inference import parallel
-from bmr_jax.inference.batches import epoch_order, gather
+from bmr_jax.inference.batches import epoch_order, gather, random_batch
 
 
 class TrainState(NamedTuple):
@@ -100,6 +100,10 @@ class SVITrainer:
       lr: learning rate of the default optimiser.
       batch_size: minibatch size (the reference uses 120).
       seed: seeds the data order.
+      minibatches: ``"epochs"`` (every epoch a fresh permutation cut into batches; the last
+        partial batch dropped) or ``"random"`` (every step an independent subsample of
+        ``batch_size`` images without replacement, METHOD.md 4.7); either way step ``t``'s
+        batch is a pure function of the seed and ``t``.
       elbo: a NumPyro ELBO; default :func:`default_elbo`.
       mesh: a ``bmr_jax.inference.parallel.data_mesh()``: data-parallel steps, each minibatch split
         over the mesh's devices, state replicated (``None``: one device).
@@ -107,9 +111,13 @@ class SVITrainer:
 
     def __init__(self, bnet: BayesianNetwork, guide: Guide, train: Split, *,
                  optimizer: optax.GradientTransformation | None = None, lr: float = 1e-2,
-                 batch_size: int = 120, seed: int = 0, elbo=None, mesh=None):  # fmt: skip
+                 batch_size: int = 120, seed: int = 0, elbo=None, mesh=None,
+                 minibatches: str = "epochs"):  # fmt: skip
         if not 1 <= batch_size <= len(train):
             raise ValueError(f"batch_size must be in [1, {len(train)}], got {batch_size}")
+        if minibatches not in ("epochs", "random"):
+            raise ValueError(f"minibatches must be 'epochs' or 'random', got {minibatches!r}")
+        self.minibatches = minibatches
         self.bnet, self.guide, self.mesh = bnet, guide, mesh
         self.num_data, self.batch_size = len(train), batch_size
         self.num_batches = self.num_data // batch_size
@@ -131,13 +139,20 @@ class SVITrainer:
             self.model, self.scaled_guide, x0, y0, as_gamma(bnet.full_gamma()), self.num_data
         )
         self._init = jax.jit(self._make_init(), out_shardings=place)
-        self._update = jax.jit(self._make_update(), donate_argnums=(0, 1, 2), out_shardings=place)
+        self._update = jax.jit(self._make_update(), donate_argnums=(0, 1, 2), out_shardings=place,
+                               static_argnames=("fold",))  # fmt: skip
         self._all_finite = self._make_all_finite()
 
     def _make_update(self) -> Callable:
-        mesh, num_data = self.mesh, self.num_data
+        mesh, num_data, batch_size = self.mesh, self.num_data, self.batch_size
+        random_batches, data_key = self.minibatches == "random", self.data_key
 
-        def update(params, opt_state, position, key, images, labels, order, i, gamma):
+        def update(params, opt_state, position, key, images, labels, order, i, gamma, fold):
+            if fold:  # key is the block's: step t draws from fold_in(key, t)
+                key = jax.random.fold_in(key, position)
+            if random_batches:  # step t's batch: a pure function of the seed and t
+                batch_key = jax.random.fold_in(data_key, position)
+                order, i = random_batch(batch_key, num_data, batch_size), 0
             x, y = gather(images, labels, order, i)
             x, y = parallel.shard_batch(x, mesh), parallel.shard_batch(y, mesh)
 
@@ -183,16 +198,20 @@ class SVITrainer:
             self._order = (epoch, epoch_order(key, self.num_data, self.batch_size))
         return self._order[1]
 
-    def step(self, key: jax.Array, state: TrainState, gamma, position: int | None = None):
+    def step(self, key: jax.Array, state: TrainState, gamma, position: int | None = None, *,
+             fold: bool = False):  # fmt: skip
         """One SVI step on minibatch ``state.position``: ``(new_state, loss)``. ``state`` is
         donated. ``position`` (``int(state.position)``, if the caller tracks it) saves a
-        device round trip."""
+        device round trip. With ``fold`` the step draws from ``fold_in(key, position)``
+        (inside the compiled step: an eager ``fold_in`` costs milliseconds)."""
         position = int(state.position) if position is None else position
-        epoch, i = divmod(position, self.num_batches)
+        order, i = None, 0
+        if self.minibatches == "epochs":
+            epoch, i = divmod(position, self.num_batches)
+            order = self.epoch_order(epoch)
         *new_state, loss = self._update(
-            *state, key, self.images, self.labels, self.epoch_order(epoch), np.int32(i),
-            as_gamma(gamma),
-        )  # fmt: skip
+            *state, key, self.images, self.labels, order, np.int32(i), as_gamma(gamma), fold=fold
+        )
         return TrainState(*new_state), loss
 
     def run_block(self, state: TrainState, steps: int, gamma=None, *, key: jax.Array,
@@ -213,8 +232,7 @@ class SVITrainer:
         for _ in range(steps):
             if should_stop is not None and should_stop():
                 break
-            step_key = jax.random.fold_in(key, position)
-            state, loss = self.step(step_key, state, gamma, position)
+            state, loss = self.step(key, state, gamma, position, fold=True)
             position += 1
             losses.append(loss)
             if on_step is not None:

@@ -17,7 +17,7 @@ from bmr_jax.methods.loop import (
     run,
     run_keys,
 )
-from bmr_jax.methods.settings import BmrSettings, EvalSettings, TrainSettings
+from bmr_jax.methods.settings import BmrSettings, EvalSettings, GuideSettings, TrainSettings
 from bmr_jax.methods.setup import Setup, build
 from bmr_jax.methods.table import METHODS, Method, configured
 
@@ -26,6 +26,7 @@ __all__ = [
     "BetweenBlocks",
     "BmrSettings",
     "EvalSettings",
+    "GuideSettings",
     "METHODS",
     "Method",
     "NonFiniteError",

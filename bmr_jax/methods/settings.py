@@ -30,6 +30,12 @@ class TrainSettings:
       lr: learning rate; ``None`` takes the method's reference value.
       keep_checkpoints: how many checkpoints a run folder keeps (the newest).
       data_parallel: split every minibatch over all devices (JAX SPMD).
+      kl: ``analytic`` (the Gaussian KL in closed form where the guide allows) or
+        ``monte_carlo`` (one-sample estimate from the ELBO's draw: the reference code's,
+        METHOD.md 4.7).
+      minibatches: ``epochs`` (a fresh permutation every epoch, cut into batches) or
+        ``random`` (every step an independent subsample without replacement: the reference
+        code's, METHOD.md 4.7).
       on_nonfinite: ``stop`` (an error naming block and step) or ``rollback`` (back to the
         last good state with the learning rate times ``rollback_factor``, at most
         ``max_rollbacks`` times).
@@ -41,12 +47,40 @@ class TrainSettings:
     lr: float | None = setting(None, above=0)
     keep_checkpoints: int = setting(3, minimum=1)
     data_parallel: bool = setting(False)
+    kl: str = setting("analytic", choices=lambda: ["analytic", "monte_carlo"])
+    minibatches: str = setting("epochs", choices=lambda: ["epochs", "random"])
     on_nonfinite: str = setting("stop", choices=lambda: ["stop", "rollback"])
     rollback_factor: float = setting(0.5, above=0, below=1)
     max_rollbacks: int = setting(3, minimum=0)
 
     def __post_init__(self):
         check_fields(self, "train")
+
+
+@dataclass(frozen=True)
+class GuideSettings:
+    """``guide.*``: where the approximate posterior starts (``bmr_jax.bayes.guides``).
+
+    Attributes:
+      init: ``network`` (ours: the network's own initialisation) or ``paper`` (the reference
+        code's: every location uniform in ``[-init_radius, init_radius]``, METHOD.md 4.7).
+      init_scale: the posterior standard deviations' start; ``None`` takes the start's own
+        (1e-2 for ``network``, 0.1 for ``paper``).
+      init_radius: the half-width of the ``paper`` start's uniform draw (2).
+    """
+
+    init: str = setting("network", choices=lambda: ["network", "paper"])
+    init_scale: float | None = setting(None, above=0)
+    init_radius: float = setting(2.0, above=0)
+
+    def __post_init__(self):
+        check_fields(self, "guide")
+
+    def scale(self) -> float:
+        """The posterior standard deviations' start."""
+        if self.init_scale is not None:
+            return self.init_scale
+        return 0.1 if self.init == "paper" else 1e-2
 
 
 @dataclass(frozen=True)
@@ -76,14 +110,15 @@ class BmrSettings:
       rule: a registered decision rule replacing the method's (``bmr_jax.bmr.RULES``).
       rule_options: keyword arguments of that rule (e.g. ``{threshold: 1.0}`` for
         ``evidence``, ``{schedule: {final: 0.9, end: 10}}`` for ``target``).
-      inclusion_rate: ``layer`` | ``alive``: which weights the spike-and-slab rule's learned
-        inclusion rate counts once some are pruned (METHOD.md 4.4.1).
+      inclusion_rate: ``layer`` | ``alive`` | ``all``: which weights the spike-and-slab
+        rule's learned inclusion rate counts once some are pruned (METHOD.md 4.4.1; ``all``
+        is the reference code's counting, METHOD.md 4.7; ``bmr_jax.bmr.decide.spike_and_slab``).
     """
 
     warmup_blocks: int = setting(1, minimum=1)
     rule: str | None = setting(None, choices=_rules)
     rule_options: dict = setting(factory=dict)
-    inclusion_rate: str = setting("layer", choices=lambda: ["layer", "alive"])
+    inclusion_rate: str = setting("layer", choices=lambda: ["layer", "alive", "all"])
 
     def __post_init__(self):
         check_fields(self, "bmr")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from numpyro.infer import Trace_ELBO
 
 from bmr_jax import nets
 from bmr_jax.bayes import guides, priors
@@ -16,7 +18,7 @@ from bmr_jax.errors import ConfigError
 from bmr_jax.inference import parallel
 from bmr_jax.inference.train import SVITrainer
 from bmr_jax.methods.between import BetweenBlocks, make_between_blocks
-from bmr_jax.methods.settings import BmrSettings, TrainSettings
+from bmr_jax.methods.settings import BmrSettings, GuideSettings, TrainSettings
 from bmr_jax.methods.table import Method, configured
 
 
@@ -41,15 +43,18 @@ class Setup:
 
 def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset: str = "paper",
           train: TrainSettings = TrainSettings(), bmr: BmrSettings = BmrSettings(),
-          prior: str | None = None, seed: int = 137,
+          prior: str | None = None, seed: int = 137, guide: GuideSettings = GuideSettings(),
           optimizer: optax.GradientTransformation | None = None, mesh=None) -> Setup:  # fmt: skip
     """Builds network, prior, model, guide, trainer and between-blocks step for ``method``
     (a registered name or a :class:`Method`, with ``bmr`` and ``prior`` applied as
     :func:`configured` does) on ``dataset``; ``train`` gives the batch size, learning rate
-    (``None``: the method's) and data parallelism (over every device, or over ``mesh``, a
-    ``bmr_jax.inference.parallel.data_mesh``). Bad settings raise ``ConfigError``."""
+    (``None``: the method's), the KL estimate, the minibatch scheme and data parallelism
+    (over every device, or over ``mesh``, a ``bmr_jax.inference.parallel.data_mesh``);
+    ``guide`` where the posterior starts. Bad settings raise ``ConfigError``."""
     if not isinstance(train, TrainSettings) or not isinstance(bmr, BmrSettings):
         raise ConfigError("build: train and bmr must be TrainSettings and BmrSettings")
+    if not isinstance(guide, GuideSettings):
+        raise ConfigError("build: guide must be GuideSettings")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed: expected an integer, got {seed!r}")
     method = configured(method, bmr, prior)
@@ -59,18 +64,31 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
     bnet = BayesianNetwork.from_module(
         module, dataset.image_shape, priors.create_prior(method.prior, **method.prior_options)
     )
-    init = bnet.init_latents()
-    x0, y0 = jnp.asarray(dataset.train.images[:2]), jnp.asarray(dataset.train.labels[:2])
-    guide = guides.GUIDES.get(method.guide)(
-        guides.latent_sites(bnet.model, x0, y0, init_values=init), init
-    )
+    posterior = _make_guide(method, bnet, dataset, guide, seed)
     if train.batch_size > len(dataset.train):
         raise ConfigError(f"train.batch_size: {train.batch_size} is more than the "
                           f"{len(dataset.train)} training images")  # fmt: skip
     if mesh is None and train.data_parallel:
         mesh = parallel.data_mesh()
-    trainer = SVITrainer(bnet, guide, dataset.train, optimizer=optimizer,
+    trainer = SVITrainer(bnet, posterior, dataset.train, optimizer=optimizer,
                          lr=method.lr if train.lr is None else train.lr,
-                         batch_size=train.batch_size, seed=seed, mesh=mesh)  # fmt: skip
+                         batch_size=train.batch_size, seed=seed, mesh=mesh,
+                         elbo=Trace_ELBO() if train.kl == "monte_carlo" else None,
+                         minibatches=train.minibatches)  # fmt: skip
     between = make_between_blocks(method, trainer)
-    return Setup(method, bnet, guide, trainer, between, train, bmr, seed, spec.sequential)
+    return Setup(method, bnet, posterior, trainer, between, train, bmr, seed, spec.sequential)
+
+
+GUIDE_INIT_STREAM = 0x9D17  # folded into the seed's key for the ``paper`` start
+
+
+def _make_guide(method, bnet, dataset, settings: GuideSettings, seed: int) -> guides.Guide:
+    """The method's guide at the start ``settings`` names (``bmr_jax.bayes.guides``): the
+    network's initialisation, or the reference code's uniform draw from the seed."""
+    init = bnet.init_latents()
+    x0, y0 = jnp.asarray(dataset.train.images[:2]), jnp.asarray(dataset.train.labels[:2])
+    sites = guides.latent_sites(bnet.model, x0, y0, init_values=init)
+    if settings.init == "paper":
+        key = jax.random.fold_in(jax.random.key(seed), GUIDE_INIT_STREAM)
+        init = guides.uniform_start(sites, key, settings.init_radius)
+    return guides.GUIDES.get(method.guide)(sites, init, init_scale=settings.scale())

@@ -72,6 +72,7 @@ def _svi_runners(name: str, net: str, preset: str, dataset, batch: int, with_red
 
     runners = {name: step}
     if with_reduce:
+
         def reduce(i):
             state = box[0]
             return jax.block_until_ready(setup.between(state.train, state.masks, state.gamma,

@@ -17,12 +17,28 @@ Keys (defaults in brackets):
 - ``prior`` [null]: a registered prior replacing the method's own (flat | horseshoe | ...).
 - ``method`` [bmr_ss]: flat_map | flat_ff | tiered_ff | bmr_ss | bmr_rhs | bmr_units.
 - ``data.name`` [mnist_mini]: mnist_mini | mnist | fashion_mnist | cifar10 | cifar100.
+- ``data.padding`` [black]: black | zero: how images are padded to a network's input size --
+  with black pixels before standardising, or with 0 after it (the reference code's order,
+  METHOD.md 4.7; the reference configs select it).
 - ``net.name`` [lenet5]: mlp | lenet5 | lenet_300_100 | lenet5_caffe | vit | mixer.
 - ``net.preset`` [paper]: paper | small.
+- ``guide.init`` [network]: network | paper: where the posterior starts -- the network's own
+  initialisation (ours) or, as the reference code does, every location uniform in
+  [-init_radius, init_radius] in unconstrained space (METHOD.md 4.7; the reference configs
+  select it).
+- ``guide.init_scale`` [null]: the posterior standard deviations' start; null takes the
+  start's own (0.01 for network, 0.1 for paper, the reference value).
+- ``guide.init_radius`` [2.0]: half-width of the paper start's uniform draw (the reference: 2).
 - ``train.blocks`` [50]: training blocks (BMR reduces between blocks).
 - ``train.steps_per_block`` [500]: SVI steps per block.
 - ``train.batch_size`` [120]: minibatch size.
 - ``train.lr`` [null]: learning rate; null takes the method's reference value.
+- ``train.kl`` [analytic]: analytic | monte_carlo: the KL term of the ELBO in closed form
+  (mean-field guides) or estimated from the step's one posterior draw (the reference code's,
+  METHOD.md 4.7; the reference configs select it).
+- ``train.minibatches`` [epochs]: epochs | random: a fresh permutation per epoch cut into
+  batches, or an independent subsample every step (the reference code's, METHOD.md 4.7; the
+  reference configs select it).
 - ``train.data_parallel`` [false]: split every minibatch over all devices (JAX SPMD; the batch
   size must be divisible by the device count), parameters replicated.
 - ``train.keep_checkpoints`` [3]: how many checkpoints a run folder keeps (the newest; the
@@ -43,9 +59,10 @@ Keys (defaults in brackets):
 - ``bmr.rule_options`` [{}]: keyword arguments of the rule (``{threshold: 1.0}`` for evidence,
   ``{schedule: {final: 0.9, begin: 2, end: 10}}`` for target, ``{rho: 0.5}`` for
   unit_spike_and_slab); with no ``bmr.rule`` they apply to the method's own rule.
-- ``bmr.inclusion_rate`` [layer]: layer | alive: which weights the spike-and-slab rule's
-  learned inclusion rate counts once some are pruned -- the whole layer (pruned ones as
-  excluded; METHOD.md 4.4.1's rate per layer) or only the weights still alive.
+- ``bmr.inclusion_rate`` [layer]: layer | alive | all: which weights the spike-and-slab rule's
+  learned inclusion rate counts once some are pruned -- the whole layer with pruned ones as
+  excluded (q = 0), only the weights still alive, or every entry with its current Delta F
+  (the reference code's counting, METHOD.md 4.7; the reference configs select it).
 - ``eval.every`` [1]: test metrics after every k-th block and after the last; the other
   blocks record ``null`` for acc/nll/ece/lpd (a 100-sample evaluation of a LeNet-5 costs
   about as much as a 500-step block on a 2-core CPU).
@@ -61,7 +78,7 @@ from pathlib import Path
 import yaml
 
 from bmr_jax.errors import ConfigError
-from bmr_jax.methods.settings import BmrSettings, EvalSettings, TrainSettings
+from bmr_jax.methods.settings import BmrSettings, EvalSettings, GuideSettings, TrainSettings
 from bmr_jax.validate import check_bounds, check_fields, check_type, setting
 
 __all__ = ["Config", "ConfigError", "DataConfig", "NetConfig", "differing_keys", "dump_config",
@@ -83,6 +100,7 @@ def _names(registry: str):
 @dataclass(frozen=True)
 class DataConfig:
     name: str = setting("mnist_mini", choices=_names("data"))
+    padding: str = setting("black", choices=lambda: ["black", "zero"])
 
     def __post_init__(self):
         check_fields(self, "data")
@@ -105,6 +123,7 @@ class Config:
     prior: str | None = setting(None, choices=_names("prior"))
     data: DataConfig = field(default_factory=DataConfig)
     net: NetConfig = field(default_factory=NetConfig)
+    guide: GuideSettings = field(default_factory=GuideSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     bmr: BmrSettings = field(default_factory=BmrSettings)
@@ -123,8 +142,8 @@ class Config:
         return out
 
 
-_SECTIONS = {"data": DataConfig, "net": NetConfig, "train": TrainSettings, "eval": EvalSettings,
-             "bmr": BmrSettings}  # fmt: skip
+_SECTIONS = {"data": DataConfig, "net": NetConfig, "guide": GuideSettings, "train": TrainSettings,
+             "eval": EvalSettings, "bmr": BmrSettings}  # fmt: skip
 
 
 def _import_plugins(value) -> tuple[str, ...]:

@@ -69,8 +69,11 @@ def claim_folder(folder: RunFolder, config: Config, *, force: bool, log) -> None
         config.train.blocks  # fmt: skip
     if fewer or [k for k in differ if k not in EXTENDABLE]:
         if not force:
-            what = (f"of more blocks than train.blocks={config.train.blocks}" if fewer and
-                    differ == ["train.blocks"] else f"whose config differs in {', '.join(differ)}")
+            what = (
+                f"of more blocks than train.blocks={config.train.blocks}"
+                if fewer and differ == ["train.blocks"]
+                else f"whose config differs in {', '.join(differ)}"
+            )
             raise RunFolderError(f"{folder.path}: holds a run {what}; choose another --out, or "
                                  "--force to delete that run's results and start anew")  # fmt: skip
         log(f"{folder.path}: --force: deleting the run of a different config")
@@ -100,10 +103,10 @@ def run_experiment(config: Config, out: str | Path, *, data_dir=None, progress: 
         log(f"{folder.path}: already finished")
         return folder.read_summary()
     dataset = data.load(config.data.name, image_size=nets.get_net_spec(config.net.name).image_size,
-                        data_dir=data_dir)  # fmt: skip
+                        data_dir=data_dir, padding=config.data.padding)  # fmt: skip
     setup = methods.build(config.method, dataset, net=config.net.name, preset=config.net.preset,
                           train=config.train, bmr=config.bmr, prior=config.prior,
-                          seed=config.seed)  # fmt: skip
+                          seed=config.seed, guide=config.guide)  # fmt: skip
     log(_start_line(folder, config, setup))
     resume, records = _resume(folder, setup, config, log)
     folder.write_metrics(records)  # drops lines written after the checkpoint

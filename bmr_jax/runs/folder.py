@@ -285,7 +285,7 @@ class RunFolder:
         if not self.checkpoints_dir.is_dir():
             return
         paths = self.checkpoints()
-        for path in [*paths[:-1 if keep_final else None], *self.checkpoints_dir.glob(".block-*")]:
+        for path in [*paths[: -1 if keep_final else None], *self.checkpoints_dir.glob(".block-*")]:
             path.unlink(missing_ok=True)
         if self.checkpoints_dir.is_dir() and not any(self.checkpoints_dir.iterdir()):
             self.checkpoints_dir.rmdir()
