@@ -12,11 +12,13 @@ from bmr_jax.bmr import Evidence, PolynomialSchedule, SpikeAndSlab, TargetSparsi
 
 def _reference_zeta(df, alive, iterations=4, rate_over="layer"):
     """METHOD.md 4.4.1 written out with scipy; ``layer``: pruned weights excluded (q = 0)
-    among all of the layer's; ``alive``: sums over the alive weights only."""
-    n = len(df) if rate_over == "layer" else alive.sum()
+    among all of the layer's; ``alive``: sums over the alive weights only; ``all``: every
+    entry votes with its own Delta F (METHOD.md 4.7)."""
+    n = alive.sum() if rate_over == "alive" else len(df)
+    votes = np.ones_like(alive) if rate_over == "all" else alive  # all: every entry votes
     zeta = digamma(1.0) - digamma(1.0)
     for _ in range(iterations):
-        q = expit(zeta - df) * alive
+        q = expit(zeta - df) * votes
         zeta = digamma(1.0 + q.sum()) - digamma(1.0 + n - q.sum())
     return zeta
 
@@ -29,7 +31,7 @@ def test_spike_and_slab_on_a_clear_split():
     assert keep[:90].all() and not keep[90:].any()
 
 
-@pytest.mark.parametrize("rate_over", ["layer", "alive"])
+@pytest.mark.parametrize("rate_over", ["layer", "alive", "all"])
 def test_spike_and_slab_matches_an_independent_implementation(rate_over):
     rng = np.random.default_rng(0)
     df = rng.normal(0.5, 2.0, 500)
@@ -47,8 +49,27 @@ def test_inclusion_rate_over_the_layer_or_the_survivors_by_hand():
     _, survivors = spike_and_slab(df, alive, iterations=1, rate_over="alive")
     np.testing.assert_allclose(layer, digamma(3.0) - digamma(9.0), rtol=1e-5)  # a=1+2, b=1+8
     np.testing.assert_allclose(survivors, digamma(3.0) - digamma(1.0), rtol=1e-5)  # b = 1 + 0
+    # the reference counting: the 8 pruned entries have relaxed to Delta F = 0 and vote
+    # q = sigmoid(zeta_0) = 1/2 each: a = 1 + 2 + 4, b = 1 + 4
+    _, every = spike_and_slab(df, alive, iterations=1, rate_over="all")
+    np.testing.assert_allclose(every, digamma(7.0) - digamma(5.0), rtol=1e-5)
     with pytest.raises(ValueError, match="rate_over"):
         spike_and_slab(df, alive, rate_over="weights")
+
+
+def test_reference_counting_stops_the_ratchet_that_layer_counting_starts():
+    """A layer 90 % pruned whose pruned entries relaxed to Delta F = 0 and whose 10 % alive
+    lean towards inclusion (Delta F = -0.5): counting pruned entries as q = 0 drives zeta to
+    about -7 and prunes every survivor; counting their relaxed votes keeps zeta near 0 (0.19)
+    and keeps them all."""
+    df = jnp.concatenate([jnp.zeros(900), jnp.full(100, -0.5)])
+    alive = jnp.arange(1000) >= 900
+    keep_layer, zeta_layer = spike_and_slab(df, alive, rate_over="layer")
+    keep_all, zeta_all = spike_and_slab(df, alive, rate_over="all")
+    assert zeta_layer < -5.0 and not keep_layer.any()
+    assert -0.5 < zeta_all < 0.5 and keep_all[900:].all() and not keep_all[:900].any()
+    reference = _reference_zeta(np.asarray(df), np.asarray(alive), rate_over="all")
+    np.testing.assert_allclose(zeta_all, reference, rtol=1e-5)
 
 
 def test_rules_never_resurrect_and_never_prune_the_classifier():

@@ -69,3 +69,19 @@ def test_prepare_pads_raw_pixels_before_standardising():
 def test_cannot_pad_to_a_smaller_size():
     with pytest.raises(ShapeMismatchError, match="cannot pad 28x28 images to 20x20"):
         pad_images(np.zeros((1, 28, 28, 1), np.uint8), 20)
+
+
+def test_padding_black_or_zero_by_hand():
+    # one 1x1 channel: training pixels 0 and 4 (mean 2, std 2); padded to 3x3
+    train = np.array([[[[0]]], [[[4]]]], dtype=np.uint8)
+    black = prepare(_raw(train, train), image_size=3, padding="black")
+    zero = prepare(_raw(train, train), image_size=3, padding="zero")
+    border = np.ones((3, 3), bool)
+    border[1, 1] = False
+    # black: the border is a black pixel standardised, (0 - 2) / 2; zero: it is 0
+    np.testing.assert_array_equal(black.train.images[1, ..., 0][border], -1.0)
+    np.testing.assert_array_equal(zero.train.images[1, ..., 0][border], 0.0)
+    # the image itself is standardised the same way either way: (4 - 2) / 2
+    assert black.train.images[1, 1, 1, 0] == zero.train.images[1, 1, 1, 0] == 1.0
+    with pytest.raises(ValueError, match="padding"):
+        prepare(_raw(train, train), image_size=3, padding="grey")
