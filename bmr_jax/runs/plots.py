@@ -1,36 +1,33 @@
 """The paper's figures (METHOD.md section 7), drawn from run folders only.
 
-1. Rows = networks, columns = ACC, ECE, NLL against block, one line per method (one dataset).
-2. Pruned fraction of BMR-S&S against block, one panel per dataset, one line per network.
+1. Rows = networks, columns = ACC, ECE, NLL against training steps, one line per method (one
+   dataset).
+2. Pruned fraction of BMR-S&S against training steps, one panel per dataset, one line per
+   network, the paper's values (REFERENCE_RESULTS.md) as open markers.
 3. Per-layer CDF of |posterior-median weight| (log x axis; pruned weights left out), one row
    per network, one line per method.
 4. First-layer weights as images, one row per run: the first six units' incoming weights
    (first input channel) as square images -- 28x28 receptive fields for the MLP, 5x5
-   filters for LeNet.
+   filters for LeNet -- on a symmetric colour scale per row, with its colour bar.
 
-Each figure is saved as ``FILE.png`` and ``FILE.pdf``.
+Every figure uses the paper's method names with one colour per method (``figure_style``),
+markers, a legend outside the axes, a step axis shared by every run, mean and +-1 sd bands
+over seeds, and a caption line. Each is saved as ``FILE.png`` and ``FILE.pdf``.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import zipfile
 import zlib
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from bmr_jax.errors import BmrJaxError  # noqa: E402
-from bmr_jax.runs.folder import RunFolder, atomic_write  # noqa: E402
-from bmr_jax.runs.report import METHOD_ORDER, NET_ORDER, paper_rank  # noqa: E402
-
-LABELS = {"flat_map": "Flat-MAP", "flat_ff": "Flat-FF", "tiered_ff": "Tiered-FF",
-          "bmr_ss": "BMR-S&S", "bmr_rhs": "BMR-RHS", "bmr_units": "BMR units"}  # fmt: skip
+from bmr_jax.errors import BmrJaxError
+from bmr_jax.runs import figure_style as style
+from bmr_jax.runs.folder import RunFolder
+from bmr_jax.runs.report import METHOD_ORDER, NET_ORDER, paper_rank
 
 
 class PlotError(BmrJaxError):
@@ -48,10 +45,11 @@ class Run:
         self.method, self.net = self.config.method, self.config.net.name
         self.dataset = self.config.data.name
 
-    def series(self, key):
-        """``(blocks, values)`` of the blocks that have ``key`` (test metrics may be every k-th)."""
+    def series(self, key, x: str = "block"):
+        """``(x, values)`` of the blocks that have ``key`` (test metrics may be every k-th);
+        ``x`` is ``block`` or ``step``."""
         kept = [r for r in self.metrics if r.get(key) is not None]
-        return [r["block"] for r in kept], [r[key] for r in kept]
+        return [r[x] for r in kept], [r[key] for r in kept]
 
     def posterior(self):
         """``(weights, masks)`` per layer, in the order of the network's forward pass (run
@@ -83,120 +81,177 @@ def _forward_order(net: str, preset: str, dataset: str) -> list[str]:
     return build_layer_view(module, shape).names()
 
 
-def _label(run: Run, runs: list[Run], name: str) -> str:
-    """``name``, with the run folder's name added when another run of the same dataset and
-    network has the same name (e.g. two BMR-S&S variants)."""
-    same = [r for r in runs if (r.dataset, r.net, r.method) == (run.dataset, run.net, run.method)]
-    return name if len(same) < 2 else f"{name} ({run.folder.path.name})"
-
-
 def _order(values, order):
     return sorted(set(values), key=lambda v: paper_rank(v, order))
 
 
-def _save(fig, out) -> list[Path]:
-    """Renders ``fig`` as ``out.png`` and ``out.pdf``, then writes both atomically (an
-    unwritable ``out`` raises :class:`OutputError` naming the file)."""
-    out = Path(out)
-    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
-    try:
-        images = [_render(fig, path.suffix[1:]) for path in paths]
-    finally:
-        plt.close(fig)
-    for path, image in zip(paths, images, strict=True):
-        atomic_write(path, image)
-    return paths
+METRICS = (("acc", "test accuracy"), ("ece", "ECE"), ("nll", "NLL (nats per image)"))
+# BMR-S&S pruned fraction read off the paper's figure 2 (REFERENCE_RESULTS.md A): block ->
+# value, or ("<", bound) where the figure shows only that it is below the bound
+PAPER_PRUNED = {
+    ("fashion_mnist", "mlp"): {5: ("<", 0.2), 10: ("<", 0.2), 20: 0.42, 30: 0.97, 50: 0.99},
+    ("fashion_mnist", "lenet5"): {5: ("<", 0.2), 10: ("<", 0.2), 20: 0.53, 30: 0.71, 50: 0.81},
+    ("fashion_mnist", "vit"): {5: 0.80, 10: 0.95, 20: 0.99, 30: 0.99, 50: 0.99},
+    ("fashion_mnist", "mixer"): {5: 0.78, 10: 0.95, 20: 0.99, 30: 0.99, 50: 0.99},
+    ("cifar10", "lenet5"): {5: ("<", 0.2), 10: 0.54, 20: 0.94, 30: 0.96, 50: 0.97},
+    ("cifar10", "mixer"): {5: 0.88, 10: 0.97, 20: 0.99, 30: 0.99, 50: 0.99},
+}
+PAPER_STEPS_PER_BLOCK = 500
 
 
-def _render(fig, file_format: str) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=file_format, dpi=150, bbox_inches="tight")
-    return buffer.getvalue()
+def _series_label(series: style.Series, name: str) -> str:
+    return f"{name} ({series.variant})" if series.variant else name
+
+
+def _by(series, attribute, order):
+    return sorted((s for s in series), key=lambda s: (paper_rank(getattr(s, attribute), order),
+                                                      s.style))  # fmt: skip
+
+
+def _samples_text(runs) -> str:
+    samples = sorted({r.config.eval.samples or 100 for r in runs if r.method != "flat_map"})
+    text = f"{'/'.join(map(str, samples))} posterior samples" if samples else ""
+    return text + ("; Flat-MAP: its point estimate" if any(r.method == "flat_map" for r in runs)
+                   else "")  # fmt: skip
 
 
 def figure1(runs: list[Run], out) -> list[Path]:
     datasets = {r.dataset for r in runs}
     if len(datasets) != 1:
         raise PlotError(f"figure 1 draws one dataset at a time; got {sorted(datasets)}")
-    nets = _order([r.net for r in runs], NET_ORDER)
-    fig, axes = plt.subplots(
-        len(nets), 3, figsize=(11, 2.6 * len(nets)), squeeze=False, layout="constrained"
-    )
+    series = style.group_series(runs)
+    nets = _order([s.net for s in series], NET_ORDER)
+    fig, axes = style.subplots(len(nets), 3, figsize=(10, 2.5 * len(nets)))
     for row, net in enumerate(nets):
-        for run in sorted((r for r in runs if r.net == net),
-                          key=lambda r: paper_rank(r.method, METHOD_ORDER)):  # fmt: skip
-            for col, key in enumerate(("acc", "ece", "nll")):
-                label = _label(run, runs, LABELS.get(run.method, run.method))
-                axes[row, col].plot(*run.series(key), label=label)
-        for col, key in enumerate(("ACC", "ECE", "NLL")):
-            axes[row, col].set_title(f"{net}: {key}", fontsize=9)
-            axes[row, col].set_xlabel("block")
-    axes[0, 0].legend(fontsize=8)
-    fig.suptitle(f"{next(iter(datasets))}: test metrics per block")
-    return _save(fig, out)
+        for s in _by([s for s in series if s.net == net], "method", METHOD_ORDER):
+            name, colour, marker = style.method_style(s.method)
+            for col, (key, _) in enumerate(METRICS):
+                style.draw(
+                    axes[row, col],
+                    *s.values(key),
+                    colour=colour,
+                    marker=marker,
+                    linestyle=style.LINESTYLES[s.style],
+                    label=_series_label(s, name),
+                )
+        for col, (_, ylabel) in enumerate(METRICS):
+            ax = axes[row, col]
+            ax.set_title(style.net_style(net)[0], fontsize=9, loc="left")
+            ax.set_ylabel(ylabel)
+            style.step_axis(ax)
+            ax.grid(alpha=0.3)
+    style.legend_outside(fig, axes)
+    dataset = style.dataset_name(datasets.pop())
+    style.caption(fig, f"{dataset} test set: accuracy, expected calibration error and negative "
+                  f"log-likelihood of the posterior predictive ({_samples_text(runs)}) "
+                  f"against training steps; {style.seeds_text(series)}.")  # fmt: skip
+    return style.save(fig, out)
+
+
+def _paper_pruned(ax, dataset, net):
+    """The paper's values as open markers in the network's colour at ``block x 500`` steps:
+    stars, or a downward triangle at the bound where its curve is only known to be below."""
+    name, colour, _ = style.net_style(net)
+    for block, value in PAPER_PRUNED.get((dataset, net), {}).items():
+        below = isinstance(value, tuple)
+        label = f"{name}: paper" + (", below" if below else "")
+        ax.plot(block * PAPER_STEPS_PER_BLOCK, value[1] if below else value,
+                marker="v" if below else "*", mfc="none", color=colour, markersize=7,
+                linestyle="none", label=label)  # fmt: skip
 
 
 def figure2(runs: list[Run], out) -> list[Path]:
     bmr = [r for r in runs if r.method == "bmr_ss"]
     if not bmr:
         raise PlotError("figure 2 needs BMR-S&S runs (method bmr_ss)")
-    datasets = _order([r.dataset for r in bmr], ("fashion_mnist", "cifar10", "cifar100"))
-    fig, axes = plt.subplots(
-        1, len(datasets), figsize=(4 * len(datasets), 3), squeeze=False, layout="constrained"
-    )
+    series = style.group_series(bmr)
+    datasets = _order([s.dataset for s in series], ("fashion_mnist", "cifar10", "cifar100"))
+    fig, axes = style.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.2))
     for ax, dataset in zip(axes[0], datasets, strict=True):
-        for run in sorted((r for r in bmr if r.dataset == dataset),
-                          key=lambda r: paper_rank(r.net, NET_ORDER)):  # fmt: skip
-            ax.plot(*run.series("pruned_fraction"), label=_label(run, bmr, run.net))
-        ax.set(title=dataset, xlabel="block", ylabel="pruned fraction", ylim=(0, 1))
-        ax.legend(fontsize=8)
-    return _save(fig, out)
+        for s in _by([s for s in series if s.dataset == dataset], "net", NET_ORDER):
+            name, colour, marker = style.net_style(s.net)
+            style.draw(
+                ax,
+                *s.values("pruned_fraction"),
+                colour=colour,
+                marker=marker,
+                linestyle=style.LINESTYLES[s.style],
+                label=_series_label(s, name),
+            )
+            _paper_pruned(ax, dataset, s.net)
+        ax.set(title=style.dataset_name(dataset), ylabel="pruned fraction of weights",
+               ylim=(0, 1.02))  # fmt: skip
+        style.step_axis(ax)
+        ax.grid(alpha=0.3)
+    style.legend_outside(fig, axes)
+    style.caption(fig, "BMR-S&S: fraction of the prunable layers' weights (biases included) "
+                  "pruned after each block, against training steps; open markers: the paper's "
+                  "values (triangles: below), placed at block x 500 steps; "
+                  f"{style.seeds_text(series)}.")  # fmt: skip
+    return style.save(fig, out)
 
 
 def figure3(runs: list[Run], out) -> list[Path]:
     nets = _order([r.net for r in runs], NET_ORDER)
     posteriors = {id(r): r.posterior() for r in runs}
     layers = max(len(posteriors[id(r)][0]) for r in runs)
-    fig, axes = plt.subplots(len(nets), layers, figsize=(2.8 * layers, 2.6 * len(nets)),
-                             squeeze=False, layout="constrained")  # fmt: skip
+    fig, axes = style.subplots(len(nets), layers, figsize=(2.6 * layers, 2.5 * len(nets)),
+                               sharey=True)  # fmt: skip
     for row, net in enumerate(nets):
-        for run in (r for r in runs if r.net == net):
-            weights, masks = posteriors[id(run)]
-            for col, (name, w) in enumerate(weights.items()):
-                kept = np.abs(w[masks[name]])
+        for s in _by(style.group_series([r for r in runs if r.net == net]), "method",
+                     METHOD_ORDER):  # fmt: skip
+            name, colour, _ = style.method_style(s.method)
+            weights, masks = posteriors[id(s.runs[0])]
+            for col, (layer, w) in enumerate(weights.items()):
+                kept = np.abs(w[masks[layer]])
                 kept = np.sort(kept[kept > 0])
                 if kept.size:
-                    cdf = np.arange(1, kept.size + 1) / kept.size
-                    label = _label(run, runs, LABELS.get(run.method, run.method))
-                    axes[row, col].plot(kept, cdf, label=label)
-                axes[row, col].set_xscale("log")
-                axes[row, col].set_title(f"{net}: {name}", fontsize=8)
-        axes[row, 0].set_ylabel("CDF of |w|")
-        axes[row, 0].legend(fontsize=7)
-    return _save(fig, out)
+                    axes[row, col].plot(kept, np.arange(1, kept.size + 1) / kept.size,
+                                        color=colour, linestyle=style.LINESTYLES[s.style],
+                                        label=_series_label(s, name))  # fmt: skip
+                axes[row, col].set_title(f"{style.net_style(net)[0]}: {layer}", fontsize=8)
+        for ax in axes[row]:
+            ax.set_xscale("log")
+            ax.set_xlabel("|posterior median weight|", fontsize=8)
+            ax.grid(alpha=0.3)
+        axes[row, 0].set_ylabel("cumulative fraction")
+    style.legend_outside(fig, axes)
+    style.caption(fig, "Cumulative distribution of the absolute posterior-median weights of "
+                  "each layer (biases included); pruned weights are left out. One run per "
+                  "line (the lowest seed of a series).")  # fmt: skip
+    return style.save(fig, out)
+
+
+def _first_filters(run: Run, count: int = 6):
+    weights, _ = run.posterior()
+    first = next(iter(weights.values()))[:, :-1]  # drop the bias column
+    channels = 3 if run.dataset.startswith("cifar") else 1
+    side = int(round(math.sqrt(first.shape[1] // channels)))
+    return [first[k].reshape(side, side, channels)[..., 0]
+            for k in range(min(count, first.shape[0]))]  # fmt: skip
 
 
 def figure4(runs: list[Run], out) -> list[Path]:
-    channels = {"cifar10": 3, "cifar100": 3}
     rows = sorted(runs, key=lambda r: (paper_rank(r.net, NET_ORDER),
                                        paper_rank(r.method, METHOD_ORDER)))  # fmt: skip
-    fig, axes = plt.subplots(
-        len(rows), 6, figsize=(12, 2.2 * len(rows)), squeeze=False, layout="constrained"
-    )
+    fig, axes = style.subplots(len(rows), 6, figsize=(11, 1.9 * len(rows)))
     for row, run in enumerate(rows):
-        weights, _ = run.posterior()
-        first = next(iter(weights.values()))[:, :-1]  # drop the bias column
-        label = f"{run.net} / {LABELS.get(run.method, run.method)}"
+        filters = _first_filters(run)
+        limit = max(float(np.abs(f).max()) for f in filters) or 1.0  # symmetric, per row
         for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
             ax.axis("off")
-        c = channels.get(run.dataset, 1)
-        side = int(round(math.sqrt(first.shape[1] // c)))
-        for k in range(min(6, first.shape[0])):
-            kernel = first[k].reshape(side, side, c)[..., 0]
-            limit = np.abs(kernel).max() or 1.0
-            axes[row, k].imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
-        axes[row, 0].set_title(label, fontsize=8, loc="left")
-    return _save(fig, out)
+        for k, kernel in enumerate(filters):
+            image = axes[row, k].imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
+            axes[row, k].axis("on")
+        axes[row, 0].set_ylabel(f"{style.net_style(run.net)[0]}\n"
+                                f"{style.method_style(run.method)[0]}", fontsize=8)  # fmt: skip
+        fig.colorbar(image, ax=list(axes[row]), shrink=0.9, label="weight")
+    style.caption(fig, "Incoming weights (posterior median, first input channel) of the first "
+                  "six units of the first layer; one row per run, a symmetric colour scale "
+                  "per row; pruned weights are 0.")  # fmt: skip
+    return style.save(fig, out)
 
 
 FIGURES = {1: figure1, 2: figure2, 3: figure3, 4: figure4}
