@@ -73,3 +73,35 @@ def test_shipped_grids_expand():
     for path in sorted((REPO / "experiments").glob("*.yaml")):
         runs = load_grid(path)
         assert runs, path
+
+
+def test_grid_variants_name_their_runs_and_out_moves_them(tmp_path, capsys):
+    path = _grid(
+        tmp_path,
+        f"""
+configs: [{QUICKSTART}]
+product: {{seed: [1, 2]}}
+variants:
+  ours: []
+  paper_start: [guide.init=paper, train.kl=monte_carlo]
+out: out
+""",
+    )
+    runs = load_grid(path, out=tmp_path / "elsewhere")
+    assert [r.name for r in runs] == [
+        "configs/quickstart,variant=ours,seed=1", "configs/quickstart,variant=ours,seed=2",
+        "configs/quickstart,variant=paper_start,seed=1",
+        "configs/quickstart,variant=paper_start,seed=2",
+    ]  # fmt: skip
+    assert [(r.config.guide.init, r.config.train.kl) for r in runs] == \
+        [("network", "analytic")] * 2 + [("paper", "monte_carlo")] * 2  # fmt: skip
+    assert all(r.out == tmp_path / "elsewhere" / r.name for r in runs)
+    for text, message in (
+        ("variants: [a]", "variants must map names"),
+        ("variants: {a b: []}", "variant name 'a b'"),
+        ("variants: {a: [guide.init=uniform]}", "guide.init: unknown value"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_grid(_grid(tmp_path, f"configs: [{QUICKSTART}]\n{text}\n"))
+    assert main(["grid", str(_grid(tmp_path, f"configs: [{QUICKSTART}]\nvariants: [1]\n"))]) == 2
+    assert "variants must map names" in capsys.readouterr().err

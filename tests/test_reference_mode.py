@@ -103,3 +103,29 @@ def test_random_minibatches_depend_on_the_step_only(mini):
     epochs = _build(mini)  # the same seed, but epochs of a permutation: other batches
     _, other = epochs.trainer.run_block(epochs.trainer.init(), 6, key=key, progress=False)
     assert not np.array_equal(whole, other)
+
+
+REFERENCE = {"guide.init": "paper", "bmr.inclusion_rate": "all", "train.kl": "monte_carlo",
+             "train.minibatches": "random", "data.padding": "zero"}  # fmt: skip
+
+
+def _choices(config) -> dict:
+    return {"guide.init": config.guide.init, "bmr.inclusion_rate": config.bmr.inclusion_rate,
+            "train.kl": config.train.kl, "train.minibatches": config.train.minibatches,
+            "data.padding": config.data.padding}  # fmt: skip
+
+
+def test_every_reference_config_selects_the_reference_behaviour_and_ours_grids_do_not():
+    from bmr_jax.runs.config import load_config
+    from bmr_jax.runs.grid import load_grid
+    from tests.runs import QUICKSTART, REPO
+
+    files = sorted((REPO / "configs").glob("*/*.yaml"))
+    assert len(files) == 62  # 3 datasets x 4 nets x 5 methods, and the 2 MNIST anchors
+    for path in files:
+        assert _choices(load_config(path)) == REFERENCE, path
+    assert _choices(load_config(QUICKSTART)) != REFERENCE  # the demo runs our defaults
+    for grid in sorted((REPO / "experiments").glob("*_ours.yaml")):
+        for run in load_grid(grid):
+            ours = _choices(run.config)
+            assert all(ours[k] != v for k, v in REFERENCE.items() if k != "bmr.inclusion_rate")
