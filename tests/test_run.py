@@ -169,7 +169,7 @@ def test_defaults_are_merged_not_copied():
 
 def test_every_shipped_config_is_valid():
     files = sorted((REPO / "configs").rglob("*.yaml"))
-    assert len(files) == 1 + 1 + 60 + 2  # base, quickstart, the grid, the MNIST anchors
+    assert len(files) == 1 + 1 + 1 + 60 + 2  # base, reference, quickstart, the grid, anchors
     for path in files:
         config = load_config(path)
         if path.parent.name != "configs":

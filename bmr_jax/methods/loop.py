@@ -113,7 +113,8 @@ def run(setup: Setup, dataset, *, evaluation: EvalSettings = EvalSettings(),
 
     Returns one record per block run: ``block``, ``step``, ``loss`` (mean per-datum negative
     ELBO of the block), ``acc``, ``nll``, ``ece``, ``lpd``, ``pruned_fraction``,
-    ``dead_fraction``, ``compression``, ``lr``, ``train_seconds``, ``reduce_seconds`` (the
+    ``dead_fraction``, ``compression``, ``pruned_by_layer`` (``{layer: pruned fraction}``),
+    ``lr``, ``train_seconds``, ``reduce_seconds`` (the
     between-blocks step), ``eval_seconds`` and ``seconds`` (their sum).
     """
     if not isinstance(evaluation, EvalSettings):
@@ -244,6 +245,7 @@ def _record(setup: Setup, block, losses, metrics, masks, state, train_seconds, b
         "pruned_fraction": counts["pruned_fraction"],
         "dead_fraction": counts["dead_fraction"],
         "compression": counts["compression"],
+        "pruned_by_layer": counts["layers"],
         "lr": setup.trainer.learning_rate(state),
         "train_seconds": train_seconds - between_seconds,
         "reduce_seconds": between_seconds,
