@@ -86,8 +86,10 @@ def _order(values, order):
 
 
 METRICS = (("acc", "test accuracy"), ("ece", "ECE"), ("nll", "NLL (nats per image)"))
-# BMR-S&S pruned fraction read off the paper's figure 2 (REFERENCE_RESULTS.md A): block ->
-# value, or ("<", bound) where the figure shows only that it is below the bound
+# BMR-S&S pruned fraction read off the paper's figure 2 (REFERENCE_RESULTS.md A): epoch ->
+# value, or ("<", bound) where the figure shows only that it is below the bound (its y axis
+# starts at 0.2). The reference code's epoch e ends after a warm-up block and e more blocks,
+# i.e. after (e + 1) x 500 steps and e reduces: our block e + 1.
 PAPER_PRUNED = {
     ("fashion_mnist", "mlp"): {5: ("<", 0.2), 10: ("<", 0.2), 20: 0.42, 30: 0.97, 50: 0.99},
     ("fashion_mnist", "lenet5"): {5: ("<", 0.2), 10: ("<", 0.2), 20: 0.53, 30: 0.71, 50: 0.81},
@@ -149,13 +151,14 @@ def figure1(runs: list[Run], out) -> list[Path]:
 
 
 def _paper_pruned(ax, dataset, net):
-    """The paper's values as open markers in the network's colour at ``block x 500`` steps:
-    stars, or a downward triangle at the bound where its curve is only known to be below."""
+    """The paper's values as open markers in the network's colour at ``(epoch + 1) x 500``
+    steps: stars, or a downward triangle at the bound where its curve is only known to be
+    below."""
     name, colour, _ = style.net_style(net)
-    for block, value in PAPER_PRUNED.get((dataset, net), {}).items():
+    for epoch, value in PAPER_PRUNED.get((dataset, net), {}).items():
         below = isinstance(value, tuple)
         label = f"{name}: paper" + (", below" if below else "")
-        ax.plot(block * PAPER_STEPS_PER_BLOCK, value[1] if below else value,
+        ax.plot((epoch + 1) * PAPER_STEPS_PER_BLOCK, value[1] if below else value,
                 marker="v" if below else "*", mfc="none", color=colour, markersize=7,
                 linestyle="none", label=label)  # fmt: skip
 
@@ -186,7 +189,7 @@ def figure2(runs: list[Run], out) -> list[Path]:
     style.legend_outside(fig, axes)
     style.caption(fig, "BMR-S&S: fraction of the prunable layers' weights (biases included) "
                   "pruned after each block, against training steps; open markers: the paper's "
-                  "values (triangles: below), placed at block x 500 steps; "
+                  "values (triangles: below), its epoch e at (e + 1) x 500 steps; "
                   f"{style.seeds_text(series)}.")  # fmt: skip
     return style.save(fig, out)
 
