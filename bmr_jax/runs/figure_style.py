@@ -42,6 +42,20 @@ NETS = {  # network -> (name, colour, marker)
 DATASETS = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST", "mnist_mini": "MNIST (mini)",
             "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}  # fmt: skip
 LINESTYLES = ("-", "--", ":", "-.")
+VARIANT_COLOURS = (
+    "#000000",
+    "#e69f00",
+    "#56b4e9",
+    "#009e73",
+    "#f0e442",
+    "#0072b2",
+    "#d55e00",
+    "#cc79a7",
+    "#999999",
+    "#882255",
+    "#44aa99",
+    "#117733",
+)  # Okabe-Ito and more
 
 
 def method_style(method: str):
@@ -103,11 +117,15 @@ def group_series(runs: list) -> list[Series]:
 def _variant_names(group: list[Series]) -> list[str]:
     """A grid's ``variant=`` label of each series, else the settings in which they differ."""
     labels = [_grid_variant(s.runs[0].folder.path.name) for s in group]
-    if all(labels) and len(set(labels)) == len(labels):
-        return labels
     flat = [_flat(s.runs[0].config.to_dict()) for s in group]
-    keys = sorted(k for k in flat[0] if k != "seed" and len({repr(f.get(k)) for f in flat}) > 1)
-    return [", ".join(f"{k}={f[k]}" for k in keys) or f"#{i + 1}" for i, f in enumerate(flat)]
+    keys = sorted(k for k in flat[0] if not k.startswith(_NOT_A_VARIANT)
+                  and len({repr(f.get(k)) for f in flat}) > 1)  # fmt: skip
+    keyed = [", ".join(f"{k}={f[k]}" for k in keys) or f"#{i + 1}" for i, f in enumerate(flat)]
+    return [label or other for label, other in zip(labels, keyed, strict=True)]
+
+
+# settings that do not make a variant (its length, its evaluation, its bookkeeping)
+_NOT_A_VARIANT = ("seed", "eval.", "train.blocks", "train.keep_checkpoints")
 
 
 def _grid_variant(name: str) -> str:
