@@ -59,7 +59,7 @@ def test_method_reaches_the_stated_accuracy(method, runs):
     gamma = {k: jnp.where(jnp.arange(v.size).reshape(v.shape) % 2 == 0, 1.0, 1e-12)
              for k, v in setup.bnet.full_gamma().items()}  # fmt: skip
     state = jax.tree.map(jnp.copy, setup.state)  # the step donates its input
-    state, loss = trainer.step(jax.random.key(0), state, gamma)
+    state, loss = trainer.step(jax.random.key(0), state, gamma, fold=True)  # as run_block does
     assert np.isfinite(float(loss)) and trainer._update._cache_size() == compiled
     jax.block_until_ready(state)
 

@@ -208,8 +208,9 @@ def figure2(runs: list[Run], out) -> list[Path]:
         style.step_axis(ax)
         ax.grid(alpha=0.3)
     style.legend_outside(fig, axes)
-    style.caption(fig, "BMR-S&S: fraction of the prunable layers' weights (biases included) "
-                  "pruned after each block, against training steps; open markers: the paper's "
+    style.caption(fig, "BMR-S&S: fraction of all weights and biases of the Bayesian layers (the "
+                  "classifier, never pruned, included) pruned after each block, against "
+                  "training steps; open markers: the paper's "
                   "values (triangles: below), its epoch e at (e + 1) x 500 steps; "
                   f"{style.seeds_text(series)}.")  # fmt: skip
     return style.save(fig, out)
