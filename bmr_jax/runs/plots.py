@@ -23,6 +23,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from bmr_jax.errors import BmrJaxError
 from bmr_jax.runs import figure_style as style
@@ -237,6 +238,7 @@ def figure3(runs: list[Run], out) -> list[Path]:
                 axes[row, col].set_title(f"{style.net_style(net)[0]}: {layer}", fontsize=8)
         for ax in axes[row]:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # narrow ranges: decades only
             ax.set_xlabel("|posterior median weight|", fontsize=8)
             ax.grid(alpha=0.3)
         axes[row, 0].set_ylabel("cumulative fraction")
