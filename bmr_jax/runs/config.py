@@ -82,7 +82,7 @@ from bmr_jax.methods.settings import BmrSettings, EvalSettings, GuideSettings, T
 from bmr_jax.validate import check_bounds, check_fields, check_type, setting
 
 __all__ = ["Config", "ConfigError", "DataConfig", "NetConfig", "differing_keys", "dump_config",
-           "from_dict", "load_config", "parse_override"]  # fmt: skip
+           "flat_settings", "from_dict", "load_config", "parse_override"]  # fmt: skip
 
 
 def _names(registry: str):
@@ -254,11 +254,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     return from_dict(values)
 
 
-def _flat(values: dict, prefix: str = "") -> dict:
+def flat_settings(values: dict, prefix: str = "") -> dict:
+    """A config's dict (:meth:`Config.to_dict`) keyed ``section.key`` as overrides name them."""
     out = {}
     for key, value in values.items():
         if key in _SECTIONS and not prefix and isinstance(value, dict):
-            out.update(_flat(value, f"{key}."))
+            out.update(flat_settings(value, f"{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -272,7 +273,7 @@ def differing_keys(config: Config, yaml_text: str) -> list[str]:
         old = from_dict(yaml.safe_load(yaml_text) or {})
     except (ConfigError, yaml.YAMLError):
         return ["config.yaml"]
-    mine, theirs = _flat(config.to_dict()), _flat(old.to_dict())
+    mine, theirs = flat_settings(config.to_dict()), flat_settings(old.to_dict())
     return [k for k in mine if mine[k] != theirs.get(k)]
 
 

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MultipleLocator  # noqa: E402
 
+from bmr_jax.runs.config import flat_settings  # noqa: E402
 from bmr_jax.runs.folder import atomic_write  # noqa: E402
 
 METHODS = {  # method -> (the paper's name, colour, marker)
@@ -117,7 +118,7 @@ def group_series(runs: list) -> list[Series]:
 def _variant_names(group: list[Series]) -> list[str]:
     """A grid's ``variant=`` label of each series, else the settings in which they differ."""
     labels = [_grid_variant(s.runs[0].folder.path.name) for s in group]
-    flat = [_flat(s.runs[0].config.to_dict()) for s in group]
+    flat = [flat_settings(s.runs[0].config.to_dict()) for s in group]
     keys = sorted(k for k in flat[0] if not k.startswith(_NOT_A_VARIANT)
                   and len({repr(f.get(k)) for f in flat}) > 1)  # fmt: skip
     keyed = [", ".join(f"{k}={f[k]}" for k in keys) or f"#{i + 1}" for i, f in enumerate(flat)]
@@ -131,16 +132,6 @@ _NOT_A_VARIANT = ("seed", "eval.", "train.blocks", "train.keep_checkpoints")
 def _grid_variant(name: str) -> str:
     parts = [p.removeprefix("variant=") for p in name.split(",") if p.startswith("variant=")]
     return parts[0] if parts else ""
-
-
-def _flat(values: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and key != "rule_options":
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 def subplots(rows: int, cols: int, **options):
