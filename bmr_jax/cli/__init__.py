@@ -10,6 +10,7 @@
     bmr-jax datasets download NAME    download (and verify) a dataset's files
     bmr-jax datasets verify [NAME..]  check dataset files against their published MD5s
     bmr-jax nets                      the model zoo with presets and parameter counts
+    bmr-jax export RUN --out DIR      the run's network without its unused units, saved
 
 Errors caused by the input (unknown names, missing or corrupt files, an output file that
 cannot be written) exit with status 2 and one line on stderr naming the problem. A run stopped

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from bmr_jax.errors import BmrJaxError
+from bmr_jax.errors import BmrJaxError, ConfigError
 
 
 def _cmd_demo(args) -> int:
@@ -140,6 +140,20 @@ def _cmd_bench_step(args) -> int:
         print(format_step_table(medians, f"{args.net} ({args.preset}) on {args.dataset}, batch "
                                 f"{args.batch}, median of {args.rounds} rounds, "
                                 f"{jax.devices()[0].device_kind}"))  # fmt: skip
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from bmr_jax import export
+
+    if args.batch < 1:
+        raise ConfigError(f"--batch: expected a positive integer, got {args.batch}")
+    report = export.export_run(args.run, args.out, posterior=args.posterior,
+                               file_format=args.format, sparse=args.sparse, batch=args.batch,
+                               data_dir=args.data_dir)  # fmt: skip
+    for line in report.lines():
+        print(line)
+    print(f"exported to {args.out}")
     return 0
 
 

@@ -84,6 +84,22 @@ def _add_report(sub) -> None:
     report_parser.set_defaults(func=commands._cmd_report)
 
 
+def _add_export(sub) -> None:
+    export = sub.add_parser("export", help="write a finished run's network without its unused "
+                            "units (safetensors + architecture.json)")  # fmt: skip
+    export.add_argument("run", help="a finished run folder")
+    export.add_argument("--out", required=True, help="export folder")
+    export.add_argument("--posterior", action="store_true",
+                        help="also the standard deviation of every kept weight (mean-field)")
+    export.add_argument("--format", default="safetensors", choices=("safetensors", "npz"))
+    export.add_argument("--sparse", default="auto", choices=("auto", "never", "always"),
+                        help="sparse compute of dense layers: measured (auto), always, never")
+    export.add_argument("--batch", type=int, default=1000,
+                        help="batch size at which auto measures dense against sparse")
+    _add_data_dir(export)
+    export.set_defaults(func=commands._cmd_export)
+
+
 def _add_datasets(sub) -> None:
     datasets = sub.add_parser("datasets", help="list, download or verify datasets")
     datasets.add_argument(
@@ -112,6 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_demo, _add_run, _add_grid, _add_plot, _add_bench, _add_report,
-                _add_datasets, _add_nets):  # fmt: skip
+                _add_export, _add_datasets, _add_nets):  # fmt: skip
         add(sub)
     return parser
