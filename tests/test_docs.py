@@ -46,3 +46,16 @@ def test_prune_flax_example_is_short_and_prunes(capsys):
         float, re.search(r"test accuracy ([\d.]+), pruned ([\d.]+)%", out).groups()
     )
     assert accuracy > 0.85 and 10 < pruned < 99.9
+
+
+def test_readme_deploy_section_runs(tiny_run, tmp_path, monkeypatch, capsys):
+    section = (REPO / "README.md").read_text().split("## Deploy the pruned network")[1]
+    (language, code), = BLOCK.findall(section.split("\n## ")[0])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "quickstart").symlink_to(tiny_run)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["logits"].shape == (100, 10)
+    assert abs(float(namespace["probs"].sum(axis=1).mean()) - 1.0) < 1e-5
+    assert "convs.0: 6 -> " in capsys.readouterr().out

@@ -1,0 +1,173 @@
+"""What the export buys, side by side in one process: size, FLOPs and CPU latency of four
+versions of a finished run's network.
+
+- ``dense``: the network as trained, every weight stored and computed (posterior medians,
+  pruned entries left at their tiny values);
+- ``masked``: the same with the pruned entries set to zero (what mask-based pruning gives:
+  same size, same compute);
+- ``shrunk``: ``bmr_jax.export`` without the removed units, every layer dense;
+- ``sparse``: the shrunk network with the dense layers that ``export`` measured faster as
+  BCOO (``--sparse auto``), and the export folder's sparse storage on disk.
+
+Bytes on disk: a safetensors file of the parameters (dense for the first three, the export's
+encodings for ``sparse``). FLOPs per image: 2 x the weight entries each layer multiplies, times
+the positions it is applied at (convolutions: output pixels); a sparse layer multiplies only
+its non-zero entries; activations, pooling and softmax are not counted. Latency: the jitted
+forward pass on real test images, the versions timed in turn within every round, medians.
+
+    python scripts/bench_export.py RUN [RUN ...] [--rounds 30] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from safetensors.numpy import save as safetensors_bytes
+
+from bmr_jax import data, export, nets
+from bmr_jax.bayes.layers import WEIGHT_MODULES, build_layer_view
+from bmr_jax.export import archive
+from bmr_jax.export.folder import compute_choices, parameters
+from bmr_jax.export.sparse import SparseLinear, to_sparse
+
+VARIANTS = ("dense", "masked", "shrunk", "sparse")
+
+
+def _masked(source):
+    module = nnx.clone(source.module)
+    view = build_layer_view(module, source.input_shape)
+    params = nnx.state(module, nnx.Param)
+    zeroed = {k: jnp.where(source.masks[k], v, 0.0) for k, v in view.matrices(params).items()
+              if k in source.masks}  # fmt: skip
+    nnx.update(module, view.write(params, zeroed))
+    return module
+
+
+def _applications(module, input_shape) -> dict:
+    """``{module id: positions}`` each weight layer is applied at, for one image."""
+    found = {}
+    originals = {cls: cls.__call__ for cls in (*WEIGHT_MODULES, SparseLinear)}
+
+    def recording(cls):
+        def call(self, x, *args, **kwargs):
+            y = originals[cls](self, x, *args, **kwargs)
+            found[id(self)] = math.prod(y.shape[1:-1]) if y.ndim > 2 else 1
+            return y
+
+        return call
+
+    for cls in originals:
+        cls.__call__ = recording(cls)
+    try:
+        module(jnp.zeros((1, *input_shape)))
+    finally:
+        for cls, call in originals.items():
+            cls.__call__ = call
+    return found
+
+
+def _flops(module, input_shape) -> int:
+    applications = _applications(module, input_shape)
+    total = 0
+    for _, layer in nnx.iter_modules(module):
+        if isinstance(layer, SparseLinear):
+            entries = int(layer.values[...].size)
+        elif isinstance(layer, (nnx.Linear, nnx.Conv)):
+            entries = int(layer.kernel[...].size)
+        else:
+            continue
+        total += 2 * entries * applications.get(id(layer), 0)
+    return total
+
+
+def _sizes(module) -> tuple[int, int]:
+    values = [np.asarray(v[...]) for _, v in nnx.to_flat_state(nnx.state(module, nnx.Param))]
+    return sum(v.size for v in values), sum(int(np.count_nonzero(v)) for v in values)
+
+
+def _latency(modules: dict, images: np.ndarray, batch: int, rounds: int) -> dict:
+    x = jnp.asarray(images[:batch])
+    calls = {}
+    for name, module in modules.items():
+        graphdef, state = nnx.split(module)
+        forward = jax.jit(lambda state, x, graphdef=graphdef: nnx.merge(graphdef, state)(x))
+        jax.block_until_ready(forward(state, x))  # compile
+        calls[name] = (forward, state)
+    seconds = {name: [] for name in modules}
+    for _ in range(rounds):
+        for name, (forward, state) in calls.items():
+            start = time.perf_counter()
+            jax.block_until_ready(forward(state, x))
+            seconds[name].append(time.perf_counter() - start)
+    return {name: float(np.median(s)) for name, s in seconds.items()}
+
+
+def bench(run: str, rounds: int) -> dict:
+    source = export.read_run(run)
+    config = source.config
+    exported = export.export_network(source.module, source.input_shape, source.masks,
+                                     net=config.net.name, preset=config.net.preset,
+                                     num_classes=source.num_classes,
+                                     sequential=source.sequential)  # fmt: skip
+    choices = compute_choices(exported.module, "auto", 1000, exported.architecture["layers"])
+    sparse = to_sparse(nnx.clone(exported.module), [c.name for c in choices if c.sparse])
+    modules = {"dense": source.module, "masked": _masked(source), "shrunk": exported.module,
+               "sparse": sparse}  # fmt: skip
+    stored = {name: len(safetensors_bytes(parameters(m))) for name, m in modules.items()}
+    stored["sparse"] = sum(sum(a.nbytes for a in archive.encode(k, v)[1].values())
+                           for k, v in parameters(exported.module).items())  # fmt: skip
+    spec = nets.get_net_spec(config.net.name)
+    images = data.load(config.data.name, image_size=spec.image_size,
+                       padding=config.data.padding).test.images  # fmt: skip
+    latency = {b: _latency(modules, images, b, rounds) for b in (1, 1000)}
+    rows = {}
+    for name, module in modules.items():
+        count, nonzero = _sizes(module)
+        rows[name] = {"parameters": count, "nonzero": nonzero, "bytes": stored[name],
+                      "flops": _flops(module, source.input_shape),
+                      "latency_1": latency[1][name], "latency_1000": latency[1000][name]}
+    return {"run": run, "net": config.net.name, "method": config.method,
+            "compute": [c.line() for c in choices], "variants": rows}  # fmt: skip
+
+
+def _table(result: dict) -> str:
+    rows = result["variants"]
+    dense = rows["dense"]
+    lines = [f"{result['net']} ({result['method']}, {result['run']})", "",
+             "| version | parameters | non-zero | bytes on disk | kFLOPs / image | batch 1 (ms) "
+             "| batch 1000 (ms) | FLOP reduction | speed-up at 1000 | smaller file |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name in VARIANTS:
+        r = rows[name]
+        speed_up = dense["latency_1000"] / r["latency_1000"]
+        lines.append(
+            f"| {name} | {r['parameters']:,} | {r['nonzero']:,} | {r['bytes']:,} | "
+            f"{r['flops'] / 1e3:,.1f} | {r['latency_1'] * 1e3:.3f} | {r['latency_1000'] * 1e3:.2f} "
+            f"| {dense['flops'] / r['flops']:.2f}x | {speed_up:.2f}x "
+            f"| {dense['bytes'] / r['bytes']:.1f}x |"
+        )
+    return "\n".join([*lines, "", *(f"- {line}" for line in result["compute"])])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="finished run folders")
+    parser.add_argument("--rounds", type=int, default=30, help="timed rounds (median)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    args = parser.parse_args()
+    results = [bench(run, args.rounds) for run in args.runs]
+    if args.json:
+        print(json.dumps(results, indent=1))
+    else:
+        print("\n\n".join(_table(r) for r in results))
+
+
+if __name__ == "__main__":
+    main()
