@@ -19,44 +19,21 @@ Modules: :mod:`~bmr_jax.export.units` (which rows feed which columns),
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from bmr_jax.export.archive import ExportError
 from bmr_jax.export.folder import load, load_scales, read_description, save
-from bmr_jax.export.from_run import RunNetwork, read_run
 from bmr_jax.export.network import Exported, LayerChange, export_network, predictive_probs
 from bmr_jax.export.sparse import ComputeChoice, SparseLinear
 
-
-@dataclass(frozen=True)
-class ExportReport:
-    """What :func:`export_run` did: the exported network and the per-layer compute choices."""
-
-    exported: Exported
-    choices: tuple[ComputeChoice, ...]
-
-    def lines(self) -> list[str]:
-        """One line per layer (units and inputs before and after), then per dense layer the
-        compute choice."""
-        return [*(c.line() for c in self.exported.layers), *(c.line() for c in self.choices)]
+# from_run builds methods, whose evaluation uses this package's shrinking: imported on use
+_FROM_RUN = ("ExportReport", "RestoredRun", "RunNetwork", "export_run", "read_run", "restore_run")
 
 
-def export_run(run, out, *, posterior: bool = False, file_format: str = "safetensors",
-               sparse: str = "auto", batch: int = 1000, data_dir=None) -> ExportReport:  # fmt: skip
-    """Exports the finished run in folder ``run`` to folder ``out`` (see the module docstring;
-    ``sparse`` and ``batch`` as in :func:`save`)."""
-    source = read_run(run, posterior=posterior, data_dir=data_dir)
-    config = source.config
-    exported = export_network(source.module, source.input_shape, source.masks,
-                              net=config.net.name, preset=config.net.preset,
-                              num_classes=source.num_classes, sequential=source.sequential,
-                              scales=source.scales)  # fmt: skip
-    described = {"run": str(run), "method": config.method, "dataset": config.data.name,
-                 "padding": config.data.padding, "seed": config.seed,
-                 **{k: source.summary.get(k) for k in ("acc", "nll", "ece", "pruned_fraction")}}
-    choices = save(exported, out, file_format=file_format, sparse=sparse, batch=batch,
-                   source=described)  # fmt: skip
-    return ExportReport(exported, tuple(choices))
+def __getattr__(name: str):
+    if name in _FROM_RUN:
+        from bmr_jax.export import from_run
+
+        return getattr(from_run, name)
+    raise AttributeError(f"module 'bmr_jax.export' has no attribute {name!r}")
 
 
 __all__ = [
@@ -65,6 +42,7 @@ __all__ = [
     "ExportReport",
     "Exported",
     "LayerChange",
+    "RestoredRun",
     "RunNetwork",
     "SparseLinear",
     "export_network",
@@ -74,5 +52,6 @@ __all__ = [
     "predictive_probs",
     "read_description",
     "read_run",
+    "restore_run",
     "save",
 ]

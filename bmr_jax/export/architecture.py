@@ -53,12 +53,20 @@ def build_module(architecture: Mapping, template: nnx.Module | None = None) -> n
     else:
         raise ShapeMismatchError(f"architecture: {architecture.get('net')!r} is not a registered "
                                  "network; build it and pass it as the template")  # fmt: skip
-    view = build_layer_view(module, input_shape)
+    narrow(module, input_shape, architecture["layers"])
+    module.eval()
+    return module
+
+
+def narrow(module: nnx.Module, input_shape, shapes: Mapping[str, tuple[int, int]]) -> nnx.Module:
+    """Replaces (in place) every layer of ``module`` whose matrix shape differs from
+    ``shapes[name]`` by a narrower one of the same kind; returns ``module``."""
+    view = build_layer_view(module, tuple(input_shape))
     modules = dict(nnx.iter_modules(module))
-    wanted = {name: tuple(shape) for name, shape in architecture["layers"].items()}
+    wanted = {name: tuple(shape) for name, shape in shapes.items()}
     if set(wanted) != set(view.names()):
-        raise ShapeMismatchError(f"architecture: layers {sorted(wanted)} are not those of "
-                                 f"{architecture['net']} ({', '.join(view.names())})")  # fmt: skip
+        raise ShapeMismatchError(f"architecture: layers {sorted(wanted)} are not those of the "
+                                 f"network ({', '.join(view.names())})")  # fmt: skip
     done = set()
     for spec in view.layers:
         if wanted[spec.name] == spec.shape:
@@ -71,7 +79,6 @@ def build_module(architecture: Mapping, template: nnx.Module | None = None) -> n
         else:
             narrower = _narrower(modules[spec.path], spec, wanted[spec.name])
             replace_module(modules, spec.path, narrower)
-    module.eval()
     return module
 
 

@@ -1,5 +1,6 @@
-"""A finished run folder as the input of an export: its network at the posterior median, its
-masks and, for a mean-field posterior, the standard deviations of its weights.
+"""A finished run folder as the input of an export (:func:`read_run`: its network at the
+posterior median, its masks and, for a mean-field posterior, the standard deviations of its
+weights) and its export (:func:`export_run`).
 
 The run's final checkpoint (which a finished run keeps) is read back exactly as a resumed run
 would read it, so the exported weights are the run's own: the network is rebuilt from
@@ -26,6 +27,9 @@ from numpyro import handlers
 from bmr_jax import data, methods, nets
 from bmr_jax.bayes.guides import MeanFieldGuide
 from bmr_jax.export.archive import ExportError
+from bmr_jax.export.folder import save
+from bmr_jax.export.network import Exported, export_network
+from bmr_jax.export.sparse import ComputeChoice
 from bmr_jax.runs.folder import MARKER, RunFolder
 
 
@@ -51,10 +55,20 @@ class RunNetwork:
     sequential: bool
 
 
-def read_run(path, *, posterior: bool = False, data_dir=None) -> RunNetwork:
-    """The finished run in ``path``; :class:`ExportError` (one line) for a folder that is not
-    a finished run with its final checkpoint, or ``posterior`` for a guide without a
-    standard deviation per weight."""
+@dataclass(frozen=True)
+class RestoredRun:
+    """A finished run rebuilt from its folder: config, dataset, method set-up and the final
+    ``bmr_jax.methods.RunState``."""
+
+    config: object
+    dataset: object
+    setup: object
+    state: object
+
+
+def restore_run(path, *, data_dir=None) -> RestoredRun:
+    """The finished run in ``path`` at its final checkpoint; :class:`ExportError` (one line)
+    for a folder that is not a finished run with its final checkpoint."""
     folder = RunFolder(path)
     if not folder.path.is_dir() or not (folder.path / MARKER).is_file():
         raise ExportError(f"{folder.path}: not a bmr-jax run folder")
@@ -68,13 +82,21 @@ def read_run(path, *, posterior: bool = False, data_dir=None) -> RunNetwork:
     setup = methods.build(config.method, dataset, net=config.net.name, preset=config.net.preset,
                           train=config.train, bmr=config.bmr, prior=config.prior,
                           seed=config.seed, guide=config.guide)  # fmt: skip
-    if posterior and not isinstance(setup.guide, MeanFieldGuide):
-        raise ExportError(f"{folder.path}: --posterior needs a mean-field guide; {config.method} "
-                          f"has a {setup.guide.name} guide")  # fmt: skip
     saved = folder.load_checkpoint(methods.initial_state(setup), log=lambda line: None)
     if saved is None or saved[0].block != config.train.blocks or saved[0].step:
         raise ExportError(f"{folder.path}: the final checkpoint is missing or unreadable")
-    state = saved[0]
+    return RestoredRun(config, dataset, setup, saved[0])
+
+
+def read_run(path, *, posterior: bool = False, data_dir=None) -> RunNetwork:
+    """The finished run in ``path`` (:func:`restore_run`) as the input of an export;
+    :class:`ExportError` for ``posterior`` with a guide without a standard deviation per
+    weight."""
+    run = restore_run(path, data_dir=data_dir)
+    config, dataset, setup, state = run.config, run.dataset, run.setup, run.state
+    if posterior and not isinstance(setup.guide, MeanFieldGuide):
+        raise ExportError(f"{path}: --posterior needs a mean-field guide; {config.method} "
+                          f"has a {setup.guide.name} guide")  # fmt: skip
     params = setup.trainer.params(state.train)
     medians = setup.guide.median(params)
     module = nets.create_net(config.net.name, dataset.num_classes, dataset.image_shape,
@@ -83,8 +105,9 @@ def read_run(path, *, posterior: bool = False, data_dir=None) -> RunNetwork:
     module.eval()
     masks = {k: np.asarray(v) for k, v in jax.device_get(state.masks).items()}
     scales = _weight_scales(setup, params, medians, state.gamma) if posterior else None
-    return RunNetwork(module, masks, scales, config, folder.read_summary(), dataset.image_shape,
-                      dataset.num_classes, spec.sequential)  # fmt: skip
+    summary = RunFolder(path).read_summary()
+    return RunNetwork(module, masks, scales, config, summary, dataset.image_shape,
+                      dataset.num_classes, nets.get_net_spec(config.net.name).sequential)
 
 
 def _network_params(setup, params, latents, gamma):
@@ -100,3 +123,35 @@ def _weight_scales(setup, params, medians, gamma) -> dict:
     factor = view.matrices(_network_params(setup, params, {**medians, **ones}, gamma))
     return {s.name: np.asarray(jnp.abs(factor[s.name]) * params[f"{s.name}/z/scale"])
             for s in view.bayesian_layers}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What :func:`export_run` did: the exported network and the per-layer compute choices."""
+
+    exported: Exported
+    choices: tuple[ComputeChoice, ...]
+
+    def lines(self) -> list[str]:
+        """One line per layer (units and inputs before and after), then per dense layer the
+        compute choice."""
+        return [*(c.line() for c in self.exported.layers), *(c.line() for c in self.choices)]
+
+
+def export_run(run, out, *, posterior: bool = False, file_format: str = "safetensors",
+               sparse: str = "auto", batch: int = 1000, data_dir=None) -> ExportReport:  # fmt: skip
+    """Exports the finished run in folder ``run`` to folder ``out``: :func:`read_run`, then
+    :func:`bmr_jax.export.export_network` and :func:`bmr_jax.export.save` (``sparse``,
+    ``batch`` and ``file_format`` as there)."""
+    source = read_run(run, posterior=posterior, data_dir=data_dir)
+    config = source.config
+    exported = export_network(source.module, source.input_shape, source.masks,
+                              net=config.net.name, preset=config.net.preset,
+                              num_classes=source.num_classes, sequential=source.sequential,
+                              scales=source.scales)  # fmt: skip
+    described = {"run": str(run), "method": config.method, "dataset": config.data.name,
+                 "padding": config.data.padding, "seed": config.seed,
+                 **{k: source.summary.get(k) for k in ("acc", "nll", "ece", "pruned_fraction")}}
+    choices = save(exported, out, file_format=file_format, sparse=sparse, batch=batch,
+                   source=described)  # fmt: skip
+    return ExportReport(exported, tuple(choices))

@@ -22,15 +22,19 @@ from bmr_jax.bayes.model import BayesianNetwork
 from bmr_jax.inference import metrics, parallel
 
 
-def make_predictive(bnet: BayesianNetwork, guide: Guide, mesh=None):
+def make_predictive(bnet: BayesianNetwork, guide: Guide, mesh=None, apply=None):
     """A jitted ``probs(params, gamma, keys, x) -> (len(x), C)`` averaging over ``keys``;
-    with a ``mesh`` the inputs are split over its devices."""
+    with a ``mesh`` the inputs are split over its devices. ``apply(net_params, x)`` computes
+    the network's outputs from a draw of its parameters (default: ``bnet.apply``; see
+    :func:`bmr_jax.inference.shrunk.shrunk_apply`)."""
 
     def one_sample(params, gamma, key, x):
         latents = sample_latents(guide, params, key)
         with handlers.substitute(data={**params, **latents}):
             net_params = bnet.network_params(gamma)
-        return bnet.likelihood.predictive_probs(bnet.apply(net_params, x, train=False))
+        outputs = (apply(net_params, x) if apply is not None
+                   else bnet.apply(net_params, x, train=False))  # fmt: skip
+        return bnet.likelihood.predictive_probs(outputs)
 
     @jax.jit
     def probs(params, gamma, keys, x):

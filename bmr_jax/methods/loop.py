@@ -21,7 +21,7 @@ import numpy as np
 
 from bmr_jax.bmr.reduce import sparsity
 from bmr_jax.errors import BmrJaxError, ConfigError
-from bmr_jax.inference import evaluate
+from bmr_jax.inference import evaluate, shrunk
 from bmr_jax.inference.train import TrainState
 from bmr_jax.methods.settings import EvalSettings
 from bmr_jax.methods.setup import Setup
@@ -142,7 +142,7 @@ def run(setup: Setup, dataset, *, evaluation: EvalSettings = EvalSettings(),
             continue
         hooks.event("evaluate", block, len(losses))
         start = time.perf_counter()
-        metrics = evaluate_block(state, gamma, block)
+        metrics = evaluate_block(state, masks, gamma, block)
         record = _record(setup, block, losses, metrics, masks, state,
                          *seconds, time.perf_counter() - start)  # fmt: skip
         records.append(record)
@@ -216,21 +216,53 @@ def _evaluation(setup: Setup, dataset, evaluation: EvalSettings, progress: bool)
     """``evaluate(state, gamma, block) -> {acc, nll, ece, lpd}`` (``None`` values for the
     blocks that are not evaluated), compiled once."""
     samples = evaluation.samples or setup.method.eval_samples
-    predictive = evaluate.make_predictive(setup.bnet, setup.guide, setup.trainer.mesh)
+    predictive_for = _predictives(setup, dataset, evaluation)
     _, block_key = run_keys(setup.seed)
 
-    def evaluate_block(state, gamma, block):
+    def evaluate_block(state, masks, gamma, block):
         if block % evaluation.every and block != setup.train.blocks:
             return dict.fromkeys(evaluate.CLASSIFICATION_METRICS)
         key = jax.random.split(jax.random.fold_in(block_key, block))[1]
+        predictive, chunk_size = predictive_for(masks)
         probs = evaluate.predictive_probs(
             setup.bnet, setup.guide, setup.trainer.params(state), dataset.test.images, key=key,
-            samples=samples, gamma=gamma, chunk_size=evaluation.chunk_size,
-            predictive=predictive, progress=progress, description=f"evaluate {block}",
+            samples=samples, gamma=gamma, chunk_size=chunk_size, predictive=predictive,
+            progress=progress, description=f"evaluate {block}",
         )  # fmt: skip
         return evaluate.classification_metrics(probs, dataset.test.labels)
 
     return evaluate_block
+
+
+def _predictives(setup: Setup, dataset, evaluation: EvalSettings):
+    """``predictive_for(masks) -> (predictive, chunk_size)``: the compiled predictive of the
+    full network, or with ``evaluation.shrink`` of the network without the units ``masks``
+    leave unused (compiled once per set of kept units; :mod:`bmr_jax.inference.shrunk`).
+
+    Every chunk of test images draws the same posterior samples again, and on a shrunk network
+    those draws are most of the cost, so its chunks are larger by the ratio of all units to
+    the units kept (the activations a chunk holds stay about as large)."""
+    full = evaluate.make_predictive(setup.bnet, setup.guide, setup.trainer.mesh)
+    cache: dict = {}
+
+    def predictive_for(masks):
+        if not evaluation.shrink:
+            return full, evaluation.chunk_size
+        kept = shrunk.kept_units(setup.bnet, jax.device_get(masks), sequential=setup.sequential)
+        if kept is None:
+            return full, evaluation.chunk_size
+        signature = tuple((k, r.tobytes(), c.tobytes()) for k, (r, c) in sorted(kept.items()))
+        if signature not in cache:
+            cache.clear()  # one structure at a time: the next evaluation rarely keeps more
+            apply = shrunk.shrunk_apply(setup.bnet, kept, dataset.image_shape)
+            units = sum(s.rows for s in setup.bnet.view.layers)
+            ratio = units // sum(len(rows) for rows, _ in kept.values())
+            cache[signature] = (evaluate.make_predictive(setup.bnet, setup.guide,
+                                                         setup.trainer.mesh, apply=apply),
+                                evaluation.chunk_size * max(1, ratio))  # fmt: skip
+        return cache[signature]
+
+    return predictive_for
 
 
 def _record(setup: Setup, block, losses, metrics, masks, state, train_seconds, between_seconds,

@@ -91,11 +91,15 @@ class EvalSettings:
       samples: posterior samples; ``None`` takes the method's value (100; 1 for MAP).
       chunk_size: test images per evaluation chunk (memory bound).
       every: evaluate after every k-th block and after the last (others record ``None``).
+      shrink: evaluate on the network without the units the masks leave unused
+        (:mod:`bmr_jax.inference.shrunk`): the same metrics to float tolerance, cheaper as
+        the network prunes.
     """
 
     samples: int | None = setting(None, minimum=1)
     chunk_size: int = setting(1000, minimum=1)
     every: int = setting(1, minimum=1)
+    shrink: bool = setting(True)
 
     def __post_init__(self):
         check_fields(self, "eval")

@@ -66,6 +66,10 @@ Keys (defaults in brackets):
 - ``eval.every`` [1]: test metrics after every k-th block and after the last; the other
   blocks record ``null`` for acc/nll/ece/lpd (a 100-sample evaluation of a LeNet-5 costs
   about as much as a 500-step block on a 2-core CPU).
+- ``eval.shrink`` [true]: evaluate on the network without the units the masks leave unused
+  (``bmr_jax.inference.shrunk``): every posterior draw as before, only the forward pass on the
+  smaller network, so the metrics agree to float tolerance and an evaluation costs less as
+  the network prunes (false: always the full network).
 """
 
 from __future__ import annotations

@@ -1,0 +1,79 @@
+"""Evaluating on the shrunk network (``eval.shrink``): the same predictive as the full network.
+
+Reference: the full network's predictive with the same posterior draws (same keys), which
+the shrunk one must match to float tolerance, while a factor-2 error (a removed unit that
+was not zero) would move the probabilities far beyond it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bmr_jax import data, methods
+from bmr_jax.bayes.model import PRUNED_GAMMA
+from bmr_jax.inference import evaluate, shrunk
+from bmr_jax.runs.config import load_config
+from bmr_jax.runs.experiment import run_experiment
+from tests.runs import QUICKSTART, TINY
+
+
+def _unit_masks(setup, rng):
+    masks = {}
+    for spec in setup.bnet.view.bayesian_layers:
+        mask = rng.random(spec.shape) < 0.7
+        if spec.prunable:
+            mask[rng.random(spec.rows) < 0.4] = False
+        masks[spec.name] = mask
+    return masks
+
+
+@pytest.mark.parametrize("net, size", [("mlp", 28), ("vit", 32)])
+def test_the_shrunk_predictive_is_the_full_one(net, size, data_dir):
+    dataset = data.load("mnist_mini", image_size=size, data_dir=data_dir)
+    setup = methods.build("bmr_ss", dataset, net=net, preset="small")
+    masks = _unit_masks(setup, np.random.default_rng(3))
+    gamma = {k: jnp.where(m, 1.0, PRUNED_GAMMA) for k, m in masks.items()}
+    params = setup.trainer.params(setup.trainer.init())
+    params = {k: v * 30.0 if k.endswith("/z/loc") else v for k, v in params.items()}
+    kept = shrunk.kept_units(setup.bnet, masks, sequential=setup.sequential)
+    assert kept is not None
+    rows = sum(s.rows for s in setup.bnet.view.layers)
+    assert sum(len(r) for r, _ in kept.values()) < 0.95 * rows  # ViT: residual rows stay
+    images = dataset.test.images[:300]
+    key = jax.random.key(5)
+
+    def probs(apply):
+        predictive = evaluate.make_predictive(setup.bnet, setup.guide, apply=apply)
+        return evaluate.predictive_probs(setup.bnet, setup.guide, params, images, key=key,
+                                         samples=4, gamma=gamma, chunk_size=150,
+                                         predictive=predictive)  # fmt: skip
+
+    full = probs(None)
+    small = probs(shrunk.shrunk_apply(setup.bnet, kept, dataset.image_shape))
+    np.testing.assert_allclose(small, full, atol=2e-5, rtol=0)
+    assert full.max(axis=1).mean() > 0.3  # not uniform: the comparison has something to see
+
+
+# a target of 97 % pruned at the first reduce leaves whole units pruned (dead rows)
+PRUNES_UNITS = [*TINY, "train.steps_per_block=10", "bmr.rule=target",
+                "bmr.rule_options={schedule: {final: 0.97, begin: 1, end: 2}}"]  # fmt: skip
+
+
+def test_a_run_evaluated_on_the_shrunk_network_has_the_same_metrics(tmp_path):
+    records = {}
+    for shrink in ("true", "false"):
+        out = tmp_path / shrink
+        run_experiment(load_config(QUICKSTART, [*PRUNES_UNITS, f"eval.shrink={shrink}"]), out,
+                       progress=False, log=lambda s: None)  # fmt: skip
+        records[shrink] = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    with np.load(tmp_path / "true" / "posterior.npz") as saved:
+        assert any((~saved[f"mask/{k}"].any(axis=1)).any() for k in saved["layers"])  # dead rows
+    for a, b in zip(records["true"], records["false"], strict=True):
+        assert a["loss"] == b["loss"] and a["pruned_fraction"] == b["pruned_fraction"]
+        for key in ("acc", "nll", "ece"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
