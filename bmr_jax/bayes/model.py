@@ -156,6 +156,12 @@ class BayesianNetwork:
         self.likelihood(outputs, y, x.shape[0] if num_data is None else num_data)
         return outputs
 
+    def initial_module(self) -> nnx.Module:
+        """The network as an NNX module in eval mode, at its initial parameters."""
+        state = nnx.from_flat_state([(p, self.initial_params[_dotted(p)])
+                                     for p in self.param_paths])  # fmt: skip
+        return nnx.merge(self.eval_graphdef, state, self.rest, copy=True)
+
     # ----------------------------------------------------------------- initial values
 
     def full_gamma(self) -> dict[str, jax.Array]:

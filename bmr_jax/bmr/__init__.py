@@ -12,6 +12,7 @@ from bmr_jax.bmr.decide import (
 )
 from bmr_jax.bmr.delta_f import (
     delta_f,
+    delta_f_matrix_normal_columns,
     delta_f_matrix_normal_rows,
     delta_f_mvn,
     delta_f_spike,
@@ -51,6 +52,7 @@ __all__ = [
     "TargetSparsity",
     "UnitSpikeAndSlab",
     "delta_f",
+    "delta_f_matrix_normal_columns",
     "delta_f_matrix_normal_rows",
     "delta_f_mvn",
     "delta_f_spike",

@@ -146,6 +146,31 @@ def delta_f_matrix_normal_rows(mean, row_var, col_cov, prior_var, reduced_row_va
     return jnp.sum(df, axis=-1)
 
 
+def delta_f_matrix_normal_columns(mean, row_var, col_cov, prior_var, columns):
+    """Delta F of removing the input ``columns`` from every row of a matrix-normal posterior
+    (METHOD.md 4.3; e.g. the output projection's columns that read one attention head).
+
+    Row ``i`` is ``N(M_i, u_i V)``; the full prior is ``N(0, s)`` on every entry and the
+    reduced prior sets the columns ``S`` to 0. That change touches only the coordinates ``S``,
+    so each row's Delta F is that of its marginal ``N(M_iS, u_i V_SS)`` with every input removed
+    (METHOD.md 4.2 at ``g = 0``); with ``V_SS = Q Lambda Q'`` it is a sum of elementwise spike
+    terms (:func:`delta_f`) in rotated coordinates, and rows are independent, so the total is
+    the sum over rows.
+
+    Args:
+      mean: ``(rows, cols)``; row_var: ``(rows,)``; col_cov: ``(cols, cols)``; prior_var: ``s``;
+      columns: integer indices ``S`` (static).
+
+    Returns:
+      The scalar Delta F.
+    """
+    eigenvalues, Q = jnp.linalg.eigh(col_cov[jnp.ix_(columns, columns)])
+    rotated = mean[:, columns] @ Q
+    precision = 1.0 / (row_var[:, None] * eigenvalues[None, :])
+    df, _, _ = delta_f(rotated, precision, prior_var, 0)
+    return jnp.sum(df)
+
+
 def group_delta_f(row_delta_f, groups, num_groups: int):
     """Delta F of removing whole groups of rows (conv channels are rows already; attention
     heads are ``head_dim`` consecutive rows of each projection): rows are independent under

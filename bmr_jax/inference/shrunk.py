@@ -24,13 +24,6 @@ from bmr_jax.export.shrink import shrink
 from bmr_jax.export.units import unit_links
 
 
-def _module(bnet: BayesianNetwork) -> nnx.Module:
-    """The network in eval mode at its initial parameters."""
-    state = nnx.from_flat_state([(p, bnet.initial_params[".".join(map(str, p))])
-                                 for p in bnet.param_paths])  # fmt: skip
-    return nnx.merge(bnet.eval_graphdef, state, bnet.rest, copy=True)
-
-
 def _value(x):
     return x[...] if isinstance(x, nnx.Variable) else x
 
@@ -40,7 +33,7 @@ def kept_units(bnet: BayesianNetwork, masks: Mapping[str, np.ndarray], *,
     """``{layer: (kept rows, kept columns)}`` once the units ``masks`` leave unused are gone
     (index arrays; columns include the bias); ``None`` when there is no unit to remove."""
     view = bnet.view
-    links = unit_links(_module(bnet), view, sequential=sequential)
+    links = unit_links(bnet.initial_module(), view, sequential=sequential)
     ones = {s.name: np.ones(s.shape, np.float32) for s in view.layers}
     kept = shrink(view, links, ones, {k: np.asarray(v) for k, v in masks.items()},
                   fold_constants=False)  # fmt: skip
@@ -55,7 +48,7 @@ def shrunk_apply(bnet: BayesianNetwork, kept: Mapping[str, tuple], input_shape) 
     ``bnet.network_params`` gives them)."""
     view = bnet.view
     shapes = {n: (len(rows), len(cols)) for n, (rows, cols) in kept.items()}
-    small = narrow(_module(bnet), input_shape, shapes)
+    small = narrow(bnet.initial_module(), input_shape, shapes)
     small_view = build_layer_view(small, input_shape)
     graphdef, template, rest = nnx.split(small, nnx.Param, ...)
     index = {n: np.ix_(rows, cols) for n, (rows, cols) in kept.items()}

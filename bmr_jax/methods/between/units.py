@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import jax
 
-from bmr_jax.bmr.reduce import gamma_from_masks, make_unit_reduce
+from bmr_jax.bmr.reduce import HeadGroup, gamma_from_masks, make_unit_reduce
+from bmr_jax.export.units import unit_links
 from bmr_jax.methods.between import BETWEEN_BLOCKS, prior_variances
 
 
 def make_units(method, trainer):
-    """The jitted step: read ``{layer: (M, u, V)}`` from the guide, prune whole rows."""
+    """The jitted step: read ``{layer: (M, u, V)}`` from the guide, prune whole rows, and
+    whole attention heads (query, key and value rows with the output projection's columns)."""
     if method.write_back:
         raise ValueError("structured BMR cannot write back a matrix-normal posterior")
     guide = trainer.guide
-    reduce = make_unit_reduce(trainer.bnet.view, method.rule, prior_variances(trainer.bnet))
+    bnet = trainer.bnet
+    links = unit_links(bnet.initial_module(), bnet.view, sequential=False)
+    heads = tuple(HeadGroup(link.producers, link.consumer, link.unit_rows) for link in links
+                  if link.kind == "head")  # fmt: skip
+    reduce = make_unit_reduce(bnet.view, method.rule, prior_variances(bnet), heads)
 
     @jax.jit
     def step(state, masks, gamma, block, key):
