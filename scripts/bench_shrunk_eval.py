@@ -34,8 +34,7 @@ def bench(run: str, rounds: int) -> dict:
     predictives = {"full": evaluate.make_predictive(setup.bnet, setup.guide),
                    "shrunk": evaluate.make_predictive(setup.bnet, setup.guide, apply=apply)}
     chunk = restored.config.eval.chunk_size
-    units = sum(s.rows for s in setup.bnet.view.layers) // sum(len(r) for r, _ in kept.values())
-    chunks = {"full": chunk, "shrunk": chunk * max(1, units)}  # as the run loop sizes them
+    chunks = {"full": chunk, "shrunk": shrunk.chunk_size(setup.bnet, kept, chunk)}  # as runs do
     key = jax.random.key(0)
 
     def evaluate_once(name):

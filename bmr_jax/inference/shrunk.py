@@ -63,3 +63,11 @@ def shrunk_apply(bnet: BayesianNetwork, kept: Mapping[str, tuple], input_shape) 
         return nnx.merge(graphdef, nnx.from_flat_state(flat), rest)(x)
 
     return apply
+
+
+def chunk_size(bnet: BayesianNetwork, kept: Mapping[str, tuple], full_chunk: int) -> int:
+    """Test images per chunk on the shrunk network: ``full_chunk`` times the ratio of all units
+    to the units kept. Every chunk draws the posterior samples again, which on a shrunk network
+    is most of the cost, while the activations a chunk holds stay about as large."""
+    units = sum(s.rows for s in bnet.view.layers)
+    return full_chunk * max(1, units // sum(len(rows) for rows, _ in kept.values()))

@@ -213,8 +213,8 @@ def _check_rollback(setup: Setup, block: int, step: int, current, kept, rollback
 
 
 def _evaluation(setup: Setup, dataset, evaluation: EvalSettings, progress: bool):
-    """``evaluate(state, gamma, block) -> {acc, nll, ece, lpd}`` (``None`` values for the
-    blocks that are not evaluated), compiled once."""
+    """``evaluate(state, masks, gamma, block) -> {acc, nll, ece, lpd}`` (``None`` values for
+    the blocks that are not evaluated), compiled once per set of kept units."""
     samples = evaluation.samples or setup.method.eval_samples
     predictive_for = _predictives(setup, dataset, evaluation)
     _, block_key = run_keys(setup.seed)
@@ -239,9 +239,7 @@ def _predictives(setup: Setup, dataset, evaluation: EvalSettings):
     full network, or with ``evaluation.shrink`` of the network without the units ``masks``
     leave unused (compiled once per set of kept units; :mod:`bmr_jax.inference.shrunk`).
 
-    Every chunk of test images draws the same posterior samples again, and on a shrunk network
-    those draws are most of the cost, so its chunks are larger by the ratio of all units to
-    the units kept (the activations a chunk holds stay about as large)."""
+    The shrunk network's chunks are larger (:func:`bmr_jax.inference.shrunk.chunk_size`)."""
     full = evaluate.make_predictive(setup.bnet, setup.guide, setup.trainer.mesh)
     cache: dict = {}
 
@@ -255,11 +253,9 @@ def _predictives(setup: Setup, dataset, evaluation: EvalSettings):
         if signature not in cache:
             cache.clear()  # one structure at a time: the next evaluation rarely keeps more
             apply = shrunk.shrunk_apply(setup.bnet, kept, dataset.image_shape)
-            units = sum(s.rows for s in setup.bnet.view.layers)
-            ratio = units // sum(len(rows) for rows, _ in kept.values())
             cache[signature] = (evaluate.make_predictive(setup.bnet, setup.guide,
                                                          setup.trainer.mesh, apply=apply),
-                                evaluation.chunk_size * max(1, ratio))  # fmt: skip
+                                shrunk.chunk_size(setup.bnet, kept, evaluation.chunk_size))
         return cache[signature]
 
     return predictive_for
