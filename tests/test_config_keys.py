@@ -40,6 +40,7 @@ NON_DEFAULT = {
     "eval.samples": 3,
     "eval.chunk_size": 500,
     "eval.every": 2,
+    "eval.shrink": False,
     "bmr.warmup_blocks": 2,
     "bmr.rule": "evidence",
     "bmr.rule_options": {"threshold": 0.5},
@@ -92,7 +93,8 @@ def test_every_key_reaches_the_run(monkeypatch, tmp_path):
     setup = seen["setup"]
     assert config.plugins == ("json",)
     assert seen["dataset"].name == "mnist" and seen["evaluation"] == config.eval
-    assert seen["evaluation"] == methods.EvalSettings(samples=3, chunk_size=500, every=2)
+    assert seen["evaluation"] == methods.EvalSettings(samples=3, chunk_size=500, every=2,
+                                                      shrink=False)
     assert setup.train == config.train and setup.bmr == config.bmr and setup.seed == 5
     assert setup.train == methods.TrainSettings(
         blocks=7, steps_per_block=11, batch_size=64, lr=0.003, keep_checkpoints=5,
