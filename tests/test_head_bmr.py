@@ -13,9 +13,9 @@ import numpy as np
 from flax import nnx
 
 from bmr_jax.bayes.layers import build_layer_view
+from bmr_jax.bayes.units import unit_links
 from bmr_jax.bmr import Evidence, delta_f_matrix_normal_columns, delta_f_mvn
 from bmr_jax.bmr.reduce import HeadGroup, make_unit_reduce
-from bmr_jax.export.units import unit_links
 from bmr_jax.nets import create_net
 
 

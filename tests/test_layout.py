@@ -1,5 +1,5 @@
 """The package layout is the data flow: data -> nets -> Bayesian model -> inference -> BMR ->
-methods -> runs -> cli, and no module imports from a layer above its own (imports inside
+methods -> runs -> export -> cli, and no module imports from a layer above its own (imports inside
 functions included). Modules stay short enough to read at once."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import bmr_jax
 
 PACKAGE = Path(bmr_jax.__file__).parent
 LAYERS = ["errors registry runtime validate", "data", "nets", "bayes", "inference", "bmr",
-          "methods", "runs", "cli"]  # fmt: skip
+          "methods", "runs", "export", "cli"]  # fmt: skip
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names.split()}
 
 

@@ -10,8 +10,8 @@ With ``posterior=True`` the standard deviations of the kept weights are saved to
 ``export.predictive_probs(export.load(DIR, sparse=False), export.load_scales(DIR), images,
 key=...)`` gives the Bayesian predictive of the smaller network.
 
-Modules: :mod:`~bmr_jax.export.units` (which rows feed which columns),
-:mod:`~bmr_jax.export.shrink` (removing units exactly), :mod:`~bmr_jax.export.architecture`
+Modules: :mod:`~bmr_jax.bayes.units` (which rows feed which columns),
+:mod:`~bmr_jax.bayes.shrink` (removing units exactly), :mod:`~bmr_jax.export.architecture`
 (the narrower module), :mod:`~bmr_jax.export.sparse` (sparse compute, measured),
 :mod:`~bmr_jax.export.archive` (the files), :mod:`~bmr_jax.export.folder` (save and load),
 :mod:`~bmr_jax.export.from_run` (a run folder as input).

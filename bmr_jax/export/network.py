@@ -20,9 +20,9 @@ import numpy as np
 from flax import nnx
 
 from bmr_jax.bayes.layers import build_layer_view, from_matrix
+from bmr_jax.bayes.shrink import shrink
+from bmr_jax.bayes.units import unit_links
 from bmr_jax.export import architecture as arch
-from bmr_jax.export.shrink import shrink
-from bmr_jax.export.units import unit_links
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def export_network(module: nnx.Module, input_shape, masks: Mapping[str, np.ndarr
                    net: str, preset: str, num_classes: int, sequential: bool,
                    scales: Mapping[str, np.ndarray] | None = None) -> Exported:  # fmt: skip
     """The network ``module`` without the units that ``masks`` leave unused
-    (:mod:`bmr_jax.export.shrink`); ``net`` and ``preset`` name it in the registry, from which
+    (:mod:`bmr_jax.bayes.shrink`); ``net`` and ``preset`` name it in the registry, from which
     :func:`bmr_jax.export.load` rebuilds it (any other network exports too, and loads with
     ``template=``).
 

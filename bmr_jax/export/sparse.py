@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 from jax.experimental import sparse
 
-from bmr_jax.export.architecture import replace_module
+from bmr_jax.bayes.narrow import replace_module
 
 MAX_DENSITY = 0.5  # above this a sparse kernel is not even tried
 

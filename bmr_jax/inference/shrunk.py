@@ -4,7 +4,7 @@ Every posterior draw is made exactly as :func:`bmr_jax.inference.evaluate.make_p
 makes it (all of ``Z``, the same keys), then the kept rows and columns of every layer matrix
 are gathered into the narrower network of :mod:`bmr_jax.export` and only that network is
 applied. The units removed are those that output zero or that nothing reads (never constant
-folding, which does not hold under a posterior; :mod:`bmr_jax.export.shrink`): a pruned weight
+folding, which does not hold under a posterior; :mod:`bmr_jax.bayes.shrink`): a pruned weight
 is ``scale * 1e-12 * Z``, so what they would have contributed is below float32 resolution, and
 the test metrics agree with the full network's to float tolerance while the forward passes,
 which dominate an evaluation, cost what the smaller network costs.
@@ -19,9 +19,9 @@ from flax import nnx
 
 from bmr_jax.bayes.layers import build_layer_view
 from bmr_jax.bayes.model import BayesianNetwork
-from bmr_jax.export.architecture import narrow
-from bmr_jax.export.shrink import shrink
-from bmr_jax.export.units import unit_links
+from bmr_jax.bayes.narrow import narrow
+from bmr_jax.bayes.shrink import shrink
+from bmr_jax.bayes.units import unit_links
 
 
 def _value(x):

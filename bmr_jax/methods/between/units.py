@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import jax
 
+from bmr_jax.bayes.units import unit_links
 from bmr_jax.bmr.reduce import HeadGroup, gamma_from_masks, make_unit_reduce
-from bmr_jax.export.units import unit_links
 from bmr_jax.methods.between import BETWEEN_BLOCKS, prior_variances
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bmr_jax.bayes.layers import LayerView
-from bmr_jax.export.units import UnitLink
+from bmr_jax.bayes.units import UnitLink
 
 
 @dataclass(frozen=True)
