@@ -64,16 +64,32 @@ PRUNES_UNITS = [*TINY, "train.steps_per_block=10", "bmr.rule=target",
                 "bmr.rule_options={schedule: {final: 0.97, begin: 1, end: 2}}"]  # fmt: skip
 
 
-def test_a_run_evaluated_on_the_shrunk_network_has_the_same_metrics(tmp_path):
+def test_a_run_evaluated_on_the_shrunk_network_has_the_same_metrics(tmp_path, monkeypatch):
+    built = []
+    original = shrunk.shrunk_apply
+    monkeypatch.setattr(shrunk, "shrunk_apply", lambda *a: built.append(1) or original(*a))
+    monkeypatch.setattr(shrunk, "WORTH", 1.0)  # shrink even where FLOPs fall less than 2x
     records = {}
     for shrink in ("true", "false"):
         out = tmp_path / shrink
         run_experiment(load_config(QUICKSTART, [*PRUNES_UNITS, f"eval.shrink={shrink}"]), out,
                        progress=False, log=lambda s: None)  # fmt: skip
         records[shrink] = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    with np.load(tmp_path / "true" / "posterior.npz") as saved:
-        assert any((~saved[f"mask/{k}"].any(axis=1)).any() for k in saved["layers"])  # dead rows
+    assert built == [1]  # blocks 2 and 3 evaluated on one shrunk network
     for a, b in zip(records["true"], records["false"], strict=True):
         assert a["loss"] == b["loss"] and a["pruned_fraction"] == b["pruned_fraction"]
         for key in ("acc", "nll", "ece"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+
+
+def test_a_network_is_shrunk_only_when_that_halves_its_flops(data_dir):
+    dataset = data.load("mnist_mini", image_size=32, data_dir=data_dir)
+    setup = methods.build("bmr_ss", dataset, net="lenet5", preset="small")
+    view = setup.bnet.view
+    masks = {s.name: np.ones(s.shape, bool) for s in view.layers}
+    masks["dense.0"][:60] = False  # 60 of 84 dense units: 2 x 60 x 205 of 833k FLOPs
+    kept = shrunk.kept_units(setup.bnet, masks, sequential=True)
+    assert len(kept["dense.0"][0]) == 24 and len(kept["head"][1]) == 25
+    assert shrunk.kept_units(setup.bnet, masks, sequential=True, worth=shrunk.WORTH) is None
+    masks["convs.0"][:5] = False  # 5 of 6 first channels: conv1 and most of conv2 go
+    assert shrunk.kept_units(setup.bnet, masks, sequential=True, worth=shrunk.WORTH) is not None

@@ -53,6 +53,9 @@ class LayerSpec:
       kernel_shape, bias_shape: the module's parameter shapes (``bias_shape`` None: no bias).
       rows: output units; ``fan_in``: inputs per unit without the bias.
       is_last: this is the classifier (the last layer of the forward pass).
+      positions: how often the matrix is applied per input (output pixels of a convolution,
+        tokens of a transformer layer; 1 for a dense layer on a flat input), so that one
+        input costs ``2 * rows * cols * positions`` FLOPs in this layer.
       bayesian: the layer gets a prior and a posterior (else a point estimate).
       prunable: decision rules may prune it (the last layer never is).
     """
@@ -64,6 +67,7 @@ class LayerSpec:
     rows: int
     fan_in: int
     is_last: bool
+    positions: int = 1
     bayesian: bool = True
     prunable: bool = True
 
@@ -107,10 +111,12 @@ def _rows(module) -> int:
     return module.out_features
 
 
-def _call_order(model: nnx.Module, input_shape: tuple[int, ...]) -> list[tuple]:
-    """Paths of the weight modules in the order a forward pass calls them (shape-only trace)."""
+def _call_order(model: nnx.Module, input_shape: tuple[int, ...]) -> tuple[list[tuple], dict]:
+    """Paths of the weight modules in the order a forward pass calls them, and how many
+    outputs per unit each computes for one input (its positions; shape-only trace)."""
     graphdef, state = nnx.split(model)
     order: list[tuple] = []
+    positions: dict = {}
     originals = {cls: cls.__call__ for cls in WEIGHT_MODULES}
 
     def forward(state, x):
@@ -121,9 +127,11 @@ def _call_order(model: nnx.Module, input_shape: tuple[int, ...]) -> list[tuple]:
         def recording(cls):
             def call(self, *args, **kwargs):
                 path = paths.get(id(self))
+                y = originals[cls](self, *args, **kwargs)
                 if path is not None and path not in order:
                     order.append(path)
-                return originals[cls](self, *args, **kwargs)
+                    positions[path] = y.size // _rows(self)
+                return y
 
             return call
 
@@ -136,7 +144,7 @@ def _call_order(model: nnx.Module, input_shape: tuple[int, ...]) -> list[tuple]:
                 cls.__call__ = call
 
     jax.eval_shape(forward, state, jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
-    return order
+    return order, positions
 
 
 @dataclass(frozen=True)
@@ -207,7 +215,7 @@ def build_layer_view(
       prunable: predicate on a layer name; default: every Bayesian layer but the last.
     """
     modules = dict(nnx.iter_modules(model))
-    order = _call_order(model, tuple(input_shape))
+    order, positions = _call_order(model, tuple(input_shape))
     unused = [p for p, m in modules.items() if isinstance(m, WEIGHT_MODULES) and p not in order]
     if unused:
         names = ", ".join(".".join(map(str, p)) for p in unused)
@@ -230,6 +238,7 @@ def build_layer_view(
                 rows=rows,
                 fan_in=kernel.size // rows,
                 is_last=is_last,
+                positions=positions[path],
                 bayesian=is_bayes,
                 prunable=is_bayes and not is_last and (prunable(name) if prunable else True),
             )

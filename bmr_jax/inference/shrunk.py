@@ -28,16 +28,24 @@ def _value(x):
     return x[...] if isinstance(x, nnx.Variable) else x
 
 
+WORTH = 0.5  # shrink only when the smaller network costs at most this fraction of the FLOPs
+
+
 def kept_units(bnet: BayesianNetwork, masks: Mapping[str, np.ndarray], *,
-               sequential: bool) -> dict | None:  # fmt: skip
+               sequential: bool, worth: float = 1.0) -> dict | None:  # fmt: skip
     """``{layer: (kept rows, kept columns)}`` once the units ``masks`` leave unused are gone
-    (index arrays; columns include the bias); ``None`` when there is no unit to remove."""
+    (index arrays; columns include the bias); ``None`` when there is no unit to remove, or
+    when the smaller network would still cost more than ``worth`` times the full one's FLOPs
+    (``2 rows cols positions`` per layer; a new structure costs a compilation)."""
     view = bnet.view
     links = unit_links(bnet.initial_module(), view, sequential=sequential)
     ones = {s.name: np.ones(s.shape, np.float32) for s in view.layers}
     kept = shrink(view, links, ones, {k: np.asarray(v) for k, v in masks.items()},
                   fold_constants=False)  # fmt: skip
     if all(kept.matrices[s.name].shape == s.shape for s in view.layers):
+        return None
+    full = sum(s.size * s.positions for s in view.layers)
+    if sum(kept.matrices[s.name].size * s.positions for s in view.layers) > worth * full:
         return None
     return {s.name: (kept.rows[s.name], kept.cols[s.name]) for s in view.layers}
 

@@ -239,14 +239,17 @@ def _predictives(setup: Setup, dataset, evaluation: EvalSettings):
     full network, or with ``evaluation.shrink`` of the network without the units ``masks``
     leave unused (compiled once per set of kept units; :mod:`bmr_jax.inference.shrunk`).
 
-    The shrunk network's chunks are larger (:func:`bmr_jax.inference.shrunk.chunk_size`)."""
+    The network is shrunk only once that halves its FLOPs (``shrunk.WORTH``: each new
+    structure costs a compilation), and its chunks are larger
+    (:func:`bmr_jax.inference.shrunk.chunk_size`)."""
     full = evaluate.make_predictive(setup.bnet, setup.guide, setup.trainer.mesh)
     cache: dict = {}
 
     def predictive_for(masks):
         if not evaluation.shrink:
             return full, evaluation.chunk_size
-        kept = shrunk.kept_units(setup.bnet, jax.device_get(masks), sequential=setup.sequential)
+        kept = shrunk.kept_units(setup.bnet, jax.device_get(masks), sequential=setup.sequential,
+                                 worth=shrunk.WORTH)
         if kept is None:
             return full, evaluation.chunk_size
         signature = tuple((k, r.tobytes(), c.tobytes()) for k, (r, c) in sorted(kept.items()))
