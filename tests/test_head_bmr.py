@@ -10,8 +10,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
+from bmr_jax import data, methods
 from bmr_jax.bayes.layers import build_layer_view
 from bmr_jax.bayes.units import unit_links
 from bmr_jax.bmr import Evidence, delta_f_matrix_normal_columns, delta_f_mvn
@@ -76,3 +78,26 @@ def test_a_head_without_evidence_goes_with_its_output_columns():
             assert np.asarray(m).all(), name
     head_df = np.asarray(result.delta_f["blocks.0.attention heads"])
     assert head_df.shape == (4,) and head_df[2] > 0 and (np.delete(head_df, 2) < 0).all()
+
+
+@pytest.mark.slow
+def test_bmr_units_removes_a_vit_head_through_the_between_blocks_step():
+    """The whole path (methods.build finds the heads, the jitted units step decides): a head
+    whose query, key, value rows and output columns sit at 0 goes, the others stay (about
+    90 s on a 2-core CPU, mostly compiling the matrix-normal read-out)."""
+    dataset = data.load("mnist_mini", image_size=32)
+    setup = methods.build("bmr_units", dataset, net="vit", preset="small", seed=3,
+                          bmr=methods.BmrSettings(rule="evidence"))  # fmt: skip
+    state = methods.initial_state(setup)
+    params = setup.trainer.params(state.train)
+    prefix = "blocks.0.attention"
+    zeroed = {f"{prefix}.{p}/z/loc": params[f"{prefix}.{p}/z/loc"].at[16:32].set(0.0)
+              for p in ("query", "key", "value")}  # fmt: skip
+    zeroed[f"{prefix}.out/z/loc"] = params[f"{prefix}.out/z/loc"].at[:, 16:32].set(0.0)
+    train = setup.trainer.set_params(state.train, zeroed)
+    _, masks, _, _ = setup.between(train, state.masks, state.gamma, 2, jax.random.key(0))
+    for part in ("query", "key", "value"):
+        alive = np.asarray(masks[f"{prefix}.{part}"]).any(axis=1).reshape(4, 16).any(axis=1)
+        np.testing.assert_array_equal(alive, [True, False, True, True])
+    read = np.asarray(masks[f"{prefix}.out"]).any(axis=0)[:64].reshape(4, 16).any(axis=1)
+    np.testing.assert_array_equal(read, [True, False, True, True])
