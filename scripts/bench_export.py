@@ -10,10 +10,11 @@ versions of a finished run's network.
   BCOO (``--sparse auto``), and the export folder's sparse storage on disk.
 
 Bytes on disk: a safetensors file of the parameters (dense for the first three, the export's
-encodings for ``sparse``). FLOPs per image: 2 x the weight entries each layer multiplies, times
-the positions it is applied at (convolutions: output pixels); a sparse layer multiplies only
-its non-zero entries; activations, pooling and softmax are not counted. Latency: the jitted
-forward pass on real test images, the versions timed in turn within every round, medians.
+encodings for ``sparse``). FLOPs per image: 2 x the kernel entries each layer multiplies, times
+the positions it is applied at (``LayerSpec.positions``: output pixels of a convolution); a
+sparse layer multiplies only its non-zero entries; activations, pooling and softmax are not
+counted. Latency: the jitted forward pass on real test images, the versions timed in turn
+within every round, medians.
 
     python scripts/bench_export.py RUN [RUN ...] [--rounds 30] [--json]
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 
 import jax
@@ -35,7 +35,7 @@ from bmr_jax import data, export, nets
 from bmr_jax.bayes.layers import WEIGHT_MODULES, build_layer_view
 from bmr_jax.export import archive
 from bmr_jax.export.folder import compute_choices, parameters
-from bmr_jax.export.sparse import SparseLinear, to_sparse
+from bmr_jax.export.sparse import to_sparse
 
 VARIANTS = ("dense", "masked", "shrunk", "sparse")
 
@@ -50,40 +50,18 @@ def _masked(source):
     return module
 
 
-def _applications(module, input_shape) -> dict:
-    """``{module id: positions}`` each weight layer is applied at, for one image."""
-    found = {}
-    originals = {cls: cls.__call__ for cls in (*WEIGHT_MODULES, SparseLinear)}
-
-    def recording(cls):
-        def call(self, x, *args, **kwargs):
-            y = originals[cls](self, x, *args, **kwargs)
-            found[id(self)] = math.prod(y.shape[1:-1]) if y.ndim > 2 else 1
-            return y
-
-        return call
-
-    for cls in originals:
-        cls.__call__ = recording(cls)
-    try:
-        module(jnp.zeros((1, *input_shape)))
-    finally:
-        for cls, call in originals.items():
-            cls.__call__ = call
-    return found
-
-
-def _flops(module, input_shape) -> int:
-    applications = _applications(module, input_shape)
+def _flops(module, input_shape, sparse=()) -> int:
+    """2 x the kernel entries each weight layer multiplies x the positions it is applied at
+    (``LayerSpec.positions``); the layers named in ``sparse`` multiply their non-zero
+    entries only."""
+    view = build_layer_view(module, input_shape)
+    kernels = {".".join(map(str, p)): m.kernel[...] for p, m in nnx.iter_modules(module)
+               if isinstance(m, WEIGHT_MODULES)}  # fmt: skip
     total = 0
-    for _, layer in nnx.iter_modules(module):
-        if isinstance(layer, SparseLinear):
-            entries = int(layer.values[...].size)
-        elif isinstance(layer, (nnx.Linear, nnx.Conv)):
-            entries = int(layer.kernel[...].size)
-        else:
-            continue
-        total += 2 * entries * applications.get(id(layer), 0)
+    for spec in view.layers:
+        kernel = kernels[spec.name]
+        entries = int(np.count_nonzero(kernel)) if spec.name in sparse else int(kernel.size)
+        total += 2 * entries * spec.positions
     return total
 
 
@@ -117,7 +95,8 @@ def bench(run: str, rounds: int) -> dict:
                                      num_classes=source.num_classes,
                                      sequential=source.sequential)  # fmt: skip
     choices = compute_choices(exported.module, "auto", 1000, exported.architecture["layers"])
-    sparse = to_sparse(nnx.clone(exported.module), [c.name for c in choices if c.sparse])
+    sparse_names = [c.name for c in choices if c.sparse]
+    sparse = to_sparse(nnx.clone(exported.module), sparse_names)
     modules = {"dense": source.module, "masked": _masked(source), "shrunk": exported.module,
                "sparse": sparse}  # fmt: skip
     stored = {name: len(safetensors_bytes(parameters(m))) for name, m in modules.items()}
@@ -127,11 +106,13 @@ def bench(run: str, rounds: int) -> dict:
     images = data.load(config.data.name, image_size=spec.image_size,
                        padding=config.data.padding).test.images  # fmt: skip
     latency = {b: _latency(modules, images, b, rounds) for b in (1, 1000)}
+    flops = {name: _flops(modules[name], source.input_shape) for name in VARIANTS[:3]}
+    flops["sparse"] = _flops(exported.module, source.input_shape, sparse_names)
     rows = {}
     for name, module in modules.items():
         count, nonzero = _sizes(module)
         rows[name] = {"parameters": count, "nonzero": nonzero, "bytes": stored[name],
-                      "flops": _flops(module, source.input_shape),
+                      "flops": flops[name],
                       "latency_1": latency[1][name], "latency_1000": latency[1000][name]}
     return {"run": run, "net": config.net.name, "method": config.method,
             "compute": [c.line() for c in choices], "variants": rows}  # fmt: skip

@@ -27,8 +27,8 @@ def bench(run: str, rounds: int) -> dict:
     samples = restored.config.eval.samples or setup.method.eval_samples
     params = setup.trainer.params(state.train)
     start = time.perf_counter()
-    kept = shrunk.kept_units(setup.bnet, jax.device_get(state.masks),
-                             sequential=setup.sequential)  # fmt: skip
+    links = shrunk.links_of(setup.bnet, sequential=setup.sequential)
+    kept = shrunk.kept_units(setup.bnet, jax.device_get(state.masks), links)
     apply = shrunk.shrunk_apply(setup.bnet, kept, dataset.image_shape)
     build_seconds = time.perf_counter() - start
     predictives = {"full": evaluate.make_predictive(setup.bnet, setup.guide),

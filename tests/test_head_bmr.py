@@ -17,7 +17,7 @@ from bmr_jax import data, methods
 from bmr_jax.bayes.layers import build_layer_view
 from bmr_jax.bayes.units import unit_links
 from bmr_jax.bmr import Evidence, delta_f_matrix_normal_columns, delta_f_mvn
-from bmr_jax.bmr.reduce import HeadGroup, make_unit_reduce
+from bmr_jax.bmr.reduce import make_unit_reduce
 from bmr_jax.nets import create_net
 
 
@@ -61,9 +61,9 @@ def _vit_posterior(view, rng, dead_head, head_dim):
 def test_a_head_without_evidence_goes_with_its_output_columns():
     module = create_net("vit", 10, (32, 32, 1), "small", rngs=nnx.Rngs(0))
     view = build_layer_view(module, (32, 32, 1))
-    links = [link for link in unit_links(module, view, sequential=False) if link.kind == "head"]
-    heads = tuple(HeadGroup(link.producers, link.consumer, link.unit_rows) for link in links)
-    assert len(heads) == 4 and heads[0].head_dim == 16
+    links = unit_links(module, view, sequential=False)
+    heads = tuple(link for link in links if link.kind == "head")
+    assert len(heads) == 4 and heads[0].unit_rows == 16
     reduce = make_unit_reduce(view, Evidence(), heads=heads)
     masks = {s.name: jnp.ones(s.shape, bool) for s in view.layers}
     result = jax.jit(reduce)(_vit_posterior(view, np.random.default_rng(1), 2, 16), masks, 2)

@@ -40,7 +40,8 @@ def test_the_shrunk_predictive_is_the_full_one(net, size, data_dir):
     gamma = {k: jnp.where(m, 1.0, PRUNED_GAMMA) for k, m in masks.items()}
     params = setup.trainer.params(setup.trainer.init())
     params = {k: v * 30.0 if k.endswith("/z/loc") else v for k, v in params.items()}
-    kept = shrunk.kept_units(setup.bnet, masks, sequential=setup.sequential)
+    kept = shrunk.kept_units(setup.bnet, masks,
+                             shrunk.links_of(setup.bnet, sequential=setup.sequential))
     assert kept is not None
     rows = sum(s.rows for s in setup.bnet.view.layers)
     assert sum(len(r) for r, _ in kept.values()) < 0.95 * rows  # ViT: residual rows stay
@@ -88,8 +89,9 @@ def test_a_network_is_shrunk_only_when_that_halves_its_flops(data_dir):
     view = setup.bnet.view
     masks = {s.name: np.ones(s.shape, bool) for s in view.layers}
     masks["dense.0"][:60] = False  # 60 of 84 dense units: 2 x 60 x 205 of 833k FLOPs
-    kept = shrunk.kept_units(setup.bnet, masks, sequential=True)
+    links = shrunk.links_of(setup.bnet, sequential=True)
+    kept = shrunk.kept_units(setup.bnet, masks, links)
     assert len(kept["dense.0"][0]) == 24 and len(kept["head"][1]) == 25
-    assert shrunk.kept_units(setup.bnet, masks, sequential=True, worth=shrunk.WORTH) is None
+    assert shrunk.kept_units(setup.bnet, masks, links, worth=shrunk.WORTH) is None
     masks["convs.0"][:5] = False  # 5 of 6 first channels: conv1 and most of conv2 go
-    assert shrunk.kept_units(setup.bnet, masks, sequential=True, worth=shrunk.WORTH) is not None
+    assert shrunk.kept_units(setup.bnet, masks, links, worth=shrunk.WORTH) is not None

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import jax
 from flax import nnx
 
-from bmr_jax.bayes.layers import build_layer_view
+from bmr_jax.bayes.layers import LayerView, build_layer_view
 from bmr_jax.errors import ShapeMismatchError
 
 
@@ -78,3 +79,19 @@ def replace_module(modules: dict, path: tuple, new) -> None:
         parent[int(key)] = new
     else:
         setattr(parent, key, new)
+
+
+def _value(x):
+    return x[...] if isinstance(x, nnx.Variable) else x
+
+
+def with_layers(view: LayerView, params: nnx.State, matrices: Mapping[str, jax.Array],
+                others: Mapping[tuple, jax.Array]) -> nnx.State:  # fmt: skip
+    """``params`` (a narrowed network's ``nnx.Param`` state, ``view`` its layer view) with the
+    layer ``matrices`` written in and every other parameter (LayerNorm, class token, position
+    table) taken from ``others`` (``{Param path: value}``, e.g. the full network's flat
+    state); pure and jit-able, plain arrays as leaves."""
+    written = view.write(params, matrices)
+    layers = {s.path for s in view.layers}
+    return nnx.from_flat_state([(p, _value(v) if p[:-1] in layers else _value(others[p]))
+                                for p, v in nnx.to_flat_state(written)])  # fmt: skip

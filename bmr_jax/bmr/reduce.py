@@ -26,27 +26,13 @@ import numpy as np
 
 from bmr_jax.bayes.layers import LayerView
 from bmr_jax.bayes.model import PRUNED_GAMMA
+from bmr_jax.bayes.units import UnitLink
 from bmr_jax.bmr.decide import Rule
 from bmr_jax.bmr.delta_f import delta_f, delta_f_matrix_normal_columns, delta_f_matrix_normal_rows
 
 
-@dataclass(frozen=True)
-class HeadGroup:
-    """Attention heads as units of structured BMR: head ``h`` is the rows
-    ``h * head_dim + d`` of the ``producers`` (query, key, value) and the same columns of the
-    output projection ``consumer``."""
-
-    producers: tuple[str, ...]
-    consumer: str
-    head_dim: int
-
-    @property
-    def label(self) -> str:
-        return self.consumer.rsplit(".", 1)[0] + " heads"
-
-
 def make_unit_reduce(view: LayerView, rule: Rule, prior_var: Mapping[str, float] | None = None,
-                     heads: tuple[HeadGroup, ...] = ()):  # fmt: skip
+                     heads: tuple[UnitLink, ...] = ()):  # fmt: skip
     """Structured BMR: ``reduce(posterior, masks, block) -> ReduceResult``, pure and jit-able,
     scoring the removal of whole output units (rows) of every layer in closed form from a
     matrix-normal posterior ``{layer: (M, u, V)}`` (row ``i`` of ``Z`` is ``N(M_i, u_i V)``;
@@ -54,11 +40,13 @@ def make_unit_reduce(view: LayerView, rule: Rule, prior_var: Mapping[str, float]
     units, and every removed unit loses its whole row (weights and bias);
     ``ReduceResult.delta_f`` holds the per-unit Delta F. No reduced posterior is returned.
 
-    ``heads``: attention heads scored as single units instead of their query, key and value
-    rows one by one: a head's Delta F is the sum of its rows' and of its output-projection
-    columns' (:func:`delta_f_matrix_normal_columns`; the four matrices' posteriors are
-    independent), decided under the label ``"<attention> heads"``, and a removed head loses
-    its rows and those columns."""
+    ``heads``: attention heads (``bmr_jax.bayes.units`` links of kind ``"head"``: head ``h`` is
+    the rows ``h * unit_rows + d`` of the query, key and value projections and the same
+    columns of the output projection) scored as single units instead of their rows one by
+    one: a head's Delta F is the sum of its rows' and of its output-projection columns'
+    (:func:`delta_f_matrix_normal_columns`; the four matrices' posteriors are independent),
+    decided under the label ``"<attention> heads"``, and a removed head loses its rows and
+    those columns."""
     layers = [s.name for s in view.bayesian_layers]
     prunable = {s.name: s.prunable for s in view.bayesian_layers}
     prior_var = {name: 1.0 for name in layers} if prior_var is None else dict(prior_var)
@@ -82,7 +70,7 @@ def make_unit_reduce(view: LayerView, rule: Rule, prior_var: Mapping[str, float]
         new_masks = {name: masks[name] & units[name][:, None] for name in layers
                      if name not in in_heads}  # fmt: skip
         for group in heads:
-            keep = jnp.repeat(units[group.label], group.head_dim)
+            keep = jnp.repeat(units[group.label], group.unit_rows)
             for name in group.producers:
                 new_masks[name] = masks[name] & keep[:, None]
             columns = jnp.concatenate([keep, jnp.ones(new_masks[group.consumer].shape[1]
@@ -93,23 +81,23 @@ def make_unit_reduce(view: LayerView, rule: Rule, prior_var: Mapping[str, float]
     return reduce
 
 
-def _head_delta_f(group: HeadGroup, row_df, out_posterior, out_prior_var):
+def _head_delta_f(group: UnitLink, row_df, out_posterior, out_prior_var):
     """``(heads,)`` Delta F of removing each head: its query/key/value rows and its columns of
     the output projection."""
     rows = sum(row_df[name] for name in group.producers)
-    num_heads = rows.shape[0] // group.head_dim
-    per_head = rows.reshape(num_heads, group.head_dim).sum(axis=1)
+    num_heads = rows.shape[0] // group.unit_rows
+    per_head = rows.reshape(num_heads, group.unit_rows).sum(axis=1)
     mean, row_var, col_cov = out_posterior
-    columns = [np.arange(h * group.head_dim, (h + 1) * group.head_dim) for h in range(num_heads)]
+    columns = [group.rows_of(h) for h in range(num_heads)]  # the output columns reading head h
     out = jnp.stack([delta_f_matrix_normal_columns(mean, row_var, col_cov, out_prior_var, c)
                      for c in columns])  # fmt: skip
     return per_head + out
 
 
-def _heads_alive(group: HeadGroup, masks):
+def _heads_alive(group: UnitLink, masks):
     """A head is alive while any of its query, key or value rows is."""
     alive = sum(jnp.any(masks[name], axis=1).astype(jnp.int32) for name in group.producers) > 0
-    return alive.reshape(-1, group.head_dim).any(axis=1)
+    return alive.reshape(-1, group.unit_rows).any(axis=1)
 
 
 def noncentred_reduced_posterior(mean, precision, prior_var, reduced_var):

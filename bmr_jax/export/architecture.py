@@ -20,7 +20,7 @@ from flax import nnx
 
 from bmr_jax import nets
 from bmr_jax.bayes.layers import LayerView, build_layer_view
-from bmr_jax.bayes.narrow import narrow
+from bmr_jax.bayes.narrow import narrow, with_layers
 from bmr_jax.errors import ShapeMismatchError
 
 
@@ -59,12 +59,5 @@ def set_parameters(module: nnx.Module, input_shape, matrices: Mapping[str, np.nd
     """Writes the layer ``matrices`` and the other parameters (``{Param path: value}``:
     LayerNorm, class token, position table) into ``module`` (in place; returned)."""
     view = build_layer_view(module, input_shape)
-    params = view.write(nnx.state(module, nnx.Param), matrices)
-    flat = []
-    layer_paths = {s.path for s in view.layers}
-    for path, variable in nnx.to_flat_state(params):
-        if path[:-1] not in layer_paths:
-            variable = nnx.Param(np.asarray(others[path]))
-        flat.append((path, variable))
-    nnx.update(module, nnx.from_flat_state(flat))
+    nnx.update(module, with_layers(view, nnx.state(module, nnx.Param), matrices, others))
     return module

@@ -19,26 +19,26 @@ from flax import nnx
 
 from bmr_jax.bayes.layers import build_layer_view
 from bmr_jax.bayes.model import BayesianNetwork
-from bmr_jax.bayes.narrow import narrow
+from bmr_jax.bayes.narrow import narrow, with_layers
 from bmr_jax.bayes.shrink import shrink
-from bmr_jax.bayes.units import unit_links
-
-
-def _value(x):
-    return x[...] if isinstance(x, nnx.Variable) else x
-
+from bmr_jax.bayes.units import UnitLink, unit_links
 
 WORTH = 0.5  # shrink only when the smaller network costs at most this fraction of the FLOPs
 
 
-def kept_units(bnet: BayesianNetwork, masks: Mapping[str, np.ndarray], *,
-               sequential: bool, worth: float = 1.0) -> dict | None:  # fmt: skip
-    """``{layer: (kept rows, kept columns)}`` once the units ``masks`` leave unused are gone
-    (index arrays; columns include the bias); ``None`` when there is no unit to remove, or
-    when the smaller network would still cost more than ``worth`` times the full one's FLOPs
-    (``2 rows cols positions`` per layer; a new structure costs a compilation)."""
+def links_of(bnet: BayesianNetwork, *, sequential: bool) -> list[UnitLink]:
+    """The network's units (:func:`bmr_jax.bayes.units.unit_links`), for :func:`kept_units`."""
+    return unit_links(bnet.initial_module(), bnet.view, sequential=sequential)
+
+
+def kept_units(bnet: BayesianNetwork, masks: Mapping[str, np.ndarray], links: list[UnitLink],
+               *, worth: float = 1.0) -> dict | None:  # fmt: skip
+    """``{layer: (kept rows, kept columns)}`` once the units of ``links`` (:func:`links_of`)
+    that ``masks`` leave unused are gone (index arrays; columns include the bias); ``None``
+    when there is no unit to remove, or when the smaller network would still cost more than
+    ``worth`` times the full one's FLOPs (``2 rows cols positions`` per layer; a new
+    structure costs a compilation)."""
     view = bnet.view
-    links = unit_links(bnet.initial_module(), view, sequential=sequential)
     ones = {s.name: np.ones(s.shape, np.float32) for s in view.layers}
     kept = shrink(view, links, ones, {k: np.asarray(v) for k, v in masks.items()},
                   fold_constants=False)  # fmt: skip
@@ -60,15 +60,12 @@ def shrunk_apply(bnet: BayesianNetwork, kept: Mapping[str, tuple], input_shape) 
     small_view = build_layer_view(small, input_shape)
     graphdef, template, rest = nnx.split(small, nnx.Param, ...)
     index = {n: np.ix_(rows, cols) for n, (rows, cols) in kept.items()}
-    layer_paths = {s.path for s in small_view.layers}
 
     def apply(net_params, x):
         matrices = view.matrices(net_params)
-        params = small_view.write(template, {n: matrices[n][index[n]] for n in index})
-        full = dict(nnx.to_flat_state(net_params))
-        flat = [(p, _value(v) if p[:-1] in layer_paths else _value(full[p]))
-                for p, v in nnx.to_flat_state(params)]  # fmt: skip
-        return nnx.merge(graphdef, nnx.from_flat_state(flat), rest)(x)
+        params = with_layers(small_view, template, {n: matrices[n][index[n]] for n in index},
+                             dict(nnx.to_flat_state(net_params)))  # fmt: skip
+        return nnx.merge(graphdef, params, rest)(x)
 
     return apply
 

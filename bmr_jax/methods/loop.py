@@ -243,13 +243,13 @@ def _predictives(setup: Setup, dataset, evaluation: EvalSettings):
     structure costs a compilation), and its chunks are larger
     (:func:`bmr_jax.inference.shrunk.chunk_size`)."""
     full = evaluate.make_predictive(setup.bnet, setup.guide, setup.trainer.mesh)
+    links = shrunk.links_of(setup.bnet, sequential=setup.sequential) if evaluation.shrink else []
     cache: dict = {}
 
     def predictive_for(masks):
         if not evaluation.shrink:
             return full, evaluation.chunk_size
-        kept = shrunk.kept_units(setup.bnet, jax.device_get(masks), sequential=setup.sequential,
-                                 worth=shrunk.WORTH)
+        kept = shrunk.kept_units(setup.bnet, jax.device_get(masks), links, worth=shrunk.WORTH)
         if kept is None:
             return full, evaluation.chunk_size
         signature = tuple((k, r.tobytes(), c.tobytes()) for k, (r, c) in sorted(kept.items()))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 
 from bmr_jax.bayes.units import unit_links
-from bmr_jax.bmr.reduce import HeadGroup, gamma_from_masks, make_unit_reduce
+from bmr_jax.bmr.reduce import gamma_from_masks, make_unit_reduce
 from bmr_jax.methods.between import BETWEEN_BLOCKS, prior_variances
 
 
@@ -18,8 +18,7 @@ def make_units(method, trainer):
     guide = trainer.guide
     bnet = trainer.bnet
     links = unit_links(bnet.initial_module(), bnet.view, sequential=False)
-    heads = tuple(HeadGroup(link.producers, link.consumer, link.unit_rows) for link in links
-                  if link.kind == "head")  # fmt: skip
+    heads = tuple(link for link in links if link.kind == "head")
     reduce = make_unit_reduce(bnet.view, method.rule, prior_variances(bnet), heads)
 
     @jax.jit
