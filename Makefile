@@ -22,8 +22,11 @@ demo: $(STAMP)
 	rm -rf runs/quickstart
 	$(BIN)/bmr-jax run configs/quickstart.yaml --out runs/quickstart
 
+# Two pytest workers (pytest-xdist), each test file on one of them so that module fixtures are
+# built once: most tests are bound by compilation, which runs on one core.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow

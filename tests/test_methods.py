@@ -56,6 +56,7 @@ def test_method_reaches_the_stated_accuracy(method, runs):
     # new pruning multipliers are data: the compiled step is reused, not recompiled
     trainer = setup.trainer
     compiled = trainer._update._cache_size()
+    assert compiled == 1  # 600 steps, one compilation (a weakly typed start would make two)
     gamma = {k: jnp.where(jnp.arange(v.size).reshape(v.shape) % 2 == 0, 1.0, 1e-12)
              for k, v in setup.bnet.full_gamma().items()}  # fmt: skip
     state = jax.tree.map(jnp.copy, setup.state)  # the step donates its input
