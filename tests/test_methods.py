@@ -77,25 +77,6 @@ def test_method_registry():
     assert methods.METHODS.get("flat_map").dropout == 0.2
 
 
-@pytest.mark.parametrize("net", ["mlp", "lenet_300_100", "lenet5_caffe", "vit", "mixer"])
-def test_mean_field_svi_runs_on_every_network(net):
-    """Every network of the zoo (small preset) goes through the Bayesian engine: 30 Flat-FF
-    steps on mnist_mini give finite, decreasing losses and a finite 2-sample predictive."""
-    from bmr_jax import nets
-    from bmr_jax.inference import evaluate
-
-    ds = data.load("mnist_mini", image_size=nets.get_net_spec(net).image_size)
-    setup = methods.build("flat_ff", ds, net=net, preset="small", seed=0)
-    state = setup.trainer.init()
-    state, losses = setup.trainer.run_block(state, 30, key=jax.random.key(0), progress=False)
-    assert np.all(np.isfinite(losses)) and losses[-5:].mean() < losses[:5].mean()
-    probs = evaluate.predictive_probs(
-        setup.bnet, setup.guide, setup.trainer.params(state), ds.test.images[:50],
-        key=jax.random.key(0), samples=2,
-    )  # fmt: skip
-    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
-
-
 def test_bmr_ss_prunes_most_weights_and_keeps_flat_ff_accuracy(runs):
     """BMR-S&S vs Flat-FF on the same schedule (two reduce steps, before blocks 2 and 3).
     Stated: pruned fraction >= 50 % and accuracy within 1 point of Flat-FF."""
