@@ -55,6 +55,7 @@ def test_hand_made_header_is_parsed(tmp_path):
         (gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 4, 7, 8, 9])), "holds 3 bytes"),
         (gzip.compress(bytes([0, 0, 8, 2, 0, 0])), "header is cut short"),
     ],
+    ids=["not gzip", "bad magic", "short data", "short header"],  # gzip headers hold the time
 )
 def test_damaged_files_raise_one_line_errors(tmp_path, content, message):
     path = tmp_path / "damaged.gz"
