@@ -23,10 +23,11 @@ demo: $(STAMP)
 	$(BIN)/bmr-jax run configs/quickstart.yaml --out runs/quickstart
 
 # Two pytest workers (pytest-xdist), each test file on one of them so that module fixtures are
-# built once: most tests are bound by compilation, which runs on one core.
+# built once: most tests are bound by compilation, which runs on one core. The 20 slowest are
+# listed at the end.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
