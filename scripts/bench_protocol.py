@@ -64,11 +64,13 @@ def main() -> None:
     print("per block (full | shrunk): eval s, acc, pruned")
     for a, b in zip(full["records"], small["records"], strict=True):
         if a["acc"] is not None:
-            print(f"  block {a['block']:>3}: {a['eval_seconds']:6.1f} | {b['eval_seconds']:6.1f}"
-                  f"  acc {a['acc']:.4f} | {b['acc']:.4f}  pruned {a['pruned_fraction']:.3f}")
+            seconds = f"{a['eval_seconds']:6.1f} | {b['eval_seconds']:6.1f}"
+            acc = f"{a['acc']:.4f} | {b['acc']:.4f}"
+            pruned = a["pruned_fraction"]
+            print(f"  block {a['block']:>3}: {seconds}  acc {acc}  pruned {pruned:.3f}")
     differences = largest_differences(full["records"], small["records"])
-    print("largest relative difference: " + ", ".join(f"{k} {v:.1e}"
-                                                       for k, v in differences.items()))
+    listed = ", ".join(f"{k} {v:.1e}" for k, v in differences.items())
+    print(f"largest relative difference: {listed}")
 
 
 if __name__ == "__main__":
