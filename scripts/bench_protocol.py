@@ -14,13 +14,13 @@ temporary folder that is removed.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 from bmr_jax.runs.config import load_config
 from bmr_jax.runs.experiment import run_experiment
+from bmr_jax.runs.folder import RunFolder
 
 METRICS = ("acc", "nll", "ece", "pruned_fraction", "dead_fraction")
 
@@ -30,7 +30,7 @@ def run_once(config_path: str, overrides: list[str], shrink: bool, out: Path) ->
     begin = time.perf_counter()
     run_experiment(config, out, progress=False, log=lambda *a: None)
     wall = time.perf_counter() - begin
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = RunFolder(out).metrics()
     phases = {p: sum(r[f"{p}_seconds"] for r in records) for p in ("train", "reduce", "eval")}
     return {"wall": wall, "phases": phases, "records": records}
 
