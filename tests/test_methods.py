@@ -1,9 +1,12 @@
 """Real runs of the paper's methods on real MNIST.
 
-LeNet-5 (small preset), full MNIST training set, batch 120, 3 blocks x 200 steps, 10 posterior
-samples on the 10,000 official test images after the last block. Measured here (seed 137):
-Flat-MAP 0.93, Flat-FF 0.97, Tiered-FF 0.97 test accuracy after 600 steps; the thresholds
-leave 2-3 points for seed and platform noise while failing anything that does not learn.
+LeNet-300-100 (small preset: dense 100-30, ReLU), full MNIST training set, batch 120, 3 blocks x
+200 steps, 10 posterior samples on the 10,000 official test images after the last block.
+Measured here (seed 137): Flat-MAP 0.922, Flat-FF 0.955, Tiered-FF 0.957, BMR-S&S 0.955 (pruned
+0.61, then 0.88) test accuracy after 600 steps; the thresholds leave 2-3 points for seed and
+platform noise while failing anything that does not learn. (A dense network: the same runs on
+LeNet-5 cost four times as long here, most of the test suite's method time; every network goes
+through the engine in test_network_svi.py.)
 Each method runs once per session (the runs are shared by the tests that read them).
 """
 
@@ -14,16 +17,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bmr_jax import data, methods
+from bmr_jax import data, methods, nets
 
-THRESHOLDS = {"flat_map": 0.90, "flat_ff": 0.95, "tiered_ff": 0.95}
+THRESHOLDS = {"flat_map": 0.90, "flat_ff": 0.935, "tiered_ff": 0.935}
+NET = "lenet_300_100"
 QUIET = methods.RunHooks(progress=False)
 SCHEDULE = methods.TrainSettings(blocks=3, steps_per_block=200)
 
 
 @pytest.fixture(scope="module")
 def mnist():
-    return data.load("mnist", image_size=32)
+    return data.load("mnist", image_size=nets.get_net_spec(NET).image_size)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +37,7 @@ def runs(mnist):
 
     def run(method):
         if method not in done:
-            setup = methods.build(method, mnist, net="lenet5", preset="small", seed=137,
+            setup = methods.build(method, mnist, net=NET, preset="small", seed=137,
                                   train=SCHEDULE)  # fmt: skip
             evaluation = methods.EvalSettings(samples=10, every=SCHEDULE.blocks)
             done[method] = setup, methods.run(setup, mnist, evaluation=evaluation, hooks=QUIET)
@@ -93,20 +97,20 @@ def test_bmr_ss_prunes_most_weights_and_keeps_flat_ff_accuracy(runs):
 def test_write_back_puts_the_reduced_posterior_into_the_guide():
     from bmr_jax import bmr
 
-    ds = data.load("mnist_mini", image_size=32)
+    ds = data.load("mnist_mini", image_size=28)
     method = methods.Method("bmr_wb", "flat", "mean_field", 1e-2, between="spike_and_slab",
                             rule=bmr.SpikeAndSlab(), write_back=True)  # fmt: skip
-    setup = methods.build(method, ds, net="lenet5", preset="small", seed=0,
+    setup = methods.build(method, ds, net=NET, preset="small", seed=0,
                           train=methods.TrainSettings(blocks=2, steps_per_block=100))
     methods.run(setup, ds, evaluation=methods.EvalSettings(samples=2), hooks=QUIET)
     params = setup.trainer.params(setup.state)
     # set_params round trip on the SVI state
-    loc = params["convs.0/z/loc"]
-    state = setup.trainer.set_params(setup.state, {"convs.0/z/loc": loc + 1.0})
-    np.testing.assert_allclose(setup.trainer.params(state)["convs.0/z/loc"], loc + 1.0, rtol=1e-6)
+    loc = params["hidden.1/z/loc"]
+    state = setup.trainer.set_params(setup.state, {"hidden.1/z/loc": loc + 1.0})
+    np.testing.assert_allclose(setup.trainer.params(state)["hidden.1/z/loc"], loc + 1.0, rtol=1e-6)
     # after the block-2 reduction, pruned weights started block 2 at their prior N(0, 1); the
     # likelihood no longer reaches them (gamma = 1e-12), so they stay close to it
-    pruned = ~setup.masks["convs.2"]
+    pruned = ~setup.masks["hidden.0"]
     assert pruned.any()
-    assert np.abs(np.asarray(params["convs.2/z/loc"])[pruned]).max() < 0.2
-    np.testing.assert_allclose(np.asarray(params["convs.2/z/scale"])[pruned], 1.0, atol=0.2)
+    assert np.abs(np.asarray(params["hidden.0/z/loc"])[pruned]).max() < 0.2
+    np.testing.assert_allclose(np.asarray(params["hidden.0/z/scale"])[pruned], 1.0, atol=0.2)

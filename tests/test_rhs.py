@@ -63,8 +63,9 @@ def test_uninformed_and_pruned_weights_become_the_prior():
 
 
 def test_bmr_rhs_runs_end_to_end():
-    ds = data.load("mnist_mini", image_size=32)
-    setup = methods.build("bmr_rhs", ds, net="lenet5", preset="small", seed=0,
+    # LeNet-300-100: a dense network compiles in a fraction of LeNet-5's time
+    ds = data.load("mnist_mini", image_size=28)
+    setup = methods.build("bmr_rhs", ds, net="lenet_300_100", preset="small", seed=0,
                           train=methods.TrainSettings(blocks=2, steps_per_block=100))
     records = methods.run(setup, ds, evaluation=methods.EvalSettings(samples=2),
                           hooks=methods.RunHooks(progress=False))  # fmt: skip
