@@ -18,20 +18,9 @@ import argparse
 
 import jax
 import numpy as np
+import optax
 
 from bmr_jax import export
-
-
-def belief_state(opt_state):
-    """The first optimiser sub-state holding AdaBelief's ``mu`` and ``nu``."""
-    if hasattr(opt_state, "mu") and hasattr(opt_state, "nu"):
-        return opt_state
-    children = opt_state if isinstance(opt_state, tuple | list) else ()
-    children = [*children, getattr(opt_state, "inner_state", None)]
-    for child in children:
-        if child is not None and (found := belief_state(child)) is not None:
-            return found
-    return None
 
 
 def main() -> None:
@@ -42,7 +31,8 @@ def main() -> None:
     parser.add_argument("--b2", type=float, default=0.999)
     args = parser.parse_args()
     restored = export.restore_run(args.run)
-    state = belief_state(restored.state.train.opt_state)
+    # AdaBelief's mu and nu, wherever the optimiser chain holds them
+    state = optax.tree_utils.tree_get(restored.state.train.opt_state, "ScaleByBeliefState")
     steps = int(state.count)
     nu = np.concatenate([np.ravel(np.asarray(v)) for v in jax.tree.leaves(state.nu)])
     floor = args.eps_root * (1 - args.b2**steps) / (1 - args.b2)  # eps_root summed into nu
