@@ -58,4 +58,4 @@ def test_readme_deploy_section_runs(tiny_run, tmp_path, monkeypatch, capsys):
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["logits"].shape == (100, 10)
     assert abs(float(namespace["probs"].sum(axis=1).mean()) - 1.0) < 1e-5
-    assert "convs.0: 6 -> " in capsys.readouterr().out
+    assert "hidden.0: 100 -> " in capsys.readouterr().out

@@ -231,7 +231,7 @@ def test_a_run_exports_its_final_posterior_median(exported_run, tiny_run):
 
 def test_a_run_export_equals_the_masked_run_network_and_round_trips(exported_run, data_dir):
     report, source, out = exported_run
-    x = jnp.asarray(data.load("mnist_mini", image_size=32, data_dir=data_dir).test.images[:200])
+    x = jnp.asarray(data.load("mnist_mini", image_size=28, data_dir=data_dir).test.images[:200])
     view = build_layer_view(source.module, source.input_shape)
     params = nnx.state(source.module, nnx.Param)
     masked = nnx.clone(source.module)
@@ -251,8 +251,8 @@ def test_a_run_export_equals_the_masked_run_network_and_round_trips(exported_run
     np.testing.assert_allclose(np.asarray(sparse(x)), reference, atol=tolerance, rtol=0)
     scales = export.load_scales(out)
     assert set(scales) <= {p for p, _ in nnx.to_flat_state(nnx.state(loaded, nnx.Param))}
-    kernel = ("convs", 1, "kernel")
-    pruned = np.asarray(loaded.convs[1].kernel[...]) == 0
+    kernel = ("hidden", 1, "kernel")
+    pruned = np.asarray(loaded.hidden[1].kernel[...]) == 0
     assert (scales[kernel][pruned] == 0).all() and (scales[kernel][~pruned] > 0).all()
 
 
@@ -261,7 +261,7 @@ def test_the_export_command_prints_a_line_per_layer(tiny_run, tmp_path, capsys, 
                  "--format", "npz", "--data-dir", str(data_dir)])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
-    for layer in ("convs.0", "convs.1", "convs.2", "dense.0", "head"):
+    for layer in ("hidden.0", "hidden.1", "head"):
         assert f"\n{layer}: " in "\n" + out
     assert export.read_description(tmp_path / "e")["file_format"] == "npz"
     assert (tmp_path / "e" / "weights.npz").is_file()

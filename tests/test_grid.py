@@ -12,7 +12,7 @@ from bmr_jax.runs.experiment import run_experiment
 from bmr_jax.runs.grid import load_grid
 from tests.runs import QUICKSTART, REPO, Crash, at
 
-TINY = ["data.name=mnist_mini", "net.preset=small", "train.blocks=1",
+TINY = ["data.name=mnist_mini", "net.name=lenet_300_100", "net.preset=small", "train.blocks=1",
         "train.steps_per_block=20", "eval.samples=2"]  # fmt: skip
 
 

@@ -199,9 +199,10 @@ def test_nonfinite_loss_rolls_back_with_a_lower_learning_rate(tmp_path, monkeypa
 
 
 def test_real_divergence_is_caught():
-    dataset = data.load("mnist_mini", image_size=32)
+    dataset = data.load("mnist_mini", image_size=28)
     settings = methods.TrainSettings(blocks=1, steps_per_block=30, lr=1e30)
-    setup = methods.build("flat_ff", dataset, net="lenet5", preset="small", train=settings)
+    setup = methods.build("flat_ff", dataset, net="lenet_300_100", preset="small",
+                          train=settings)
     with pytest.raises(methods.NonFiniteError, match="in block 1 at step"):
         methods.run(setup, dataset, evaluation=methods.EvalSettings(samples=1),
                     hooks=methods.RunHooks(progress=False))  # fmt: skip

@@ -43,7 +43,7 @@ def test_posterior_npz_is_scale_gamma_z_at_the_guide_median(uninterrupted):
     elsewhere."""
     with np.load(uninterrupted / "posterior.npz") as saved:
         layers = [str(x) for x in saved["layers"]]
-        assert layers[-1].endswith(layers[-1]) and len(layers) == 5  # LeNet-5: 2 conv, 3 dense
+        assert layers[-1].endswith(layers[-1]) and len(layers) == 3  # LeNet-300-100: 3 dense
         for layer in layers:
             w, mask = saved[f"weight/{layer}"], saved[f"mask/{layer}"]
             assert w.shape == mask.shape
