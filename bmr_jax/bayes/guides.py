@@ -36,6 +36,7 @@ import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.distributions import constraints
 
+from bmr_jax.nets.initializers import uniform
 from bmr_jax.registry import Registry
 
 
@@ -75,8 +76,7 @@ def uniform_start(sites: Mapping[str, LatentSite], key: jax.Array, radius: float
     ones (so a log-normal guide's location is ``U``), one independent draw per site."""
     values = {}
     for i, (name, site) in enumerate(sites.items()):
-        u = jax.random.uniform(jax.random.fold_in(key, i), site.shape, minval=-radius,
-                               maxval=radius)  # fmt: skip
+        u = uniform(jax.random.fold_in(key, i), site.shape, -radius, radius)
         values[name] = jnp.exp(u) if site.positive else u
     return values
 
@@ -145,9 +145,11 @@ class Guide:
         return numpyro.param(f"{site.name}/scale", init, constraint=constraints.softplus_positive)
 
     def _diagonal(self, site: LatentSite) -> dist.Distribution:
-        """Normal / LogNormal with independent entries."""
+        """Normal / LogNormal with independent entries. Their arguments are valid by
+        construction (a softplus-constrained scale), so numpyro's check of concrete arguments
+        is skipped: it ran eagerly at the start, an XLA program per layer shape."""
         base = (dist.LogNormal if site.positive else dist.Normal)(
-            self._loc(site), self._scale(site)
+            self._loc(site), self._scale(site), validate_args=False
         )
         return base.to_event(len(site.shape))
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 WEIGHT_MODULES = (nnx.Linear, nnx.Conv, nnx.LinearGeneral)
@@ -91,10 +92,11 @@ class LayerSpec:
 
 def to_matrix(spec: LayerSpec, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
     """``(rows, fan_in [+1])`` matrix of a layer from its kernel (inputs first, outputs last,
-    as every Flax layer stores it) and bias."""
+    as every Flax layer stores it) and bias; numpy in, numpy out."""
+    xp = np if isinstance(kernel, np.ndarray) else jnp
     matrix = kernel.reshape(spec.fan_in, spec.rows).T
     if spec.has_bias:
-        matrix = jnp.concatenate([matrix, bias.reshape(spec.rows, 1)], axis=1)
+        matrix = xp.concatenate([matrix, bias.reshape(spec.rows, 1)], axis=1)
     return matrix
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from flax import nnx
@@ -166,7 +167,8 @@ class BayesianNetwork:
 
     def full_gamma(self) -> dict[str, jax.Array]:
         """Multipliers of an unpruned network: ones of every Bayesian layer's shape."""
-        return {s.name: jnp.ones(s.shape) for s in self.view.bayesian_layers}
+        return {s.name: jnp.asarray(np.ones(s.shape, np.float32))  # no XLA program per shape
+                for s in self.view.bayesian_layers}  # fmt: skip
 
     def init_latents(self) -> dict[str, jax.Array]:
         """Initial values of every latent site: the prior's scale initialisation, and
@@ -180,10 +182,11 @@ class BayesianNetwork:
                 if path not in layer_leaf_paths:
                     values[_dotted(path)] = self.initial_params[_dotted(path)]
         scales = layer_scales_at(self.prior, self.view, values)
-        for spec in self.view.bayesian_layers:
+        for spec in self.view.bayesian_layers:  # in numpy: eager jnp is a program per shape
             kernel_path, bias_path = self.layer_leaves[spec.name]
-            kernel = self.initial_params[_dotted(kernel_path)]
-            bias = None if bias_path is None else self.initial_params[_dotted(bias_path)]
+            kernel = np.asarray(self.initial_params[_dotted(kernel_path)])
+            bias = bias_path and np.asarray(self.initial_params[_dotted(bias_path)])
             matrix = to_matrix(spec, kernel, bias)
-            values[z_site(spec.name)] = matrix / jnp.broadcast_to(scales[spec.name], spec.shape)
+            scale = np.broadcast_to(np.asarray(scales[spec.name]), spec.shape)
+            values[z_site(spec.name)] = jnp.asarray(matrix / scale)
         return values

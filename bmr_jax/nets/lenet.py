@@ -20,6 +20,7 @@ from flax import nnx
 
 from bmr_jax.errors import ShapeMismatchError
 from bmr_jax.nets.base import ACTIVATIONS, apply_dropout, check_input, maybe_dropout
+from bmr_jax.nets.initializers import DENSE
 
 KERNEL = 5
 POOL = 2
@@ -83,7 +84,8 @@ class LeNet(nnx.Module):
         height, width, channels = input_shape
         convs = []
         for i, features in enumerate(config.conv):
-            convs.append(nnx.Conv(channels, features, (KERNEL, KERNEL), padding="VALID", rngs=rngs))
+            convs.append(nnx.Conv(channels, features, (KERNEL, KERNEL), padding="VALID", **DENSE,
+                                  rngs=rngs))
             height, width, channels = height - KERNEL + 1, width - KERNEL + 1, features
             if i < 2:
                 height, width = height // POOL, width // POOL
@@ -95,9 +97,10 @@ class LeNet(nnx.Module):
         self.convs = nnx.List(convs)
         widths = (height * width * channels, *config.dense)
         self.dense = nnx.List(
-            [nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+            [nnx.Linear(a, b, **DENSE, rngs=rngs)
+             for a, b in zip(widths[:-1], widths[1:], strict=True)]  # fmt: skip
         )
-        self.head = nnx.Linear(widths[-1], num_classes, rngs=rngs)
+        self.head = nnx.Linear(widths[-1], num_classes, **DENSE, rngs=rngs)
         self.dropout = maybe_dropout(dropout, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

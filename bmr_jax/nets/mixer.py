@@ -13,6 +13,7 @@ import jax
 from flax import nnx
 
 from bmr_jax.nets.base import check_input
+from bmr_jax.nets.initializers import DENSE, NORM
 from bmr_jax.nets.vit import FeedForward, PatchEmbedding
 
 
@@ -35,9 +36,9 @@ class MixerBlock(nnx.Module):
     """One Mixer layer: token mixing then channel mixing, each pre-LN with a residual."""
 
     def __init__(self, config: MixerConfig, num_tokens: int, *, rngs: nnx.Rngs, dropout=0.0):
-        self.norm1 = nnx.LayerNorm(config.width, rngs=rngs)
+        self.norm1 = nnx.LayerNorm(config.width, **NORM, rngs=rngs)
         self.token_mlp = FeedForward(num_tokens, config.token_hidden, rngs=rngs, dropout=dropout)
-        self.norm2 = nnx.LayerNorm(config.width, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(config.width, **NORM, rngs=rngs)
         self.channel_mlp = FeedForward(
             config.width, config.channel_hidden, rngs=rngs, dropout=dropout
         )
@@ -69,8 +70,8 @@ class Mixer(nnx.Module):
                 for _ in range(config.blocks)
             ]
         )
-        self.norm = nnx.LayerNorm(config.width, rngs=rngs)
-        self.head = nnx.Linear(config.width, num_classes, rngs=rngs)
+        self.norm = nnx.LayerNorm(config.width, **NORM, rngs=rngs)
+        self.head = nnx.Linear(config.width, num_classes, **DENSE, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_input(self.name, self.input_shape, x)

@@ -13,6 +13,7 @@ import jax
 from flax import nnx
 
 from bmr_jax.nets.base import ACTIVATIONS, apply_dropout, check_input, maybe_dropout
+from bmr_jax.nets.initializers import DENSE
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,10 @@ class MLP(nnx.Module):
         self.activation = ACTIVATIONS[config.activation]
         widths = (math.prod(input_shape), *config.hidden)
         self.hidden = nnx.List(
-            [nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+            [nnx.Linear(a, b, **DENSE, rngs=rngs)
+             for a, b in zip(widths[:-1], widths[1:], strict=True)]  # fmt: skip
         )
-        self.head = nnx.Linear(widths[-1], num_classes, rngs=rngs)
+        self.head = nnx.Linear(widths[-1], num_classes, **DENSE, rngs=rngs)
         self.dropout = maybe_dropout(dropout, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:

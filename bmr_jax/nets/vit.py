@@ -15,7 +15,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from bmr_jax.errors import ShapeMismatchError
+from bmr_jax.nets import initializers
 from bmr_jax.nets.base import apply_dropout, check_input, maybe_dropout
+from bmr_jax.nets.initializers import DENSE, NORM
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,8 @@ class PatchEmbedding(nnx.Module):
             )
         self.num_patches = (height // patch) * (image_width // patch)
         self.proj = nnx.Conv(
-            channels, width, (patch, patch), strides=(patch, patch), padding="VALID", rngs=rngs
+            channels, width, (patch, patch), strides=(patch, patch), padding="VALID", **DENSE,
+            rngs=rngs,
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -57,8 +60,8 @@ class FeedForward(nnx.Module):
     """``Dense(hidden) -> GELU -> Dense(out)``, with optional dropout after each."""
 
     def __init__(self, features: int, hidden: int, *, rngs: nnx.Rngs, dropout: float = 0.0):
-        self.fc1 = nnx.Linear(features, hidden, rngs=rngs)
-        self.fc2 = nnx.Linear(hidden, features, rngs=rngs)
+        self.fc1 = nnx.Linear(features, hidden, **DENSE, rngs=rngs)
+        self.fc2 = nnx.Linear(hidden, features, **DENSE, rngs=rngs)
         self.dropout = maybe_dropout(dropout, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -71,7 +74,7 @@ class EncoderBlock(nnx.Module):
 
     def __init__(self, config: ViTConfig, *, rngs: nnx.Rngs, dropout: float = 0.0):
         width = config.width
-        self.norm1 = nnx.LayerNorm(width, rngs=rngs)
+        self.norm1 = nnx.LayerNorm(width, **NORM, rngs=rngs)
         self.attention = nnx.MultiHeadAttention(
             num_heads=config.heads,
             in_features=width,
@@ -79,9 +82,10 @@ class EncoderBlock(nnx.Module):
             out_features=width,
             decode=False,
             deterministic=True,
+            **DENSE,
             rngs=rngs,
         )
-        self.norm2 = nnx.LayerNorm(width, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(width, **NORM, rngs=rngs)
         self.mlp = FeedForward(width, config.mlp_ratio * width, rngs=rngs, dropout=dropout)
         self.dropout = maybe_dropout(dropout, rngs)
 
@@ -106,16 +110,16 @@ class ViT(nnx.Module):
         self.name = name
         self.input_shape = tuple(input_shape)
         self.embed = PatchEmbedding(input_shape, config.patch, config.width, rngs=rngs, name=name)
-        init = nnx.initializers.normal(0.02)
-        self.cls_token = nnx.Param(jnp.zeros((1, 1, config.width)))
+        init = initializers.normal(0.02)
+        self.cls_token = nnx.Param(initializers.zeros(None, (1, 1, config.width)))
         self.positions = nnx.Param(
             init(rngs.params(), (1, self.embed.num_patches + 1, config.width))
         )
         self.blocks = nnx.List(
             [EncoderBlock(config, rngs=rngs, dropout=dropout) for _ in range(config.depth)]
         )
-        self.norm = nnx.LayerNorm(config.width, rngs=rngs)
-        self.head = nnx.Linear(config.width, num_classes, rngs=rngs)
+        self.norm = nnx.LayerNorm(config.width, **NORM, rngs=rngs)
+        self.head = nnx.Linear(config.width, num_classes, **DENSE, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_input(self.name, self.input_shape, x)
