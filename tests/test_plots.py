@@ -77,12 +77,12 @@ def test_plot_cli_and_errors(fixture_runs, tmp_path, capsys):
 def test_figures_from_a_real_run(tmp_path):
     """A real (tiny) run folder written by `bmr-jax run` is enough for all four figures."""
     out = tmp_path / "run"
-    assert main(["run", QUICKSTART, "net.preset=small", "train.blocks=2",
-                 "train.steps_per_block=30", "eval.samples=2", "--out", str(out),
-                 "--quiet"]) == 0  # fmt: skip
+    assert main(["run", QUICKSTART, "net.name=lenet_300_100", "net.preset=small",
+                 "train.blocks=2", "train.steps_per_block=30", "eval.samples=2", "--out",
+                 str(out), "--quiet"]) == 0  # fmt: skip
     weights, masks = RunFolder(out).load_posterior()
-    assert list(weights) == ["convs.0", "convs.1", "convs.2", "dense.0", "head"]
-    assert weights["convs.0"].shape == (6, 26) and masks["convs.0"].dtype == bool
+    assert list(weights) == ["hidden.0", "hidden.1", "head"]
+    assert weights["hidden.0"].shape == (100, 785) and masks["hidden.0"].dtype == bool
     summary = json.loads((out / "summary.json").read_text())
     for figure in (1, 2, 3, 4):
         assert plot([out], figure, tmp_path / f"real{figure}")
