@@ -145,3 +145,22 @@ def test_plot_of_a_corrupt_posterior_exits_2(fixture_runs, tmp_path, capsys):
                  str(tmp_path / "f3")]) == 2  # fmt: skip
     assert capsys.readouterr().err == f"bmr-jax: error: {posterior}: unreadable (BadZipFile)\n"
     assert files_under(tmp_path) == before
+
+
+def test_the_caption_names_each_series_seeds_when_they_differ():
+    from types import SimpleNamespace
+
+    from bmr_jax.runs import figure_style as style
+
+    def run(net, seed):
+        return SimpleNamespace(dataset="fashion_mnist", net=net, method="bmr_ss",
+                               config=SimpleNamespace(seed=seed))  # fmt: skip
+
+    lenet = style.Series([run("lenet5", s) for s in (139, 137, 138)])
+    mlp, vit = style.Series([run("mlp", 137)]), style.Series([run("vit", 137)])
+    band = "; lines: mean over seeds, bands: +-1 sd"
+    assert style.seeds_text([lenet, mlp]) == (
+        "seeds 137, 138, 139 for LeNet-5 BMR-S&S, seed 137 for MLP BMR-S&S" + band)
+    assert style.seeds_text([mlp, lenet, vit]) == (
+        "seeds 137, 138, 139 for LeNet-5 BMR-S&S, seed 137 for the others" + band)
+    assert style.seeds_text([mlp, vit]) == "seed 137"

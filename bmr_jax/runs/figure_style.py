@@ -11,7 +11,7 @@ grid's ``variant=`` label, else the settings in which they differ).
 from __future__ import annotations
 
 import io
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -178,9 +178,27 @@ def caption(fig, text: str):
 
 
 def seeds_text(series: list[Series]) -> str:
-    seeds = sorted({seed for s in series for seed in s.seeds})
+    """The caption's seeds: one list when every series has the same seeds, else the series
+    that differ named ("seeds 137, 138, 139 for LeNet-5 BMR-S&S, seed 137 for the others")."""
+
+    def listed(seeds) -> str:
+        return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+    def named(s) -> str:
+        variant = f" ({s.variant})" if s.variant else ""
+        return f"{net_style(s.net)[0]} {method_style(s.method)[0]}{variant}"
+
     several = any(len(s.seeds) > 1 for s in series)
-    text = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    # the seeds most series share are said once, for "the others", unless one series is left
+    counts = Counter(tuple(s.seeds) for s in series)
+    common = max(counts, key=lambda seeds: (counts[seeds], -len(seeds)))  # ties: fewer seeds
+    rest = [s for s in series if tuple(s.seeds) == common]
+    parts = [f"{listed(s.seeds)} for {named(s)}" for s in series if tuple(s.seeds) != common]
+    if not parts:
+        text = listed(common)
+    else:
+        whom = named(rest[0]) if len(rest) == 1 else "the others"
+        text = ", ".join([*parts, f"{listed(common)} for {whom}"])
     return text + ("; lines: mean over seeds, bands: +-1 sd" if several else "")
 
 
