@@ -143,11 +143,12 @@ def test_unit_rule_prunes_whole_rows_by_their_summed_delta_f(trained, mnist_mini
 
 
 def test_structured_bmr_prunes_units_of_a_matrix_normal_guide():
-    """The units step alone, on a LeNet-5's matrix-normal guide at its start (a matrix-normal
-    SVI step costs half a minute to compile on a CPU: the loop it runs in is the one the
-    mean-field steps above run in)."""
-    dataset = data.load("mnist_mini", image_size=32)
-    setup = methods.build("bmr_units", dataset, net="lenet5", preset="small", seed=3)
+    """The units step alone, on a LeNet-300-100's matrix-normal guide at its start (a
+    matrix-normal SVI step costs half a minute to compile on a CPU: the loop it runs in is the
+    one the mean-field steps above run in; a unit is a row of the layer's matrix, for a dense
+    layer as for a convolution's channel)."""
+    dataset = data.load("mnist_mini", image_size=28)
+    setup = methods.build("bmr_units", dataset, net="lenet_300_100", preset="small", seed=3)
     state = methods.initial_state(setup)
     shrunk = {f"{layer}/z/loc": setup.trainer.params(state.train)[f"{layer}/z/loc"]
               * jnp.where(jnp.arange(len(mask))[:, None] % 2 == 0, 1.0, 0.0)
