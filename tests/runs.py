@@ -13,8 +13,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
 # three blocks: the warm-up, then two with a reduce step before them; a dense network, whose
-# run compiles in half the time of the quickstart's LeNet-5 and steps four times faster
-# (convolutional run folders: the LeNet-5 cases of test_export and test_shrunk_eval)
+# run compiles in half the time of the quickstart's LeNet-5 and reruns in a quarter of it
+# (convolutions: the LeNet-5 cases of test_export and test_shrunk_eval)
 TINY = ["method=bmr_ss", "data.name=mnist_mini", "net.name=lenet_300_100", "net.preset=small",
         "train.blocks=3", "train.steps_per_block=20", "eval.samples=2"]  # fmt: skip
 TIMING = {"train_seconds", "reduce_seconds", "eval_seconds", "seconds"}

@@ -185,7 +185,8 @@ class BayesianNetwork:
         for spec in self.view.bayesian_layers:  # in numpy: eager jnp is a program per shape
             kernel_path, bias_path = self.layer_leaves[spec.name]
             kernel = np.asarray(self.initial_params[_dotted(kernel_path)])
-            bias = bias_path and np.asarray(self.initial_params[_dotted(bias_path)])
+            bias = (None if bias_path is None
+                    else np.asarray(self.initial_params[_dotted(bias_path)]))  # fmt: skip
             matrix = to_matrix(spec, kernel, bias)
             scale = np.broadcast_to(np.asarray(scales[spec.name]), spec.shape)
             values[z_site(spec.name)] = jnp.asarray(matrix / scale)

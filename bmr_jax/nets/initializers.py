@@ -4,10 +4,10 @@
 to two standard deviations, scaled by ``1 / sqrt(fan_in)``) and their biases at zero;
 ``nnx.LayerNorm`` starts at one and zero. Run eagerly, as module construction runs them, each
 distinct weight shape is a new XLA program. On a CPU one costs 1-4 s to compile (a uniform
-draw of shape (100, 10): 4.2 s; of (1000,): 0.6 s), and building, training and evaluating the
+draw of shape (100, 10): 4.2 s; of (1000,): 0.6 s). Building, training and evaluating the
 small networks of `tests/test_nets.py`, `test_methods.py` and `test_model.py` spent 62 s of
-their 325 s of compilation on 33 truncated-normal shapes, and 26 s more on the scalings and
-zero-fills.
+their 325 s of compilation on 33 truncated-normal shapes alone (`scripts/bench_init.py`
+measures whole networks).
 
 JAX's threefry generator is counter based: with ``jax_threefry_partitionable`` (the default)
 element ``i`` of a draw depends on the key and ``i`` alone, so a longer flat draw, cut and
