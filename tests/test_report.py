@@ -58,6 +58,39 @@ def test_csv_and_markdown_from_run_folders(tmp_path, capsys):
     assert float(rows[5]["compression"]) == 2.0
 
 
+def test_records_are_run_folders_without_checkpoints(tmp_path, capsys):
+    runs = [_run(tmp_path / "runs" / "fashion_mnist", "mlp", "flat_ff", 0.8),
+            _run(tmp_path / "runs" / "fashion_mnist", "lenet5", "bmr_ss", 0.9)]  # fmt: skip
+    (runs[0] / "summary.json").write_text('{"acc": 0.8}\n')
+    (runs[0] / "checkpoints").mkdir()
+    (runs[0] / "checkpoints" / "block-000003.npz").write_bytes(b"state")
+    (runs[0] / "posterior.npz").write_bytes(b"weights")
+    records = tmp_path / "records"
+    assert main(["report", *map(str, runs), "--records", str(records)]) == 0
+    whole = capsys.readouterr().out
+    kept = {p.relative_to(records).as_posix() for p in records.rglob("*") if p.is_file()}
+    assert kept == {f"fashion_mnist/{run}/{name}"
+                    for run, names in (("mlp-flat_ff", (MARKER, "config.yaml", "metrics.jsonl",
+                                                        "summary.json")),
+                                       ("lenet5-bmr_ss", (MARKER, "config.yaml",
+                                                          "metrics.jsonl")))
+                    for name in names}  # fmt: skip
+    for run in runs:
+        for name in (MARKER, "config.yaml", "metrics.jsonl"):
+            copy = records / "fashion_mnist" / run.name / name
+            assert copy.read_bytes() == (run / name).read_bytes()
+    # a record reports as its run does, and is a run folder for figures 1 and 2
+    copies = [records / "fashion_mnist" / run.name for run in runs]
+    assert main(["report", *map(str, copies)]) == 0
+    assert capsys.readouterr().out == whole.replace(f"run records: {records}\n", "")
+    assert main(["plot", *map(str, copies), "--figure", "2", "--out", str(tmp_path / "f2")]) == 0
+    assert (tmp_path / "f2.png").stat().st_size > 10_000
+    # a run that lost its summary (continued past its end) loses it in its record too
+    (runs[0] / "summary.json").unlink()
+    assert main(["report", str(runs[0]), "--records", str(records)]) == 0
+    assert not (copies[0] / "summary.json").exists()
+
+
 def test_report_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -117,9 +117,11 @@ def _cmd_plot(args) -> int:
 def _cmd_report(args) -> int:
     from bmr_jax.runs.report import report
 
-    print(report(args.runs, args.csv), end="")
+    print(report(args.runs, args.csv, args.records), end="")
     if args.csv:
         print(f"per-block metrics: {args.csv}")
+    if args.records:
+        print(f"run records: {args.records}")
     return 0
 
 

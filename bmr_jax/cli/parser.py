@@ -81,6 +81,9 @@ def _add_report(sub) -> None:
     report_parser = sub.add_parser("report", help="tabulate run folders (Markdown; CSV per block)")
     report_parser.add_argument("runs", nargs="+", help="run folders")
     report_parser.add_argument("--csv", help="also write every run's per-block metrics here")
+    report_parser.add_argument("--records", metavar="DIR",
+                               help="also copy each run's config, metrics and summary (no "
+                                    "checkpoints) to DIR/<dataset>/<run>")  # fmt: skip
     report_parser.set_defaults(func=commands._cmd_report)
 
 

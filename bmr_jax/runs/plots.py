@@ -56,7 +56,8 @@ class Run:
         """``(weights, masks)`` per layer, in the order of the network's forward pass (run
         folders written before that order was kept stored the layers alphabetically)."""
         if not self.folder.posterior_path.is_file():
-            raise PlotError(f"{self.folder.path}: no posterior.npz (the run is not finished)")
+            raise PlotError(f"{self.folder.path}: no posterior.npz (an unfinished run, or a "
+                            "record without weights: bmr-jax report --records)")
         try:
             weights, masks = self.folder.load_posterior()
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:

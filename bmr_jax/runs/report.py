@@ -5,6 +5,11 @@ network, preset, method, steps, ACC, ECE, NLL, pruned fraction, compression, wal
 time until 50 % and 90 % of the prunable weights were pruned) and optionally
 writes every run's per-block metrics as one CSV, the form committed under
 ``experiments/results/``. Unfinished runs are reported with the blocks they have.
+
+``--records DIR`` also copies each run's record -- its marker, ``config.yaml``,
+``metrics.jsonl`` and ``summary.json``, not its checkpoints or posterior -- to
+``DIR/<dataset folder>/<run>``: a few kilobytes a run, small enough to commit, and still a run
+folder that ``bmr-jax report`` and figures 1 and 2 of ``bmr-jax plot`` read.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import io
 import math
 from pathlib import Path
 
-from bmr_jax.runs.folder import RunFolder, atomic_write, block_seconds
+from bmr_jax.runs.folder import MARKER, RunFolder, atomic_write, block_seconds
 
 RUN_COLUMNS = ("run", "dataset", "net", "preset", "method")
 BLOCK_COLUMNS = ("block", "step", "loss", "acc", "nll", "ece", "lpd", "pruned_fraction",
@@ -112,9 +117,34 @@ def summary_markdown(runs) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(paths, csv_path=None) -> str:
-    """The Markdown summary of ``paths``; writes the per-block CSV to ``csv_path`` if given."""
+RECORD_FILES = (MARKER, "config.yaml", "metrics.jsonl", "summary.json")
+
+
+def save_records(paths, out_dir) -> list[Path]:
+    """Copies the record of each run folder in ``paths`` (``RECORD_FILES``, those it has) to
+    ``out_dir/<its parent's name>/<its name>``; returns the folders written. Each file is
+    written atomically; a file the run no longer has is removed from its record."""
+    written = []
+    for path in paths:
+        folder = RunFolder(path)
+        folder.read_config()  # refuses a folder that is not a run's, naming it
+        record = Path(out_dir) / folder.path.parent.name / folder.path.name
+        for name in RECORD_FILES:
+            source = folder.path / name
+            if source.is_file():
+                atomic_write(record / name, source.read_bytes())
+            else:
+                (record / name).unlink(missing_ok=True)
+        written.append(record)
+    return written
+
+
+def report(paths, csv_path=None, records_dir=None) -> str:
+    """The Markdown summary of ``paths``; writes the per-block CSV to ``csv_path`` and the runs'
+    records to ``records_dir`` (:func:`save_records`) if given."""
     runs = load_runs(paths)
     if csv_path is not None:  # atomic_write creates its folder, or names why it cannot
         atomic_write(Path(csv_path), per_block_csv(runs).encode())
+    if records_dir is not None:
+        save_records(paths, records_dir)
     return summary_markdown(runs)
