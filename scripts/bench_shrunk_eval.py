@@ -12,6 +12,7 @@ time to find the kept units and build the shrunk network, and both sets of metri
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import jax
@@ -29,10 +30,11 @@ def bench(run: str, rounds: int) -> dict:
     start = time.perf_counter()
     links = shrunk.links_of(setup.bnet, sequential=setup.sequential)
     kept = shrunk.kept_units(setup.bnet, jax.device_get(state.masks), links)
-    apply = shrunk.shrunk_apply(setup.bnet, kept, dataset.image_shape)
+    apply = shrunk.shrunk_apply(setup.bnet, shrunk.shape_of(kept), dataset.image_shape)
     build_seconds = time.perf_counter() - start
+    small = evaluate.make_predictive(setup.bnet, setup.guide, apply=apply)
     predictives = {"full": evaluate.make_predictive(setup.bnet, setup.guide),
-                   "shrunk": evaluate.make_predictive(setup.bnet, setup.guide, apply=apply)}
+                   "shrunk": functools.partial(small, aux=shrunk.index_arrays(kept))}
     chunk = restored.config.eval.chunk_size
     chunks = {"full": chunk, "shrunk": shrunk.chunk_size(setup.bnet, kept, chunk)}  # as runs do
     key = jax.random.key(0)

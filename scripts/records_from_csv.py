@@ -54,7 +54,8 @@ def summary_of(config, records: list[dict], csv_path: Path) -> dict:
     return {"method": config.method, "dataset": config.data.name, "net": config.net.name,
             "preset": config.net.preset, "blocks": config.train.blocks,
             "steps": records[-1]["step"], **last,
-            "seconds": sum(r["seconds"] for r in records), "rebuilt_from": str(csv_path)}  # fmt: skip
+            "seconds": sum(r["seconds"] for r in records),
+            "rebuilt_from": str(csv_path)}  # fmt: skip
 
 
 def main(argv=None) -> int:

@@ -8,6 +8,7 @@ was not zero) would move the probabilities far beyond it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 
 import jax
@@ -55,15 +56,16 @@ def test_the_shrunk_predictive_is_the_full_one(net, size, data_dir, monkeypatch)
     images = dataset.test.images[:300]
     key = jax.random.key(5)
 
-    def probs(apply):
-        predictive = evaluate.make_predictive(setup.bnet, setup.guide, apply=apply)
+    def probs(predictive):
         return evaluate.predictive_probs(setup.bnet, setup.guide, params, images, key=key,
                                          samples=4, gamma=gamma, chunk_size=150,
                                          predictive=predictive)  # fmt: skip
 
-    full = probs(None)
-    small = probs(shrunk.shrunk_apply(setup.bnet, kept, dataset.image_shape))
-    np.testing.assert_allclose(small, full, atol=2e-5, rtol=0)
+    full = probs(evaluate.make_predictive(setup.bnet, setup.guide))
+    apply = shrunk.shrunk_apply(setup.bnet, shrunk.shape_of(kept), dataset.image_shape)
+    small = evaluate.make_predictive(setup.bnet, setup.guide, apply=apply)
+    np.testing.assert_allclose(probs(functools.partial(small, aux=shrunk.index_arrays(kept))),
+                               full, atol=2e-5, rtol=0)  # fmt: skip
     assert full.max(axis=1).mean() > 0.3  # not uniform: the comparison has something to see
 
 
@@ -97,8 +99,56 @@ def test_a_network_is_shrunk_only_when_that_halves_its_flops(data_dir):
     masks = {s.name: np.ones(s.shape, bool) for s in view.layers}
     masks["dense.0"][:60] = False  # 60 of 84 dense units: 2 x 60 x 205 of 833k FLOPs
     links = shrunk.links_of(setup.bnet, sequential=True)
-    kept = shrunk.kept_units(setup.bnet, masks, links)
+    kept = shrunk.kept_units(setup.bnet, masks, links, ladder=False)
     assert len(kept["dense.0"][0]) == 24 and len(kept["head"][1]) == 25
+    kept = shrunk.kept_units(setup.bnet, masks, links)  # 84 x 2^(-8/4) = 21 < 24: rung 25
+    assert len(kept["dense.0"][0]) == 25 and len(kept["head"][1]) == 26
     assert shrunk.kept_units(setup.bnet, masks, links, worth=shrunk.WORTH) is None
     masks["convs.0"][:5] = False  # 5 of 6 first channels: conv1 and most of conv2 go
     assert shrunk.kept_units(setup.bnet, masks, links, worth=shrunk.WORTH) is not None
+
+
+def test_rungs_by_hand():
+    # 500 x 2^(-j/4): 500, 420.4, 353.6, ..., 62.5, 52.6, 44.2 -> rounded up: ..., 63, 53, 45
+    assert [shrunk.rung(k, 500) for k in (500, 421, 250, 47, 53, 54)] == [500, 421, 250, 53,
+                                                                          53, 63]  # fmt: skip
+    # 100: ..., 50, 42.04, 35.4 -> 50, 43, 36; the bottom rung is one unit
+    assert [shrunk.rung(k, 100) for k in (40, 43, 44, 1, 0)] == [43, 43, 50, 1, 1]
+
+
+def test_masks_of_one_rung_share_a_compilation_and_stay_exact(data_dir):
+    dataset = data.load("mnist_mini", image_size=28, data_dir=data_dir)
+    setup = methods.build("bmr_ss", dataset, net="mlp", preset="small")  # 4 x 100, swish
+    view = setup.bnet.view
+    links = shrunk.links_of(setup.bnet, sequential=True)
+    params = setup.trainer.params(setup.trainer.init())
+    params = {k: v * 30.0 if k.endswith("/z/loc") else v for k, v in params.items()}
+    images, key = dataset.test.images[:200], jax.random.key(2)
+    full = evaluate.make_predictive(setup.bnet, setup.guide)
+    compiled, results = None, []
+    for dead in (np.arange(60), np.r_[np.arange(40), np.arange(78, 100)]):  # 40 and 38 kept
+        masks = {s.name: np.ones(s.shape, bool) for s in view.layers}
+        masks["hidden.0"][dead] = False  # their rows, bias included: they output swish(0) = 0
+        kept = shrunk.kept_units(setup.bnet, masks, links)
+        # 40 or 38 kept -> rung 43 of 100: the lowest-numbered dead units are put back
+        rows = kept["hidden.0"][0]
+        assert len(rows) == 43 and len(kept["hidden.1"][1]) == 44  # + the bias column
+        assert set(np.setdiff1d(np.arange(100), dead)) < set(rows.tolist())
+        assert list(np.setdiff1d(rows, np.setdiff1d(np.arange(100), dead))) == list(
+            dead[: 43 - (100 - len(dead))])
+        if compiled is None:
+            apply = shrunk.shrunk_apply(setup.bnet, shrunk.shape_of(kept), dataset.image_shape)
+            compiled = evaluate.make_predictive(setup.bnet, setup.guide, apply=apply)
+        gamma = {s.name: jnp.where(masks[s.name], 1.0, PRUNED_GAMMA)
+                 for s in view.bayesian_layers}  # fmt: skip
+
+        def probs(predictive, gamma=gamma):
+            return evaluate.predictive_probs(setup.bnet, setup.guide, params, images, key=key,
+                                             samples=3, gamma=gamma, chunk_size=200,
+                                             predictive=predictive)  # fmt: skip
+
+        small = probs(functools.partial(compiled, aux=shrunk.index_arrays(kept)))
+        np.testing.assert_allclose(small, probs(full), atol=2e-5, rtol=0)
+        results.append(small)
+    assert compiled._cache_size() == 1  # one program for both masks
+    assert np.abs(results[0] - results[1]).max() > 1e-3  # and they are different networks

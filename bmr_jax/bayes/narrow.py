@@ -4,7 +4,10 @@
 fan-in plus the bias column) should change by a narrower one of the same kind: ``nnx.Linear``
 and ``nnx.Conv`` keep their kernel size, strides and padding; an ``nnx.MultiHeadAttention``
 keeps its head size and loses heads. The result is an ordinary Flax NNX module of the same
-family, callable as before; its new layers' parameters are left at an initialisation.
+family, callable as before; its new layers' parameters are zeros, placeholders for the weights
+that :func:`with_layers` writes in. (Flax's own initialisers would compile one random-number
+program per new shape: 11.3 s of the 11.5 s it took to narrow the Fashion-MNIST MLP, measured
+with ``cProfile`` before this change.)
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from flax import nnx
 
 from bmr_jax.bayes.layers import LayerView, build_layer_view
 from bmr_jax.errors import ShapeMismatchError
+from bmr_jax.nets.initializers import zeros
+
+PLACEHOLDER = {"kernel_init": zeros, "bias_init": zeros}  # overwritten by with_layers
 
 
 def narrow(module: nnx.Module, input_shape,
@@ -47,16 +53,17 @@ def narrow(module: nnx.Module, input_shape,
 def _narrower(layer, spec, shape):
     rows, cols = shape
     fan_in = cols - spec.has_bias
-    rngs = nnx.Rngs(0)
+    rngs = nnx.Rngs(0)  # unused by the placeholder initialisers, required by Flax
     if isinstance(layer, nnx.Conv):
         window = math.prod(layer.kernel_size)
         if fan_in % window:
             raise ShapeMismatchError(f"architecture: {spec.name}: {fan_in} inputs are not a "
                                      f"whole number of {layer.kernel_size} kernels")  # fmt: skip
         return nnx.Conv(fan_in // window, rows, layer.kernel_size, strides=layer.strides,
-                        padding=layer.padding, use_bias=layer.use_bias, rngs=rngs)  # fmt: skip
+                        padding=layer.padding, use_bias=layer.use_bias, rngs=rngs,
+                        **PLACEHOLDER)  # fmt: skip
     if isinstance(layer, nnx.Linear):
-        return nnx.Linear(fan_in, rows, use_bias=layer.use_bias, rngs=rngs)
+        return nnx.Linear(fan_in, rows, use_bias=layer.use_bias, rngs=rngs, **PLACEHOLDER)
     raise ShapeMismatchError(f"architecture: {spec.name}: cannot narrow a "
                              f"{type(layer).__name__}")  # fmt: skip
 
@@ -68,6 +75,7 @@ def _attention(attention: nnx.MultiHeadAttention, wanted, spec):
         num_heads=heads, in_features=attention.in_features,
         qkv_features=heads * attention.head_dim, out_features=attention.out_features,
         use_bias=attention.use_bias, decode=False, deterministic=True, rngs=nnx.Rngs(0),
+        **PLACEHOLDER,
     )  # fmt: skip
 
 

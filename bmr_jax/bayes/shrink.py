@@ -17,11 +17,16 @@ Removing a unit clears the consumer's columns that read it, which may leave a co
 with nothing but its bias, or a producer of an earlier link unread: the rules are applied
 until nothing changes. Every link keeps at least one unit (a zero one if all could go), so
 every exported layer has a width of at least one.
+
+``pad`` puts removed units back, the lowest-numbered first, until a link keeps
+``pad(kept, total)`` units. That is exact too (a removed unit's rows and the columns reading it
+are zero in the result), and it lets many masks share one network shape, hence one
+compilation (:mod:`bmr_jax.inference.shrunk`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +59,8 @@ class Shrunk:
 
 def shrink(view: LayerView, links: list[UnitLink], matrices: Mapping[str, np.ndarray],
            masks: Mapping[str, np.ndarray], *, scales: Mapping[str, np.ndarray] | None = None,
-           fold_constants: bool = True) -> Shrunk:  # fmt: skip
+           fold_constants: bool = True,
+           pad: Callable[[int, int], int] | None = None) -> Shrunk:  # fmt: skip
     """Removes every unit the rules above allow from the layer matrices of ``view``.
 
     Args:
@@ -62,6 +68,8 @@ def shrink(view: LayerView, links: list[UnitLink], matrices: Mapping[str, np.nda
         shapes, True = kept (layers without a mask are dense).
       scales: posterior standard deviations of the weights, which are then kept alongside;
         give them with ``fold_constants=False`` (a folded bias has no Gaussian posterior).
+      pad: ``pad(kept, total) -> units`` to keep per link, at least ``kept`` (module
+        docstring); ``None`` keeps only the units the rules leave.
     """
     if scales is not None and fold_constants:
         raise ValueError("shrink: constants cannot be folded under a posterior (fold_constants"
@@ -80,7 +88,20 @@ def shrink(view: LayerView, links: list[UnitLink], matrices: Mapping[str, np.nda
                 if _try_remove(link, unit, specs, weight, mask, fold_constants):
                     gone[unit] = True
                     changed = True
+    if pad is not None:
+        removed = [_put_back(gone, pad) for gone in removed]
     return _compact(view, links, removed, weight, mask, scales)
+
+
+def _put_back(gone: np.ndarray, pad: Callable[[int, int], int]) -> np.ndarray:
+    """``gone`` with its lowest-numbered removed units kept again, up to ``pad(kept, total)``
+    kept units."""
+    kept = int((~gone).sum())
+    target = min(max(pad(kept, len(gone)), kept), len(gone))
+    back = np.flatnonzero(gone)[: target - kept]
+    gone = gone.copy()
+    gone[back] = False
+    return gone
 
 
 def _try_remove(link: UnitLink, unit: int, specs, weight, mask, fold: bool) -> bool:

@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 from jax.experimental import sparse
 
-from bmr_jax.bayes.narrow import replace_module
+from bmr_jax.bayes.narrow import PLACEHOLDER, replace_module
 
 MAX_DENSITY = 0.5  # above this a sparse kernel is not even tried
 
@@ -79,8 +79,11 @@ def choose_compute(name: str, kernel: np.ndarray, bias, *, batch: int = 1000,
     density = float(nonzero(kernel).mean())
     if density > MAX_DENSITY:
         return ComputeChoice(name, density, None, None, False)
-    x = jax.random.normal(jax.random.key(seed), (batch, kernel.shape[0]))
-    dense_layer = nnx.Linear(*kernel.shape, use_bias=bias is not None, rngs=nnx.Rngs(0))
+    # numpy's draws and placeholder initialisers: no XLA program per layer shape to build them
+    x = jnp.asarray(np.random.default_rng(seed).standard_normal((batch, kernel.shape[0]),
+                                                                np.float32))  # fmt: skip
+    dense_layer = nnx.Linear(*kernel.shape, use_bias=bias is not None, rngs=nnx.Rngs(0),
+                             **PLACEHOLDER)  # fmt: skip
     dense_layer.kernel[...] = jnp.asarray(kernel)
     candidates = [dense_layer, SparseLinear(kernel, bias)]
     calls = [nnx.jit(lambda layer, x: layer(x)) for _ in candidates]

@@ -23,27 +23,28 @@ from bmr_jax.inference import metrics, parallel
 
 
 def make_predictive(bnet: BayesianNetwork, guide: Guide, mesh=None, apply=None):
-    """A jitted ``probs(params, gamma, keys, x) -> (len(x), C)`` averaging over ``keys``;
-    with a ``mesh`` the inputs are split over its devices. ``apply(net_params, x)`` computes
-    the network's outputs from a draw of its parameters (default: ``bnet.apply``; see
-    :func:`bmr_jax.inference.shrunk.shrunk_apply`)."""
+    """A jitted ``probs(params, gamma, keys, x, aux=None) -> (len(x), C)`` averaging over
+    ``keys``; with a ``mesh`` the inputs are split over its devices. ``apply(net_params, x,
+    aux)`` computes the network's outputs from a draw of its parameters (default:
+    ``bnet.apply``, without ``aux``; see :func:`bmr_jax.inference.shrunk.shrunk_apply`, whose
+    ``aux`` is the kept rows and columns)."""
 
-    def one_sample(params, gamma, key, x):
+    def one_sample(params, gamma, key, x, aux):
         latents = sample_latents(guide, params, key)
         with handlers.substitute(data={**params, **latents}):
             net_params = bnet.network_params(gamma)
-        outputs = (apply(net_params, x) if apply is not None
+        outputs = (apply(net_params, x, aux) if apply is not None
                    else bnet.apply(net_params, x, train=False))  # fmt: skip
         return bnet.likelihood.predictive_probs(outputs)
 
     @jax.jit
-    def probs(params, gamma, keys, x):
+    def probs(params, gamma, keys, x, aux=None):
         x = parallel.shard_batch(x, mesh)
 
         def body(total, key):
-            return total + one_sample(params, gamma, key, x), None
+            return total + one_sample(params, gamma, key, x, aux), None
 
-        first = one_sample(params, gamma, keys[0], x)
+        first = one_sample(params, gamma, keys[0], x, aux)
         total, _ = jax.lax.scan(body, first, keys[1:])
         return total / keys.shape[0]
 

@@ -11,6 +11,7 @@ global step (SVI), never by what ran in this process.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -237,14 +238,15 @@ def _evaluation(setup: Setup, dataset, evaluation: EvalSettings, progress: bool)
 def _predictives(setup: Setup, dataset, evaluation: EvalSettings):
     """``predictive_for(masks) -> (predictive, chunk_size)``: the compiled predictive of the
     full network, or with ``evaluation.shrink`` of the network without the units ``masks``
-    leave unused (compiled once per set of kept units; :mod:`bmr_jax.inference.shrunk`).
+    leave unused (:mod:`bmr_jax.inference.shrunk`), compiled once per network shape: the
+    kept units are padded to the rungs of a ladder, so that masks of nearby sizes share one.
 
     The network is shrunk only once that halves its FLOPs (``shrunk.WORTH``: each new
-    structure costs a compilation), and its chunks are larger
+    shape costs a compilation), and its chunks are larger
     (:func:`bmr_jax.inference.shrunk.chunk_size`)."""
     full = evaluate.make_predictive(setup.bnet, setup.guide, setup.trainer.mesh)
     links = shrunk.links_of(setup.bnet, sequential=setup.sequential) if evaluation.shrink else []
-    cache: dict = {}
+    compiled: dict = {}
 
     def predictive_for(masks):
         if not evaluation.shrink:
@@ -252,14 +254,15 @@ def _predictives(setup: Setup, dataset, evaluation: EvalSettings):
         kept = shrunk.kept_units(setup.bnet, jax.device_get(masks), links, worth=shrunk.WORTH)
         if kept is None:
             return full, evaluation.chunk_size
-        signature = tuple((k, r.tobytes(), c.tobytes()) for k, (r, c) in sorted(kept.items()))
-        if signature not in cache:
-            cache.clear()  # one structure at a time: the next evaluation rarely keeps more
-            apply = shrunk.shrunk_apply(setup.bnet, kept, dataset.image_shape)
-            cache[signature] = (evaluate.make_predictive(setup.bnet, setup.guide,
-                                                         setup.trainer.mesh, apply=apply),
-                                shrunk.chunk_size(setup.bnet, kept, evaluation.chunk_size))
-        return cache[signature]
+        shape = shrunk.shape_of(kept)
+        if shape not in compiled:
+            if len(compiled) >= 4:  # shapes only shrink as a run prunes: drop the oldest
+                compiled.pop(next(iter(compiled)))
+            apply = shrunk.shrunk_apply(setup.bnet, shape, dataset.image_shape)
+            compiled[shape] = evaluate.make_predictive(setup.bnet, setup.guide,
+                                                       setup.trainer.mesh, apply=apply)
+        predictive = functools.partial(compiled[shape], aux=shrunk.index_arrays(kept))
+        return predictive, shrunk.chunk_size(setup.bnet, kept, evaluation.chunk_size)
 
     return predictive_for
 
