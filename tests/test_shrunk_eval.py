@@ -34,34 +34,54 @@ def _unit_masks(setup, rng):
     return masks
 
 
-@pytest.mark.parametrize("net, size", [("mlp", 28), ("vit", 32)])
-def test_the_shrunk_predictive_is_the_full_one(net, size, data_dir, monkeypatch):
-    from bmr_jax.nets import vit
-
-    # two of the small ViT's four blocks: a shrunk block feeds another one through the
-    # residual stream, and the compilation of four took most of this test's time
-    two_blocks = dataclasses.replace(vit.VIT_PRESETS["small"], depth=2)
-    monkeypatch.setitem(vit.VIT_PRESETS, "small", two_blocks)
+def _built(net, size, data_dir):
+    """``(dataset, setup, params, full predictive)``: the posterior's locations at 30x their
+    start, so that the predictive is far from uniform."""
     dataset = data.load("mnist_mini", image_size=size, data_dir=data_dir)
     setup = methods.build("bmr_ss", dataset, net=net, preset="small")
-    masks = _unit_masks(setup, np.random.default_rng(3))
-    gamma = {k: jnp.where(m, 1.0, PRUNED_GAMMA) for k, m in masks.items()}
     params = setup.trainer.params(setup.trainer.init())
     params = {k: v * 30.0 if k.endswith("/z/loc") else v for k, v in params.items()}
+    return dataset, setup, params, evaluate.make_predictive(setup.bnet, setup.guide)
+
+
+@pytest.fixture(scope="module")
+def mlp_small(data_dir):
+    """The small MLP (4 x 100, swish) of both MLP tests: one compilation of its predictive."""
+    return _built("mlp", 28, data_dir)
+
+
+# every comparison: the first 300 test images in chunks of 150, 4 posterior draws, one key
+IMAGES, CHUNK, SAMPLES, KEY = 300, 150, 4, 5
+
+
+@pytest.mark.parametrize("net, size", [("mlp", 28), ("vit", 32)])
+def test_the_shrunk_predictive_is_the_full_one(net, size, data_dir, monkeypatch, request):
+    from bmr_jax.nets import vit
+
+    if net == "mlp":
+        dataset, setup, params, full_predictive = request.getfixturevalue("mlp_small")
+    else:
+        # two of the small ViT's four blocks: a shrunk block feeds another one through the
+        # residual stream, and the compilation of four took most of this test's time
+        two_blocks = dataclasses.replace(vit.VIT_PRESETS["small"], depth=2)
+        monkeypatch.setitem(vit.VIT_PRESETS, "small", two_blocks)
+        dataset, setup, params, full_predictive = _built(net, size, data_dir)
+    masks = _unit_masks(setup, np.random.default_rng(3))
+    gamma = {k: jnp.where(m, 1.0, PRUNED_GAMMA) for k, m in masks.items()}
     kept = shrunk.kept_units(setup.bnet, masks,
                              shrunk.links_of(setup.bnet, sequential=setup.sequential))
     assert kept is not None
     rows = sum(s.rows for s in setup.bnet.view.layers)
     assert sum(len(r) for r, _ in kept.values()) < 0.95 * rows  # ViT: residual rows stay
-    images = dataset.test.images[:300]
-    key = jax.random.key(5)
+    images = dataset.test.images[:IMAGES]
+    key = jax.random.key(KEY)
 
     def probs(predictive):
         return evaluate.predictive_probs(setup.bnet, setup.guide, params, images, key=key,
-                                         samples=4, gamma=gamma, chunk_size=150,
+                                         samples=SAMPLES, gamma=gamma, chunk_size=CHUNK,
                                          predictive=predictive)  # fmt: skip
 
-    full = probs(evaluate.make_predictive(setup.bnet, setup.guide))
+    full = probs(full_predictive)
     apply = shrunk.shrunk_apply(setup.bnet, shrunk.shape_of(kept), dataset.image_shape)
     small = evaluate.make_predictive(setup.bnet, setup.guide, apply=apply)
     np.testing.assert_allclose(probs(functools.partial(small, aux=shrunk.index_arrays(kept))),
@@ -116,15 +136,11 @@ def test_rungs_by_hand():
     assert [shrunk.rung(k, 100) for k in (40, 43, 44, 1, 0)] == [43, 43, 50, 1, 1]
 
 
-def test_masks_of_one_rung_share_a_compilation_and_stay_exact(data_dir):
-    dataset = data.load("mnist_mini", image_size=28, data_dir=data_dir)
-    setup = methods.build("bmr_ss", dataset, net="mlp", preset="small")  # 4 x 100, swish
+def test_masks_of_one_rung_share_a_compilation_and_stay_exact(mlp_small):
+    dataset, setup, params, full = mlp_small  # 4 x 100 units, swish
     view = setup.bnet.view
     links = shrunk.links_of(setup.bnet, sequential=True)
-    params = setup.trainer.params(setup.trainer.init())
-    params = {k: v * 30.0 if k.endswith("/z/loc") else v for k, v in params.items()}
-    images, key = dataset.test.images[:200], jax.random.key(2)
-    full = evaluate.make_predictive(setup.bnet, setup.guide)
+    images, key = dataset.test.images[:IMAGES], jax.random.key(KEY)
     compiled, results = None, []
     for dead in (np.arange(60), np.r_[np.arange(40), np.arange(78, 100)]):  # 40 and 38 kept
         masks = {s.name: np.ones(s.shape, bool) for s in view.layers}
@@ -144,7 +160,7 @@ def test_masks_of_one_rung_share_a_compilation_and_stay_exact(data_dir):
 
         def probs(predictive, gamma=gamma):
             return evaluate.predictive_probs(setup.bnet, setup.guide, params, images, key=key,
-                                             samples=3, gamma=gamma, chunk_size=200,
+                                             samples=SAMPLES, gamma=gamma, chunk_size=CHUNK,
                                              predictive=predictive)  # fmt: skip
 
         small = probs(functools.partial(compiled, aux=shrunk.index_arrays(kept)))
