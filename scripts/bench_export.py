@@ -14,7 +14,9 @@ encodings for ``sparse``). FLOPs per image: 2 x the kernel entries each layer mu
 the positions it is applied at (``LayerSpec.positions``: output pixels of a convolution); a
 sparse layer multiplies only its non-zero entries; activations, pooling and softmax are not
 counted. Latency: the jitted forward pass on real test images, the versions timed in turn
-within every round, medians.
+within every round, medians. Agreement: each version's largest logit difference from the
+masked network's on the first 1,000 test images, relative to the masked logits' largest
+magnitude (the shrunk and sparse versions must agree to float tolerance).
 
     python scripts/bench_export.py RUN [RUN ...] [--rounds 30] [--json]
 """
@@ -70,6 +72,14 @@ def _sizes(module) -> tuple[int, int]:
     return sum(v.size for v in values), sum(int(np.count_nonzero(v)) for v in values)
 
 
+def _agreement(modules: dict, images: np.ndarray) -> dict:
+    """``max |logits - masked logits| / max |masked logits|`` of each version."""
+    x = jnp.asarray(images[:1000])
+    logits = {name: np.asarray(module(x), np.float64) for name, module in modules.items()}
+    scale = np.abs(logits["masked"]).max()
+    return {name: float(np.abs(v - logits["masked"]).max() / scale) for name, v in logits.items()}
+
+
 def _latency(modules: dict, images: np.ndarray, batch: int, rounds: int) -> dict:
     x = jnp.asarray(images[:batch])
     calls = {}
@@ -106,6 +116,7 @@ def bench(run: str, rounds: int) -> dict:
     images = data.load(config.data.name, image_size=spec.image_size,
                        padding=config.data.padding).test.images  # fmt: skip
     latency = {b: _latency(modules, images, b, rounds) for b in (1, 1000)}
+    agreement = _agreement(modules, images)
     flops = {name: _flops(modules[name], source.input_shape) for name in VARIANTS[:3]}
     flops["sparse"] = _flops(exported.module, source.input_shape, sparse_names)
     rows = {}
@@ -113,7 +124,8 @@ def bench(run: str, rounds: int) -> dict:
         count, nonzero = _sizes(module)
         rows[name] = {"parameters": count, "nonzero": nonzero, "bytes": stored[name],
                       "flops": flops[name],
-                      "latency_1": latency[1][name], "latency_1000": latency[1000][name]}
+                      "latency_1": latency[1][name], "latency_1000": latency[1000][name],
+                      "agreement": agreement[name]}  # fmt: skip
     return {"run": run, "net": config.net.name, "method": config.method,
             "compute": [c.line() for c in choices], "variants": rows}  # fmt: skip
 
@@ -123,8 +135,9 @@ def _table(result: dict) -> str:
     dense = rows["dense"]
     lines = [f"{result['net']} ({result['method']}, {result['run']})", "",
              "| version | parameters | non-zero | bytes on disk | kFLOPs / image | batch 1 (ms) "
-             "| batch 1000 (ms) | FLOP reduction | speed-up at 1000 | smaller file |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| batch 1000 (ms) | FLOP reduction | speed-up at 1000 | smaller file "
+             "| logits vs masked |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name in VARIANTS:
         r = rows[name]
         speed_up = dense["latency_1000"] / r["latency_1000"]
@@ -132,7 +145,7 @@ def _table(result: dict) -> str:
             f"| {name} | {r['parameters']:,} | {r['nonzero']:,} | {r['bytes']:,} | "
             f"{r['flops'] / 1e3:,.1f} | {r['latency_1'] * 1e3:.3f} | {r['latency_1000'] * 1e3:.2f} "
             f"| {dense['flops'] / r['flops']:.2f}x | {speed_up:.2f}x "
-            f"| {dense['bytes'] / r['bytes']:.1f}x |"
+            f"| {dense['bytes'] / r['bytes']:.1f}x | {r['agreement']:.1e} |"
         )
     return "\n".join([*lines, "", *(f"- {line}" for line in result["compute"])])
 
