@@ -8,8 +8,8 @@ Usage::
 For every member of the grids whose run name (its folder's name) is a ``run`` of the CSV, this
 writes ``DIR/<dataset folder>/<run>/``: the marker, the resolved config the grid gives that
 member, ``metrics.jsonl`` with one record per CSV row -- the CSV's columns only (no per-layer
-fractions, no learning rate; ``seconds`` is the block's whole wall time), empty cells left
-out -- and, for a run whose rows reach its last block, a ``summary.json`` of its final
+fractions, no learning rate; ``seconds`` is the block's whole wall time), empty cells as
+``null`` -- and, for a run whose rows reach its last block, a ``summary.json`` of its final
 metrics with ``"rebuilt_from"`` naming the CSV. A run whose rows stop early stays
 unfinished. The records are what ``bmr-jax plot --figure 1/2`` and ``bmr-jax report`` read;
 a record that already exists is left alone unless ``--force``.
@@ -86,6 +86,8 @@ def main(argv=None) -> int:
         finished = records[-1]["block"] == member.config.train.blocks
         if finished:
             record.write_summary(summary_of(member.config, records, args.csv))
+        else:  # --force over a finished record: it is unfinished now
+            record.summary_path.unlink(missing_ok=True)
         state = "finished" if finished else f"unfinished, {len(records)} blocks"
         print(f"{record.path}: {len(records)} blocks ({state})")
     return 0

@@ -50,8 +50,12 @@ def mlp_small(data_dir):
     return _built("mlp", 28, data_dir)
 
 
-# every comparison: the first 300 test images in chunks of 150, 4 posterior draws, one key
-IMAGES, CHUNK, SAMPLES, KEY = 300, 150, 4, 5
+def _probs(setup, params, images, gamma, predictive):
+    """The predictive of ``predictive`` for every comparison here: chunks of 150 images, the
+    same 4 posterior draws (one key)."""
+    return evaluate.predictive_probs(setup.bnet, setup.guide, params, images,
+                                     key=jax.random.key(5), samples=4, gamma=gamma,
+                                     chunk_size=150, predictive=predictive)  # fmt: skip
 
 
 @pytest.mark.parametrize("net, size", [("mlp", 28), ("vit", 32)])
@@ -73,13 +77,10 @@ def test_the_shrunk_predictive_is_the_full_one(net, size, data_dir, monkeypatch,
     assert kept is not None
     rows = sum(s.rows for s in setup.bnet.view.layers)
     assert sum(len(r) for r, _ in kept.values()) < 0.95 * rows  # ViT: residual rows stay
-    images = dataset.test.images[:IMAGES]
-    key = jax.random.key(KEY)
+    images = dataset.test.images[:300]
 
     def probs(predictive):
-        return evaluate.predictive_probs(setup.bnet, setup.guide, params, images, key=key,
-                                         samples=SAMPLES, gamma=gamma, chunk_size=CHUNK,
-                                         predictive=predictive)  # fmt: skip
+        return _probs(setup, params, images, gamma, predictive)
 
     full = probs(full_predictive)
     apply = shrunk.shrunk_apply(setup.bnet, shrunk.shape_of(kept), dataset.image_shape)
@@ -140,7 +141,7 @@ def test_masks_of_one_rung_share_a_compilation_and_stay_exact(mlp_small):
     dataset, setup, params, full = mlp_small  # 4 x 100 units, swish
     view = setup.bnet.view
     links = shrunk.links_of(setup.bnet, sequential=True)
-    images, key = dataset.test.images[:IMAGES], jax.random.key(KEY)
+    images = dataset.test.images[:300]
     compiled, results = None, []
     for dead in (np.arange(60), np.r_[np.arange(40), np.arange(78, 100)]):  # 40 and 38 kept
         masks = {s.name: np.ones(s.shape, bool) for s in view.layers}
@@ -157,14 +158,10 @@ def test_masks_of_one_rung_share_a_compilation_and_stay_exact(mlp_small):
             compiled = evaluate.make_predictive(setup.bnet, setup.guide, apply=apply)
         gamma = {s.name: jnp.where(masks[s.name], 1.0, PRUNED_GAMMA)
                  for s in view.bayesian_layers}  # fmt: skip
-
-        def probs(predictive, gamma=gamma):
-            return evaluate.predictive_probs(setup.bnet, setup.guide, params, images, key=key,
-                                             samples=SAMPLES, gamma=gamma, chunk_size=CHUNK,
-                                             predictive=predictive)  # fmt: skip
-
-        small = probs(functools.partial(compiled, aux=shrunk.index_arrays(kept)))
-        np.testing.assert_allclose(small, probs(full), atol=2e-5, rtol=0)
+        small = _probs(setup, params, images, gamma,
+                       functools.partial(compiled, aux=shrunk.index_arrays(kept)))
+        np.testing.assert_allclose(small, _probs(setup, params, images, gamma, full), atol=2e-5,
+                                   rtol=0)  # fmt: skip
         results.append(small)
     assert compiled._cache_size() == 1  # one program for both masks
     assert np.abs(results[0] - results[1]).max() > 1e-3  # and they are different networks
