@@ -96,14 +96,60 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_grid(args) -> int:
-    from bmr_jax.runs.grid import load_grid, run_grid
+    from bmr_jax.runs.grid import dry_run, outcome_table, read_grid, run_grid
     from bmr_jax.runtime import enable_compilation_cache
 
-    runs = load_grid(args.grid, args.overrides, out=args.out)
-    enable_compilation_cache()
-    counts = run_grid(runs, data_dir=args.data_dir, progress=not args.quiet)
-    print(f"{args.grid}: {counts['finished']} runs completed, {counts['skipped']} already finished")
-    return 0
+    grid = read_grid(args.grid, args.overrides, out=args.out)
+    if args.dry_run:
+        print(dry_run(grid.runs))
+        return 0
+    backend = _grid_backend(args, grid)
+    if backend.name == "local":
+        enable_compilation_cache()
+    outcomes = run_grid(grid.runs, backend=backend, data_dir=args.data_dir,
+                        progress=not args.quiet and backend.name == "local")  # fmt: skip
+    print(outcome_table(outcomes))
+    done = sum(o.status == "finished" for o in outcomes)
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    failed = [o for o in outcomes if not o.ok]
+    print(f"{args.grid}: {done} runs completed, {skipped} already finished"
+          + (f", {len(failed)} not finished" if failed else ""))  # fmt: skip
+    interrupted = [o for o in failed if o.status == "interrupted"]
+    if interrupted and backend.name == "local":  # checkpointed: run the grid again to resume
+        return interrupted[0].exit_code
+    return 1 if failed else 0
+
+
+def _grid_backend(args, grid):
+    """The backend ``args`` ask for, with the grid's resources and the command line's."""
+    import dataclasses
+
+    from bmr_jax.runs.backends import LocalBackend, RayBackend, SlurmBackend
+
+    if args.backend == "local":
+        return LocalBackend()
+    changes = {k: v for k, v in (("cpus_per_run", args.cpus_per_run),
+                                 ("gpus_per_run", args.gpus_per_run)) if v is not None}  # fmt: skip
+    slurm = dict(grid.resources.slurm)
+    for item in args.slurm:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--slurm {item!r}: expected KEY=VALUE")
+        slurm[key] = _yaml_value(value)
+    resources = dataclasses.replace(grid.resources, slurm=slurm, **changes)
+    if args.backend == "ray":
+        return RayBackend(args.address, resources)
+    logs = Path(args.slurm_logs) if args.slurm_logs else grid.out / "submitit"
+    return SlurmBackend(logs, resources, cluster=args.slurm_cluster)
+
+
+def _yaml_value(text: str):
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def _cmd_plot(args) -> int:

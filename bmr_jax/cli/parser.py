@@ -51,6 +51,25 @@ def _add_grid(sub) -> None:
     grid.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     grid.add_argument("--quiet", action="store_true", help="no progress bars")
     grid.add_argument("--out", help="output folder of the runs (default: the grid's out)")
+    grid.add_argument("--dry-run", action="store_true",
+                      help="list the runs, their folders and states (done, partial, new); run "
+                           "nothing")  # fmt: skip
+    grid.add_argument("--backend", default="local", choices=("local", "ray", "slurm"),
+                      help="where the runs go: one after another here (default), Ray tasks, "
+                           "or SLURM jobs through submitit (pip install 'bmr-jax[cluster]')")
+    grid.add_argument("--address", help="ray: join this cluster (default: start a local one)")
+    grid.add_argument("--cpus-per-run", type=int, help="ray/slurm: CPU cores per run "
+                      "(default: the grid's resources, else 1)")  # fmt: skip
+    grid.add_argument("--gpus-per-run", type=float, help="ray/slurm: GPUs per run (ray: may be "
+                      "a fraction; default: the grid's resources, else 0)")  # fmt: skip
+    grid.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                      help="slurm: a submitit parameter (timeout_min=720, "
+                           "slurm_partition=gpu, ...); repeatable")  # fmt: skip
+    grid.add_argument("--slurm-logs", help="slurm: folder of the job logs (default: "
+                      "<out>/submitit)")  # fmt: skip
+    grid.add_argument("--slurm-cluster", default="slurm", choices=("slurm", "local"),
+                      help="slurm: local runs the jobs on this machine through submitit's "
+                           "local executor (to try a setup)")  # fmt: skip
     _add_data_dir(grid)
     grid.set_defaults(func=commands._cmd_grid)
 

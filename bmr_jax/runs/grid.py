@@ -12,11 +12,17 @@ A grid file (YAML; paths relative to it)::
       ours: []
       paper_init: [guide.init=paper]
     out: ../runs/fig1_fashion_mnist_cpu   # default: runs/<name>; bmr-jax grid --out overrides
+    resources:                            # optional: what each run asks of a cluster
+      cpus_per_run: 4                     # (bmr_jax.runs.backends.Resources)
+      gpus_per_run: 1
+      slurm: {timeout_min: 720, slurm_partition: gpu}
 
 Every run goes to ``out/<config folder>/<config name>[,variant=name][,key=value...]`` (e.g.
 ``runs/reference/fashion_mnist/mlp-bmr_ss``), so grids that share an ``out`` share runs.
 Finished runs are skipped and unfinished ones resume from their checkpoint, so rerunning a
-grid continues it. All configs are validated before the first run starts.
+grid continues it. All configs are validated before the first run starts. The runs go one
+after another in this process, or to Ray or SLURM (:mod:`bmr_jax.runs.backends`); a failing run
+does not stop the others, and the end is one table of every run's state and final metrics.
 """
 
 from __future__ import annotations
@@ -25,13 +31,15 @@ import glob
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
+from bmr_jax.runs.backends import LocalBackend, Resources
 from bmr_jax.runs.config import Config, ConfigError, load_config
-from bmr_jax.runs.folder import RunFolder
+from bmr_jax.runs.member import Outcome, member_state
 
-_KEYS = {"name", "configs", "product", "variants", "overrides", "out"}
+_KEYS = {"name", "configs", "product", "variants", "overrides", "out", "resources"}
 
 
 @dataclass(frozen=True)
@@ -41,10 +49,24 @@ class GridRun:
     out: Path
 
 
+class Grid(NamedTuple):
+    """A grid file read: its runs, its output folder and what each run asks of a cluster."""
+
+    runs: list[GridRun]
+    out: Path
+    resources: Resources
+
+
 def load_grid(path: str | Path, extra_overrides: list[str] = (), out: str | Path | None = None
               ) -> list[GridRun]:  # fmt: skip
     """The runs of grid file ``path``, each config validated (:class:`ConfigError` if not);
     ``out`` replaces the grid's output folder."""
+    return read_grid(path, extra_overrides, out).runs
+
+
+def read_grid(path: str | Path, extra_overrides: list[str] = (), out: str | Path | None = None
+              ) -> Grid:  # fmt: skip
+    """:func:`load_grid` with the grid's output folder and ``resources``."""
     path = Path(path)
     try:
         spec = yaml.safe_load(path.read_text()) or {}
@@ -90,7 +112,20 @@ def load_grid(path: str | Path, extra_overrides: list[str] = (), out: str | Path
                 run_name = ",".join([f"{file.parent.name}/{file.stem}", *label, *point])
                 config = load_config(file, [*overrides, *changes, *point])
                 runs.append(GridRun(run_name, config, out / run_name))
-    return runs
+    return Grid(runs, out, _resources(path, spec.get("resources")))
+
+
+def _resources(path: Path, spec) -> Resources:
+    if spec is None:
+        return Resources()
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: resources must be a mapping (cpus_per_run, gpus_per_run, "
+                          "slurm)")  # fmt: skip
+    unknown = set(spec) - {"cpus_per_run", "gpus_per_run", "slurm"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown resources key {sorted(unknown)[0]!r}; allowed: "
+                          "cpus_per_run, gpus_per_run, slurm")  # fmt: skip
+    return Resources(**spec)
 
 
 def _variants(path: Path, spec) -> dict:
@@ -116,17 +151,53 @@ def _yaml_scalar(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def run_grid(runs: list[GridRun], *, data_dir=None, progress: bool = True, log=print) -> dict:
-    """Runs every unfinished run; returns ``{"finished": n, "skipped": n}``."""
-    from bmr_jax.runs.experiment import run_experiment
+def dry_run(runs: list[GridRun]) -> str:
+    """One line per run: its name, run folder and state (``done``, ``partial at block k/N``,
+    ``new``); nothing is run."""
+    width = max((len(r.name) for r in runs), default=0)
+    lines = [f"{r.name:<{width}}  {member_state(r.out).describe(r.config.train.blocks):<34}  "
+             f"{r.out}" for r in runs]  # fmt: skip
+    done = sum(member_state(r.out).kind == "done" for r in runs)
+    return "\n".join([*lines, f"{len(runs)} runs: {done} done, {len(runs) - done} to run"])
 
-    counts = {"finished": 0, "skipped": 0}
+
+def run_grid(runs: list[GridRun], *, backend=None, data_dir=None, progress: bool = True,
+             log=print, on_event=None) -> list[Outcome]:  # fmt: skip
+    """Runs every unfinished run on ``backend`` (default: :class:`LocalBackend`, one after
+    another here); returns every run's :class:`~bmr_jax.runs.member.Outcome` in grid order
+    (``skipped`` for the runs finished before). ``on_event`` maps run names to
+    :func:`bmr_jax.runs.experiment.run_experiment`'s test hook."""
+    backend = backend or LocalBackend()
+    outcomes, todo = {}, []
     for i, run in enumerate(runs, 1):
-        if RunFolder(run.out).is_finished():
+        if member_state(run.out).kind == "done":
             log(f"[{i}/{len(runs)}] {run.name}: finished, skipped")
-            counts["skipped"] += 1
-            continue
-        log(f"[{i}/{len(runs)}] {run.name} -> {run.out}")
-        run_experiment(run.config, run.out, data_dir=data_dir, progress=progress, log=log)
-        counts["finished"] += 1
-    return counts
+            outcomes[run.name] = Outcome(run.name, "skipped", _summary(run))
+        else:
+            log(f"[{i}/{len(runs)}] {run.name} -> {run.out}")
+            todo.append(run)
+    for outcome in backend.run(todo, data_dir=data_dir, progress=progress, log=log,
+                               on_event=on_event):  # fmt: skip
+        outcomes[outcome.name] = outcome
+        if not outcome.ok:
+            log(f"{outcome.name}: {outcome.status}: {outcome.error}")
+    return [outcomes.get(r.name, Outcome(r.name, "not run")) for r in runs]
+
+
+def _summary(run: GridRun) -> dict | None:
+    from bmr_jax.runs.folder import RunFolder
+
+    return RunFolder(run.out).read_summary()
+
+
+def outcome_table(outcomes: list[Outcome]) -> str:
+    """A Markdown table of every run's state and final test metrics."""
+    lines = ["| run | state | acc | nll | ece | pruned |", "|---|---|---|---|---|---|"]
+    for o in outcomes:
+        s = o.summary or {}
+        cells = [f"{s[k]:.4f}" if isinstance(s.get(k), float) else "-"
+                 for k in ("acc", "nll", "ece")]  # fmt: skip
+        pruned = f"{s['pruned_fraction']:.3f}" if s.get("pruned_fraction") is not None else "-"
+        state = o.status if o.ok else f"{o.status}: {o.error}"
+        lines.append(f"| {o.name} | {state} | {' | '.join(cells)} | {pruned} |")
+    return "\n".join(lines)
