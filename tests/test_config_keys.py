@@ -45,6 +45,10 @@ NON_DEFAULT = {
     "bmr.rule": "evidence",
     "bmr.rule_options": {"threshold": 0.5},
     "bmr.inclusion_rate": "alive",
+    # tracking reaches the run's trackers: tests/test_tracking.py
+    "tracking.tensorboard": True,
+    "tracking.mlflow": "sqlite:///mlflow.db",
+    "tracking.mlflow_experiment": "other",
 }
 
 
@@ -55,7 +59,8 @@ def _documented_keys() -> list[str]:
 def _flat(values: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in values.items():
-        if isinstance(value, dict) and key in ("data", "net", "guide", "train", "eval", "bmr"):
+        if isinstance(value, dict) and key in ("data", "net", "guide", "train", "eval", "bmr",
+                                               "tracking"):
             out.update(_flat(value, f"{key}."))
         else:
             out[prefix + key] = value
@@ -88,7 +93,8 @@ def _handed(monkeypatch, tmp_path, overrides):
 
 
 def test_every_key_reaches_the_run(monkeypatch, tmp_path):
-    overrides = [f"{k}={v}" for k, v in NON_DEFAULT.items() if k != "bmr.inclusion_rate"]
+    overrides = [f"{k}={v}" for k, v in NON_DEFAULT.items()
+                 if k != "bmr.inclusion_rate" and not k.startswith("tracking.")]
     config, seen = _handed(monkeypatch, tmp_path, [o.replace("'", "") for o in overrides])
     setup = seen["setup"]
     assert config.plugins == ("json",)

@@ -46,14 +46,15 @@ class RunState(NamedTuple):
 
 
 class RunHooks(NamedTuple):
-    """How a run talks to its caller. ``on_block(record, state)`` after every block (to write
-    metrics and checkpoint); ``should_stop()`` before the between-blocks step and every SVI
+    """How a run talks to its caller. ``on_block(record, state, losses)`` after every block
+    (to write metrics and checkpoint; ``losses``: the loss of each of the block's SVI steps);
+    ``should_stop()`` before the between-blocks step and every SVI
     step; ``on_event(name, block, step)`` at ``"between"``, ``"step"`` (after each SVI step)
     and ``"evaluate"`` (a test hook to stop runs at exact points)."""
 
     progress: bool = True
     log: Callable[[str], None] = lambda line: None
-    on_block: Callable[[dict, RunState], None] | None = None
+    on_block: Callable[[dict, RunState, np.ndarray], None] | None = None
     should_stop: Callable[[], bool] | None = None
     on_event: Callable[[str, int, int], None] | None = None
 
@@ -149,7 +150,7 @@ def run(setup: Setup, dataset, *, evaluation: EvalSettings = EvalSettings(),
         records.append(record)
         current = RunState(block, state, masks, gamma)
         if hooks.on_block is not None:
-            hooks.on_block(record, current)
+            hooks.on_block(record, current, losses)
     setup.state, setup.masks, setup.gamma = current.train, current.masks, current.gamma
     return records
 

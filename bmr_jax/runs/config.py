@@ -71,6 +71,15 @@ Keys (defaults in brackets):
   smaller network, so the metrics agree to float tolerance and an evaluation costs less as
   the network prunes (false: always the full network). It shrinks once that halves the
   network's FLOPs (a new structure costs a compilation).
+- ``tracking.tensorboard`` [false]: write TensorBoard event files to ``RUN/tensorboard`` (the
+  loss of every step, every block's metrics and per-layer pruned fractions;
+  ``bmr_jax.runs.tracking``, the extra ``bmr-jax[tracking]``).
+- ``tracking.mlflow`` [null]: an MLflow tracking URI (a server, or ``sqlite:///mlflow.db``) to
+  log the params, every block's metrics and the final artefacts to.
+- ``tracking.mlflow_experiment`` [bmr-jax]: the MLflow experiment the run goes under.
+
+The ``tracking`` keys, ``train.blocks`` and ``train.keep_checkpoints`` may change when a run is
+resumed; any other change makes it another run (``bmr-jax run`` refuses its folder).
 """
 
 from __future__ import annotations
@@ -84,6 +93,7 @@ import yaml
 
 from bmr_jax.errors import ConfigError
 from bmr_jax.methods.settings import BmrSettings, EvalSettings, GuideSettings, TrainSettings
+from bmr_jax.runs.tracking import TrackingSettings
 from bmr_jax.validate import check_bounds, check_fields, check_type, setting
 
 __all__ = ["Config", "ConfigError", "DataConfig", "NetConfig", "differing_keys", "dump_config",
@@ -132,6 +142,7 @@ class Config:
     train: TrainSettings = field(default_factory=TrainSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     bmr: BmrSettings = field(default_factory=BmrSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
 
     def __post_init__(self):
         from bmr_jax.methods import configured
@@ -148,7 +159,7 @@ class Config:
 
 
 _SECTIONS = {"data": DataConfig, "net": NetConfig, "guide": GuideSettings, "train": TrainSettings,
-             "eval": EvalSettings, "bmr": BmrSettings}  # fmt: skip
+             "eval": EvalSettings, "bmr": BmrSettings, "tracking": TrackingSettings}  # fmt: skip
 
 
 def _import_plugins(value) -> tuple[str, ...]:

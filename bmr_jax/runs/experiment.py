@@ -20,9 +20,11 @@ from bmr_jax import data, methods, nets
 from bmr_jax.errors import BmrJaxError
 from bmr_jax.runs.config import Config, differing_keys, dump_config, from_dict
 from bmr_jax.runs.folder import RunFolder, RunFolderError, block_seconds
+from bmr_jax.runs.tracking import Tracking
 
 # keys that may differ from a folder's config without making it another run
-EXTENDABLE = ("train.blocks", "train.keep_checkpoints")
+EXTENDABLE = ("train.blocks", "train.keep_checkpoints", "tracking.tensorboard",
+              "tracking.mlflow", "tracking.mlflow_experiment")
 
 
 class RunInterrupted(BmrJaxError):
@@ -112,25 +114,32 @@ def run_experiment(config: Config, out: str | Path, *, data_dir=None, progress: 
     folder.write_metrics(records)  # drops lines written after the checkpoint
     start = time.perf_counter()
     event = on_event or (lambda name, block, step: None)
+    tracking = Tracking.for_run(config.tracking, folder, config.train.steps_per_block)
+    tracking.start(config, records)
 
-    def on_block(record, state):
+    def on_block(record, state, losses):
         records.append(record)
         folder.write_metrics(records)
         event("metrics", record["block"], 0)
         folder.save_checkpoint(state, records, keep=config.train.keep_checkpoints)
         event("checkpoint", record["block"], 0)
+        tracking.block(record, losses)  # after the checkpoint: a resume never logs it again
         log(_block_line(record, config.train.blocks))
 
-    with _stop_on_signals() as received:
-        hooks = methods.RunHooks(progress, log, on_block, lambda: bool(received), on_event)
-        try:
-            methods.run(setup, dataset, evaluation=config.eval, resume=resume, hooks=hooks)
-        except methods.RunStopped as stopped:
-            raise _interrupted(folder, stopped.state, records, received, config) from None
-    summary = _summary(config, setup, records, time.perf_counter() - start)
-    folder.save_posterior(_posterior_weights(setup), setup.masks)
-    folder.write_summary(summary)
-    folder.remove_checkpoints(keep_final=True)
+    try:
+        with _stop_on_signals() as received:
+            hooks = methods.RunHooks(progress, log, on_block, lambda: bool(received), on_event)
+            try:
+                methods.run(setup, dataset, evaluation=config.eval, resume=resume, hooks=hooks)
+            except methods.RunStopped as stopped:
+                raise _interrupted(folder, stopped.state, records, received, config) from None
+        summary = _summary(config, setup, records, time.perf_counter() - start)
+        folder.save_posterior(_posterior_weights(setup), setup.masks)
+        folder.write_summary(summary)
+        folder.remove_checkpoints(keep_final=True)
+        tracking.finish(summary, folder)
+    finally:
+        tracking.close()
     return summary
 
 
