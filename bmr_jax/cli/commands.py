@@ -80,11 +80,12 @@ def _cmd_run(args) -> int:
 
     config = load_config(args.config, args.overrides)
     out = args.out or str(default_run_folder(args.config, args.overrides))
-    print(f"run folder: {out}", flush=True)
     if args.distributed:
-        from bmr_jax.inference.parallel import initialize_distributed
+        from bmr_jax.inference.parallel import initialize_distributed, process_run_folder
 
         initialize_distributed()
+        out = process_run_folder(out)
+    print(f"run folder: {out}", flush=True)
     enable_compilation_cache()
     summary = run_experiment(config, out, data_dir=args.data_dir, progress=not args.quiet,
                              force=args.force)  # fmt: skip

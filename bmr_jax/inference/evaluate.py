@@ -37,7 +37,6 @@ def make_predictive(bnet: BayesianNetwork, guide: Guide, mesh=None, apply=None):
                    else bnet.apply(net_params, x, train=False))  # fmt: skip
         return bnet.likelihood.predictive_probs(outputs)
 
-    @jax.jit
     def probs(params, gamma, keys, x, aux=None):
         x = parallel.shard_batch(x, mesh)
 
@@ -48,7 +47,8 @@ def make_predictive(bnet: BayesianNetwork, guide: Guide, mesh=None, apply=None):
         total, _ = jax.lax.scan(body, first, keys[1:])
         return total / keys.shape[0]
 
-    return probs
+    # gathered on every device: with several hosts each one can read the whole result
+    return jax.jit(probs, out_shardings=None if mesh is None else parallel.replicated(mesh))
 
 
 def predictive_probs(

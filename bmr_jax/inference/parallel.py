@@ -6,17 +6,22 @@ constraint on the gathered batch, and XLA's SPMD partitioner splits the forward 
 passes by batch and inserts the all-reduce of the gradients. The same code runs on CPU (use
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` to try N devices), GPU and TPU.
 
-Multi-host: call :func:`initialize_distributed` (``bmr-jax run --distributed``) on every host
-before anything else touches JAX; ``jax.devices()`` then lists every host's devices and the
-mesh spans them all. Each host must see the same data files (the dataset is replicated), and
-every host runs the same command::
+Multi-host: call :func:`initialize_distributed` (``bmr-jax run --distributed``) in every
+process before anything else touches JAX; ``jax.devices()`` then lists every process's devices
+and the mesh spans them all. Each process must see the same data files (the dataset is
+replicated), and every process runs the same command::
 
     # host 0 of 2 (and the same with JAX_PROCESS_ID=1 on host 1)
     JAX_COORDINATOR_ADDRESS=host0:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0 \\
-        bmr-jax run configs/cifar10/vit-bmr_ss.yaml train.data_parallel=true --distributed
+        bmr-jax run configs/cifar10/vit-bmr_ss.yaml train.data_parallel=true --distributed \\
+        --out runs/cifar10/vit-bmr_ss
 
 On SLURM, TPU pods and other clusters ``jax.distributed.initialize()`` finds these values
-itself. Multi-host runs are not tested here (one machine); single-host multi-device runs are.
+itself. Every process holds the whole state and writes its own run folder (process 0 the
+``--out`` given, process ``k`` ``<out>,process=k``, :func:`process_run_folder`), so that no two
+processes write one file and each resumes from its own checkpoints; the folders hold the same
+results. ``tests/test_distributed.py`` runs two CPU processes joined over loopback, and gets the
+results of one process with two devices bit for bit.
 """
 
 from __future__ import annotations
@@ -62,6 +67,35 @@ def shard_batch(x, mesh: Mesh | None):
     return jax.lax.with_sharding_constraint(x, batch_sharded(mesh))
 
 
+def process_run_folder(out: str) -> str:
+    """The run folder of this process in a multi-process run: ``out`` for process 0,
+    ``<out>,process=k`` for process ``k``."""
+    k = jax.process_index()
+    return out if k == 0 else f"{out},process={k}"
+
+
+DISTRIBUTED_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
 def initialize_distributed() -> None:
-    """``jax.distributed.initialize()`` for multi-host runs (arguments from the environment)."""
-    jax.distributed.initialize()
+    """``jax.distributed.initialize`` for multi-host runs: with the coordinator's
+    ``host:port``, the number of processes and this one's index from
+    ``$JAX_COORDINATOR_ADDRESS``, ``$JAX_NUM_PROCESSES`` and ``$JAX_PROCESS_ID`` when they are
+    set (jax itself reads only the first), else from what jax detects (SLURM, Open MPI, TPU
+    pods). Raises :class:`ParallelError` in one line when it cannot."""
+    import os
+
+    given = {k: os.environ[k] for k in DISTRIBUTED_ENV if os.environ.get(k)}
+    try:
+        if given:
+            missing = [k for k in DISTRIBUTED_ENV if k not in given]
+            if missing:
+                raise ValueError(f"set {', '.join(missing)} as well")
+            jax.distributed.initialize(given["JAX_COORDINATOR_ADDRESS"],
+                                       int(given["JAX_NUM_PROCESSES"]),
+                                       int(given["JAX_PROCESS_ID"]))  # fmt: skip
+        else:
+            jax.distributed.initialize()
+    except (ValueError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ParallelError(f"--distributed: {first}") from None
