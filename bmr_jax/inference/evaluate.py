@@ -47,8 +47,9 @@ def make_predictive(bnet: BayesianNetwork, guide: Guide, mesh=None, apply=None):
         total, _ = jax.lax.scan(body, first, keys[1:])
         return total / keys.shape[0]
 
-    # gathered on every device: with several hosts each one can read the whole result
-    return jax.jit(probs, out_shardings=None if mesh is None else parallel.replicated(mesh))
+    # with several processes, gathered on every device, so that each one can read all of it
+    gathered = mesh is not None and jax.process_count() > 1
+    return jax.jit(probs, out_shardings=parallel.replicated(mesh) if gathered else None)
 
 
 def predictive_probs(
