@@ -19,6 +19,11 @@ from bmr_jax.runs.grid import dry_run, outcome_table, read_grid, run_grid
 from bmr_jax.runs.member import member_state
 from tests.runs import QUICKSTART, REPO, TINY, assert_same_run, at
 
+try:  # imported here, not in a test: submitit's loggers keep the sys.stdout of their import,
+    import submitit  # noqa: F401  and a test's capsys stream is closed after that test
+except ImportError:
+    pass
+
 SEEDS = (1, 2, 3)
 KILLED = f"configs/quickstart,seed={SEEDS[1]}"
 
@@ -46,7 +51,8 @@ def _kill_and_resume(tmp_path, backend, uninterrupted):
     """Runs the grid on ``backend`` with the middle member killed after its block-1 checkpoint,
     checks the other two finished and the dry run's states, then runs it again and checks the
     killed member's results equal an uninterrupted run's."""
-    grid = read_grid(_grid_file(tmp_path))
+    path = _grid_file(tmp_path)
+    grid = read_grid(path)
     hooks = {KILLED: at(("checkpoint", 1, 0), "SIGKILL")}
     first = run_grid(grid.runs, backend=backend, progress=False, on_event=hooks)
     assert [o.status for o in first] == ["finished", "failed", "finished"], outcome_table(first)
@@ -58,6 +64,14 @@ def _kill_and_resume(tmp_path, backend, uninterrupted):
     assert_same_run(grid.runs[1].out, uninterrupted)
     table = outcome_table(second)
     assert table.count("| skipped |") == 2 and f"| {KILLED} | finished |" in table
+    return path
+
+
+def _nothing_left(path, backend_args, capsys):
+    """The command line on a finished grid: every run skipped, exit status 0."""
+    capsys.readouterr()
+    assert main(["grid", path, "--quiet", *backend_args]) == 0
+    assert "0 runs completed, 3 already finished" in capsys.readouterr().out
 
 
 def test_dry_run_lists_states_and_runs_nothing(tmp_path, capsys):
@@ -125,14 +139,18 @@ def ray_cluster():
     del os.environ["RAY_worker_niceness"]
 
 
-def test_ray_backend_kills_one_member_and_resumes_it(tmp_path, ray_cluster, uninterrupted):
-    _kill_and_resume(tmp_path, RayBackend(resources=Resources(cpus_per_run=1)), uninterrupted)
+def test_ray_backend_kills_one_member_and_resumes_it(tmp_path, ray_cluster, uninterrupted,
+                                                     capsys):  # fmt: skip
+    path = _kill_and_resume(tmp_path, RayBackend(resources=Resources(cpus_per_run=1)),
+                            uninterrupted)  # fmt: skip
+    _nothing_left(path, ["--backend", "ray"], capsys)
 
 
-def test_slurm_backend_through_submitit_local(tmp_path, uninterrupted, monkeypatch):
+def test_slurm_backend_through_submitit_local(tmp_path, uninterrupted, monkeypatch, capsys):
     pytest.importorskip("submitit")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     backend = SlurmBackend(tmp_path / "logs", Resources(cpus_per_run=1), cluster="local",
                            poll_seconds=0.2)  # fmt: skip
-    _kill_and_resume(tmp_path, backend, uninterrupted)
+    path = _kill_and_resume(tmp_path, backend, uninterrupted)
     assert any((tmp_path / "logs").iterdir())  # submitit's job folders
+    _nothing_left(path, ["--backend", "slurm", "--slurm-cluster", "local"], capsys)

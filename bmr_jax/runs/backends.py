@@ -102,6 +102,8 @@ class RayBackend:
     def run(self, members, *, data_dir=None, progress: bool = False, log=print,
             on_event: Hooks = None) -> Iterator[Outcome]:  # fmt: skip
         ray = _require("ray")
+        if not members:  # every run finished before: no cluster to start
+            return
         started = not ray.is_initialized()
         if started:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=True,
@@ -161,6 +163,8 @@ class SlurmBackend:
     def run(self, members, *, data_dir=None, progress: bool = False, log=print,
             on_event: Hooks = None) -> Iterator[Outcome]:  # fmt: skip
         submitit, executor = self.executor()
+        if not members:
+            return
         hooks, env = on_event or {}, _forwarded_env()
         data_dir = data_dir or env.get("BMR_JAX_DATA")
         jobs = {}
