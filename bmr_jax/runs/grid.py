@@ -37,6 +37,7 @@ import yaml
 
 from bmr_jax.runs.backends import LocalBackend, Resources
 from bmr_jax.runs.config import Config, ConfigError, load_config
+from bmr_jax.runs.folder import RunFolder
 from bmr_jax.runs.member import Outcome, member_state
 
 _KEYS = {"name", "configs", "product", "variants", "overrides", "out", "resources"}
@@ -155,9 +156,10 @@ def dry_run(runs: list[GridRun]) -> str:
     """One line per run: its name, run folder and state (``done``, ``partial at block k/N``,
     ``new``); nothing is run."""
     width = max((len(r.name) for r in runs), default=0)
-    lines = [f"{r.name:<{width}}  {member_state(r.out).describe(r.config.train.blocks):<34}  "
-             f"{r.out}" for r in runs]  # fmt: skip
-    done = sum(member_state(r.out).kind == "done" for r in runs)
+    states = [member_state(r.out) for r in runs]
+    lines = [f"{r.name:<{width}}  {state.describe(r.config.train.blocks):<34}  {r.out}"
+             for r, state in zip(runs, states, strict=True)]  # fmt: skip
+    done = sum(state.kind == "done" for state in states)
     return "\n".join([*lines, f"{len(runs)} runs: {done} done, {len(runs) - done} to run"])
 
 
@@ -172,7 +174,7 @@ def run_grid(runs: list[GridRun], *, backend=None, data_dir=None, progress: bool
     for i, run in enumerate(runs, 1):
         if member_state(run.out).kind == "done":
             log(f"[{i}/{len(runs)}] {run.name}: finished, skipped")
-            outcomes[run.name] = Outcome(run.name, "skipped", _summary(run))
+            outcomes[run.name] = Outcome(run.name, "skipped", RunFolder(run.out).read_summary())
         else:
             log(f"[{i}/{len(runs)}] {run.name} -> {run.out}")
             todo.append(run)
@@ -181,13 +183,7 @@ def run_grid(runs: list[GridRun], *, backend=None, data_dir=None, progress: bool
         outcomes[outcome.name] = outcome
         if not outcome.ok:
             log(f"{outcome.name}: {outcome.status}: {outcome.error}")
-    return [outcomes.get(r.name, Outcome(r.name, "not run")) for r in runs]
-
-
-def _summary(run: GridRun) -> dict | None:
-    from bmr_jax.runs.folder import RunFolder
-
-    return RunFolder(run.out).read_summary()
+    return [outcomes.get(r.name, Outcome(r.name, "not run")) for r in runs]  # after a signal
 
 
 def outcome_table(outcomes: list[Outcome]) -> str:
@@ -198,6 +194,6 @@ def outcome_table(outcomes: list[Outcome]) -> str:
         cells = [f"{s[k]:.4f}" if isinstance(s.get(k), float) else "-"
                  for k in ("acc", "nll", "ece")]  # fmt: skip
         pruned = f"{s['pruned_fraction']:.3f}" if s.get("pruned_fraction") is not None else "-"
-        state = o.status if o.ok else f"{o.status}: {o.error}"
+        state = f"{o.status}: {o.error}" if o.error else o.status
         lines.append(f"| {o.name} | {state} | {' | '.join(cells)} | {pruned} |")
     return "\n".join(lines)
