@@ -131,3 +131,13 @@ def test_tracking_keys_may_change_on_resume(tmp_path):
         _run(out, [], at(("checkpoint", 1, 0), "crash"))
     _run(out, ["tracking.tensorboard=true"])  # the same run, now tracked
     assert [s for s, _ in _scalars(out / "tensorboard")["block/loss"]] == [20, 40, 60]
+
+
+def test_force_starts_the_trackers_afresh(tmp_path):
+    out = tmp_path / "run"
+    _run(out, ["tracking.tensorboard=true", "train.blocks=2"])
+    config = load_config(QUICKSTART, [*TINY, "tracking.tensorboard=true", "seed=5"])
+    run_experiment(config, out, progress=False, log=lambda s: None, force=True)
+    scalars = _scalars(out / "tensorboard")
+    assert scalars["block/loss"] == [(r["step"], pytest.approx(r["loss"])) for r in records(out)]
+    assert len(scalars["block/loss"]) == 3  # the new run's three blocks, none of the old two

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -291,7 +292,11 @@ class RunFolder:
             self.checkpoints_dir.rmdir()
 
     def clear(self) -> None:
-        """Removes the run's files (``--force`` on a folder holding another config's run)."""
+        """Removes the run's files (``--force`` on a folder holding another config's run),
+        its trackers' state included (``bmr_jax.runs.tracking``), so that the new run is
+        logged afresh."""
         self.remove_checkpoints()
-        for path in (self.metrics_path, self.summary_path, self.posterior_path, self.config_path):
+        for path in (self.metrics_path, self.summary_path, self.posterior_path, self.config_path,
+                     self.path / "mlflow.json"):  # fmt: skip
             path.unlink(missing_ok=True)
+        shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
