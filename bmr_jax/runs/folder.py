@@ -292,11 +292,9 @@ class RunFolder:
             self.checkpoints_dir.rmdir()
 
     def clear(self) -> None:
-        """Removes the run's files (``--force`` on a folder holding another config's run),
-        its trackers' state included (``bmr_jax.runs.tracking``), so that the new run is
-        logged afresh."""
+        """Removes the run's files and its trackers' state (``--force`` on another config's run)."""
         self.remove_checkpoints()
-        for path in (self.metrics_path, self.summary_path, self.posterior_path, self.config_path,
-                     self.path / "mlflow.json"):  # fmt: skip
+        for path in (self.metrics_path, self.summary_path, self.posterior_path, self.config_path):
             path.unlink(missing_ok=True)
+        (self.path / "mlflow.json").unlink(missing_ok=True)
         shutil.rmtree(self.path / "tensorboard", ignore_errors=True)
