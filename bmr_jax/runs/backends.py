@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bmr_jax.errors import ConfigError
-from bmr_jax.runs.member import Outcome, run_member
+from bmr_jax.runs.member import Outcome, failure, run_member
 from bmr_jax.validate import check_fields, setting
 
 # what a worker on another machine needs of the driver's environment
@@ -59,11 +59,6 @@ def _require(module: str):
 
 def _forwarded_env() -> dict:
     return {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-
-
-def _failure(name: str, error: BaseException) -> Outcome:
-    first = (str(error).strip().splitlines() or [""])[0]
-    return Outcome(name, "failed", error=f"{type(error).__name__}: {first}"[:300])
 
 
 Hooks = Mapping[str, Callable] | None
@@ -132,7 +127,7 @@ class RayBackend:
             try:
                 yield ray.get(done[0])
             except ray.exceptions.RayError as e:  # the worker died: killed, out of memory
-                yield _failure(member.name, e)
+                yield failure(member.name, e)
 
 
 @dataclass
@@ -177,7 +172,7 @@ class SlurmBackend:
             try:
                 yield job.result()
             except Exception as e:  # FailedJobError, UncompletedJobError: the job died
-                yield _failure(jobs[job].name, e)
+                yield failure(jobs[job].name, e)
 
 
 BACKENDS = ("local", "ray", "slurm")

@@ -87,5 +87,11 @@ def run_member(name: str, config, out: str | Path, *, data_dir=None, progress: b
     except BmrJaxError as e:
         return Outcome(name, "failed", error=str(e))
     except Exception as e:  # a bug or the machine; the member fails, the grid goes on
-        return Outcome(name, "failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
+        return failure(name, e)
     return Outcome(name, "finished", summary)
+
+
+def failure(name: str, error: BaseException) -> Outcome:
+    """The ``failed`` outcome of ``error``: its type and the first line of its message."""
+    first = (str(error).strip().splitlines() or [""])[0]
+    return Outcome(name, "failed", error=f"{type(error).__name__}: {first}"[:300])
