@@ -22,10 +22,11 @@ demo: $(STAMP)
 	rm -rf runs/quickstart
 	$(BIN)/bmr-jax run configs/quickstart.yaml --out runs/quickstart
 
-# Two pytest workers (pytest-xdist), each test file on one of them so that module fixtures are
-# built once: most tests are bound by compilation, which runs on one core. The 20 slowest are
-# listed at the end.
-TEST_WORKERS ?= 2
+# Three pytest workers (pytest-xdist) on the two cores, each test file on one of them so that
+# module fixtures are built once: compilation runs on one core and many tests wait on a child
+# process (the CLI, Ray, submitit, the multi-process runs), so a third worker fills the gaps.
+# The 20 slowest are listed at the end.
+TEST_WORKERS ?= 3
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=20
 
