@@ -76,9 +76,11 @@ def test_tensorboard_catches_up_a_block_logged_by_no_one(tmp_path):
     assert [s for s, _ in scalars["train/loss"]] == [*range(1, 21), *range(41, 61)]
 
 
-def test_mlflow_logs_params_every_block_once_and_the_artefacts(tmp_path):
+def test_mlflow_logs_params_every_block_once_and_the_artefacts(tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)  # a sqlite store's artefacts go to ./mlruns, not the checkout
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "run"
