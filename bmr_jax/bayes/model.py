@@ -113,14 +113,19 @@ class BayesianNetwork:
     def network_params(self, gamma: Mapping[str, jax.Array]) -> nnx.State:
         """Samples the prior and returns the network's ``nnx.Param`` state (pure arrays)."""
         scales = self.prior.scales(self.view)
+        matrices = {}
+        for spec in self.view.bayesian_layers:
+            z = numpyro.sample(z_site(spec.name), self.prior.z_distribution(spec))
+            matrices[spec.name] = scales[spec.name] * gamma[spec.name] * z  # W = scale * gamma * Z
+        return self.params_with(matrices)
+
+    def params_with(self, matrices: Mapping[str, jax.Array]) -> nnx.State:
+        """The network's ``nnx.Param`` state with every Bayesian layer's weights read from
+        ``matrices`` (``{layer: (rows, cols)}``) and every other parameter from its own site."""
         values: dict[tuple, jax.Array] = {}
         for spec in self.view.bayesian_layers:
-            z = numpyro.sample(
-                z_site(spec.name), dist.Normal(0.0, 1.0).expand(spec.shape).to_event(2)
-            )
-            w = scales[spec.name] * gamma[spec.name] * z  # METHOD.md 2: W = scale * gamma * Z
             kernel_path, bias_path = self.layer_leaves[spec.name]
-            values[kernel_path], bias = from_matrix(spec, w)
+            values[kernel_path], bias = from_matrix(spec, matrices[spec.name])
             if bias_path is not None:
                 values[bias_path] = bias
         for path in self.param_paths:
@@ -142,11 +147,16 @@ class BayesianNetwork:
 
     def apply(self, params: nnx.State, x: jax.Array, *, train: bool) -> jax.Array:
         """The network's outputs for parameters ``params`` (dropout only when ``train``)."""
+        return self.module_with(params, train=train)(x)
+
+    def module_with(self, params: nnx.State, *, train: bool) -> nnx.Module:
+        """A fresh copy of the network holding ``params``, in train or eval mode (its dropout
+        reseeded from the model's key when ``train``)."""
         graphdef = self.train_graphdef if train else self.eval_graphdef
         module = nnx.merge(graphdef, params, self.rest, copy=True)
         if train and self.has_dropout:
             nnx.reseed(module, dropout=numpyro.prng_key())
-        return module(x)
+        return module
 
     def model(self, x, y=None, gamma=None, num_data=None, train: bool = True):
         """The NumPyro model. ``gamma``: ``{layer: (rows, cols) multipliers}`` (default all 1);

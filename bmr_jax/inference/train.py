@@ -36,6 +36,7 @@ from numpyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from tqdm.auto import tqdm
 
 from bmr_jax.bayes.guides import Guide, MeanFieldGuide
+from bmr_jax.bayes.local import ESTIMATORS, LocalReparamModel
 from bmr_jax.bayes.model import BayesianNetwork
 from bmr_jax.data import Split
 from bmr_jax.inference import parallel
@@ -116,24 +117,32 @@ class SVITrainer:
       elbo: a NumPyro ELBO; default :func:`default_elbo`.
       mesh: a ``bmr_jax.inference.parallel.data_mesh()``: data-parallel steps, each minibatch split
         over the mesh's devices, state replicated (``None``: one device).
+      estimator: ``"reparam"`` (one weight draw per step, shared by the minibatch) or
+        ``"local"`` (one draw per pre-activation and datum, :mod:`bmr_jax.bayes.local`; a
+        mean-field guide only).
     """
 
     def __init__(self, bnet: BayesianNetwork, guide: Guide, train: Split, *,
                  optimizer: optax.GradientTransformation | None = None, lr: float = 1e-2,
                  batch_size: int = 120, seed: int = 0, elbo=None, mesh=None,
-                 minibatches: str = "epochs"):  # fmt: skip
+                 minibatches: str = "epochs", estimator: str = "reparam"):  # fmt: skip
         if not 1 <= batch_size <= len(train):
             raise ValueError(f"batch_size must be in [1, {len(train)}], got {batch_size}")
         if minibatches not in ("epochs", "random"):
             raise ValueError(f"minibatches must be 'epochs' or 'random', got {minibatches!r}")
-        self.minibatches = minibatches
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+        if estimator == "local" and not isinstance(guide, MeanFieldGuide):
+            raise ValueError(f"the local estimator needs the mean-field guide, not {guide.name!r}")
+        self.minibatches, self.estimator = minibatches, estimator
         self.bnet, self.guide, self.mesh = bnet, guide, mesh
         self.num_data, self.batch_size = len(train), batch_size
         self.num_batches = self.num_data // batch_size
         self.optimizer = optimizer or optax.inject_hyperparams(optax.adabelief)(learning_rate=lr)
         self.elbo = elbo or default_elbo(guide)
         scale = 1.0 / self.num_data  # loss per datum
-        self.model = handlers.scale(bnet.model, scale=scale)
+        model = bnet.model if estimator == "reparam" else LocalReparamModel(bnet)
+        self.model = handlers.scale(model, scale=scale)
         self.scaled_guide = handlers.scale(guide, scale=scale)
         place = None
         if mesh is not None:

@@ -67,11 +67,15 @@ class GuideSettings:
       init_scale: the posterior standard deviations' start; ``None`` takes the start's own
         (1e-2 for ``network``, 0.1 for ``paper``).
       init_radius: the half-width of the ``paper`` start's uniform draw (2).
+      estimator: ``reparam`` (one weight draw per step, shared by the minibatch: the paper's)
+        or ``local`` (the local reparameterisation trick, one draw per pre-activation and
+        datum: ``bmr_jax.bayes.local``; mean-field guides only).
     """
 
     init: str = setting("network", choices=lambda: ["network", "paper"])
     init_scale: float | None = setting(None, above=0)
     init_radius: float = setting(2.0, above=0)
+    estimator: str = setting("reparam", choices=lambda: ["reparam", "local"])
 
     def __post_init__(self):
         check_fields(self, "guide")

@@ -65,6 +65,9 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
         module, dataset.image_shape, priors.create_prior(method.prior, **method.prior_options)
     )
     posterior = _make_guide(method, bnet, dataset, guide, seed)
+    if guide.estimator == "local" and not isinstance(posterior, guides.MeanFieldGuide):
+        raise ConfigError(f"guide.estimator: local needs a mean-field guide; method "
+                          f"{method.name!r} has {posterior.name!r}")  # fmt: skip
     if train.batch_size > len(dataset.train):
         raise ConfigError(f"train.batch_size: {train.batch_size} is more than the "
                           f"{len(dataset.train)} training images")  # fmt: skip
@@ -74,7 +77,7 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
                          lr=method.lr if train.lr is None else train.lr,
                          batch_size=train.batch_size, seed=seed, mesh=mesh,
                          elbo=Trace_ELBO() if train.kl == "monte_carlo" else None,
-                         minibatches=train.minibatches)  # fmt: skip
+                         minibatches=train.minibatches, estimator=guide.estimator)  # fmt: skip
     between = make_between_blocks(method, trainer)
     return Setup(method, bnet, posterior, trainer, between, train, bmr, seed, spec.sequential)
 

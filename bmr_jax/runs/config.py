@@ -29,6 +29,10 @@ Keys (defaults in brackets):
 - ``guide.init_scale`` [null]: the posterior standard deviations' start; null takes the
   start's own (0.01 for network, 0.1 for paper, the reference value).
 - ``guide.init_radius`` [2.0]: half-width of the paper start's uniform draw (the reference: 2).
+- ``guide.estimator`` [reparam]: reparam | local: the ELBO's gradient estimator -- one weight
+  draw per step shared by the minibatch (the paper's and the reference value), or the local
+  reparameterisation trick, one draw per pre-activation and datum (mean-field guides;
+  ``bmr_jax.bayes.local``).
 - ``train.blocks`` [50]: training blocks (BMR reduces between blocks).
 - ``train.steps_per_block`` [500]: SVI steps per block.
 - ``train.batch_size`` [120]: minibatch size.

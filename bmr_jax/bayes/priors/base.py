@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
+import numpyro.distributions as dist
 
 from bmr_jax.bayes.layers import LayerSpec, LayerView
 
@@ -38,6 +39,12 @@ class Prior(abc.ABC):
     @abc.abstractmethod
     def init_values(self, view: LayerView) -> dict[str, jax.Array]:
         """Values of the latent scale variables the guides start from (constrained space)."""
+
+    def z_distribution(self, spec: LayerSpec) -> dist.Distribution:
+        """The prior of layer ``spec``'s ``Z`` matrix (site ``"{layer}/z"``, event shape
+        ``(rows, cols)``): ``N(0, 1)`` elementwise for every non-centred prior. A prior that
+        is not Gaussian in ``Z`` (Sparse VD's log-uniform) overrides it."""
+        return dist.Normal(0.0, 1.0).expand(spec.shape).to_event(2)
 
     def prior_variance(self, spec: LayerSpec) -> jax.Array | float:
         """The full prior variance of every entry of ``Z`` for BMR (METHOD.md section 4.1's
