@@ -33,6 +33,7 @@ from jax import lax
 from numpyro import handlers
 from numpyro.distributions import biject_to, constraints
 from numpyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from numpyro.primitives import Messenger
 from tqdm.auto import tqdm
 
 from bmr_jax.bayes.guides import Guide, MeanFieldGuide
@@ -49,6 +50,29 @@ def strongly_typed(tree):
     typed initial state would compile the step twice: once for the first step, once for the
     rest (14 s each for a LeNet-5 on this CPU)."""
     return jax.tree.map(lambda a: lax.convert_element_type(a, a.dtype), tree)
+
+
+def kl_weight(position, num_batches: int, start: float, end: float) -> jax.Array:
+    """The KL term's weight at step ``position``: 0 before epoch ``start``, linear to 1 at
+    ``end``, then 1 (a step function at ``start`` when ``start == end``)."""
+    epoch = position / num_batches
+    ramp = (epoch - start) / max(end - start, 1e-12)
+    return jnp.clip(ramp, 0.0, 1.0) if end > start else (epoch >= start).astype(jnp.float32)
+
+
+class ScaleLatents(Messenger):
+    """Multiplies the log-density scale of every latent sample site by ``factor`` (traced
+    values allowed, 0 included), leaving observed sites alone: with it on model and guide the
+    ELBO is ``E log p(y | w) - factor * KL``."""
+
+    def __init__(self, fn, factor):
+        self.factor = factor
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        if msg["type"] == "sample" and not msg["is_observed"]:
+            scale = msg.get("scale")
+            msg["scale"] = self.factor if scale is None else self.factor * scale
 
 
 class TrainState(NamedTuple):
@@ -120,12 +144,17 @@ class SVITrainer:
       estimator: ``"reparam"`` (one weight draw per step, shared by the minibatch) or
         ``"local"`` (one draw per pre-activation and datum, :mod:`bmr_jax.bayes.local`; a
         mean-field guide only).
+      kl_warmup: ``(start, end)`` epochs: the KL term's weight is 0 before epoch ``start``,
+        rises linearly to 1 at ``end`` and stays 1 (continuous in the step: epoch =
+        ``position / num_batches``); ``None``: always 1. The loss it reports is the weighted
+        objective.
     """
 
     def __init__(self, bnet: BayesianNetwork, guide: Guide, train: Split, *,
                  optimizer: optax.GradientTransformation | None = None, lr: float = 1e-2,
                  batch_size: int = 120, seed: int = 0, elbo=None, mesh=None,
-                 minibatches: str = "epochs", estimator: str = "reparam"):  # fmt: skip
+                 minibatches: str = "epochs", estimator: str = "reparam",
+                 kl_warmup: tuple[float, float] | None = None):  # fmt: skip
         if not 1 <= batch_size <= len(train):
             raise ValueError(f"batch_size must be in [1, {len(train)}], got {batch_size}")
         if minibatches not in ("epochs", "random"):
@@ -134,7 +163,7 @@ class SVITrainer:
             raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
         if estimator == "local" and not isinstance(guide, MeanFieldGuide):
             raise ValueError(f"the local estimator needs the mean-field guide, not {guide.name!r}")
-        self.minibatches, self.estimator = minibatches, estimator
+        self.minibatches, self.estimator, self.kl_warmup = minibatches, estimator, kl_warmup
         self.bnet, self.guide, self.mesh = bnet, guide, mesh
         self.num_data, self.batch_size = len(train), batch_size
         self.num_batches = self.num_data // batch_size
@@ -174,10 +203,14 @@ class SVITrainer:
             x, y = gather(images, labels, order, i)
             x, y = parallel.shard_batch(x, mesh), parallel.shard_batch(y, mesh)
 
+            model, guide = self.model, self.scaled_guide
+            if self.kl_warmup is not None:
+                weight = kl_weight(position, self.num_batches, *self.kl_warmup)
+                model, guide = ScaleLatents(model, weight), ScaleLatents(guide, weight)
+
             def loss_fn(unconstrained):
                 args = (x, y, gamma, num_data)
-                return self.elbo.loss(key, self.constrain(unconstrained), self.model,
-                                      self.scaled_guide, *args)  # fmt: skip
+                return self.elbo.loss(key, self.constrain(unconstrained), model, guide, *args)
 
             loss, grads = jax.value_and_grad(loss_fn)(params)
             updates, opt_state = self.optimizer.update(grads, opt_state, params)

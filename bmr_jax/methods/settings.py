@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bmr_jax.errors import ConfigError
 from bmr_jax.validate import check_fields, setting
+
+
+def epoch_range(key: str, value) -> tuple[float, float]:
+    """``(start, end)`` from a two-number list with ``0 <= start <= end``."""
+    numbers = isinstance(value, list | tuple) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ok = numbers and len(value) == 2
+    if not ok or not 0 <= value[0] <= value[1]:
+        raise ConfigError(f"{key}: expected [start, end] epochs with 0 <= start <= end, "
+                          f"got {value!r}")  # fmt: skip
+    return float(value[0]), float(value[1])
 
 
 def _rules() -> list[str]:
@@ -36,6 +48,9 @@ class TrainSettings:
       minibatches: ``epochs`` (a fresh permutation every epoch, cut into batches) or
         ``random`` (every step an independent subsample without replacement: the reference
         code's, METHOD.md 4.7).
+      kl_warmup: ``[start, end]`` epochs over which the KL term's weight rises linearly from
+        0 to 1 (0 before ``start``; ``[0, 0]``: always 1); ``None`` takes the method's (Sparse
+        VD: ``[5, 20]``, as its paper; the others: none).
       on_nonfinite: ``stop`` (an error naming block and step) or ``rollback`` (back to the
         last good state with the learning rate times ``rollback_factor``, at most
         ``max_rollbacks`` times).
@@ -49,12 +64,15 @@ class TrainSettings:
     data_parallel: bool = setting(False)
     kl: str = setting("analytic", choices=lambda: ["analytic", "monte_carlo"])
     minibatches: str = setting("epochs", choices=lambda: ["epochs", "random"])
+    kl_warmup: list | None = setting(None)
     on_nonfinite: str = setting("stop", choices=lambda: ["stop", "rollback"])
     rollback_factor: float = setting(0.5, above=0, below=1)
     max_rollbacks: int = setting(3, minimum=0)
 
     def __post_init__(self):
         check_fields(self, "train")
+        if self.kl_warmup is not None:
+            object.__setattr__(self, "kl_warmup", epoch_range("train.kl_warmup", self.kl_warmup))
 
 
 @dataclass(frozen=True)
@@ -64,26 +82,29 @@ class GuideSettings:
     Attributes:
       init: ``network`` (ours: the network's own initialisation) or ``paper`` (the reference
         code's: every location uniform in ``[-init_radius, init_radius]``, METHOD.md 4.7).
-      init_scale: the posterior standard deviations' start; ``None`` takes the start's own
-        (1e-2 for ``network``, 0.1 for ``paper``).
+      init_scale: the posterior standard deviations' start; ``None`` takes the method's
+        (Sparse VD: exp(-5)) or else the start's own (1e-2 for ``network``, 0.1 for ``paper``).
       init_radius: the half-width of the ``paper`` start's uniform draw (2).
       estimator: ``reparam`` (one weight draw per step, shared by the minibatch: the paper's)
         or ``local`` (the local reparameterisation trick, one draw per pre-activation and
-        datum: ``bmr_jax.bayes.local``; mean-field guides only).
+        datum: ``bmr_jax.bayes.local``; mean-field guides only); ``None`` takes the method's
+        (``local`` for Sparse VD, ``reparam`` for the others).
     """
 
     init: str = setting("network", choices=lambda: ["network", "paper"])
     init_scale: float | None = setting(None, above=0)
     init_radius: float = setting(2.0, above=0)
-    estimator: str = setting("reparam", choices=lambda: ["reparam", "local"])
+    estimator: str | None = setting(None, choices=lambda: ["reparam", "local"])
 
     def __post_init__(self):
         check_fields(self, "guide")
 
-    def scale(self) -> float:
-        """The posterior standard deviations' start."""
+    def scale(self, method_scale: float | None = None) -> float:
+        """The posterior standard deviations' start (``method_scale``: the method's own)."""
         if self.init_scale is not None:
             return self.init_scale
+        if method_scale is not None:
+            return method_scale
         return 0.1 if self.init == "paper" else 1e-2
 
 

@@ -65,9 +65,13 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
         module, dataset.image_shape, priors.create_prior(method.prior, **method.prior_options)
     )
     posterior = _make_guide(method, bnet, dataset, guide, seed)
-    if guide.estimator == "local" and not isinstance(posterior, guides.MeanFieldGuide):
+    estimator = method.estimator if guide.estimator is None else guide.estimator
+    if estimator == "local" and not isinstance(posterior, guides.MeanFieldGuide):
         raise ConfigError(f"guide.estimator: local needs a mean-field guide; method "
                           f"{method.name!r} has {posterior.name!r}")  # fmt: skip
+    if train.kl == "monte_carlo" and isinstance(bnet.prior, priors.LogUniformPrior):
+        raise ConfigError("train.kl: monte_carlo needs a proper prior; the log-uniform prior "
+                          "(Sparse VD) takes its KL approximation (analytic)")  # fmt: skip
     if train.batch_size > len(dataset.train):
         raise ConfigError(f"train.batch_size: {train.batch_size} is more than the "
                           f"{len(dataset.train)} training images")  # fmt: skip
@@ -77,7 +81,9 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
                          lr=method.lr if train.lr is None else train.lr,
                          batch_size=train.batch_size, seed=seed, mesh=mesh,
                          elbo=Trace_ELBO() if train.kl == "monte_carlo" else None,
-                         minibatches=train.minibatches, estimator=guide.estimator)  # fmt: skip
+                         minibatches=train.minibatches, estimator=estimator,
+                         kl_warmup=method.kl_warmup if train.kl_warmup is None
+                         else train.kl_warmup)  # fmt: skip
     between = make_between_blocks(method, trainer)
     return Setup(method, bnet, posterior, trainer, between, train, bmr, seed, spec.sequential)
 
@@ -94,4 +100,5 @@ def _make_guide(method, bnet, dataset, settings: GuideSettings, seed: int) -> gu
     if settings.init == "paper":
         key = jax.random.fold_in(jax.random.key(seed), GUIDE_INIT_STREAM)
         init = guides.uniform_start(sites, key, settings.init_radius)
-    return guides.GUIDES.get(method.guide)(sites, init, init_scale=settings.scale())
+    scale = settings.scale(method.init_scale if settings.init == "network" else None)
+    return guides.GUIDES.get(method.guide)(sites, init, init_scale=scale)

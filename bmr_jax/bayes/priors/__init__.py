@@ -3,12 +3,14 @@
     from bmr_jax.bayes import priors
     prior = priors.create_prior("horseshoe", tau0=1e-2)
 
-Shipped: ``flat`` (METHOD.md 2.1) and ``horseshoe`` (regularised horseshoe, METHOD.md 2.2).
+Shipped: ``flat`` (METHOD.md 2.1), ``horseshoe`` (regularised horseshoe, METHOD.md 2.2) and
+``log_uniform`` (Sparse VD's, Molchanov et al. 2017).
 """
 
 from bmr_jax.bayes.priors.base import Prior, layer_scales_at
 from bmr_jax.bayes.priors.flat import FlatPrior
 from bmr_jax.bayes.priors.horseshoe import HorseshoePrior, half_cauchy
+from bmr_jax.bayes.priors.log_uniform import LogUniformPrior
 from bmr_jax.registry import Registry
 
 PRIORS: Registry[type[Prior]] = Registry("prior")
@@ -31,11 +33,13 @@ def create_prior(name: str, **options) -> Prior:
 
 register_prior("flat")(FlatPrior)
 register_prior("horseshoe")(HorseshoePrior)
+register_prior("log_uniform")(LogUniformPrior)
 
 __all__ = [
     "PRIORS",
     "FlatPrior",
     "HorseshoePrior",
+    "LogUniformPrior",
     "Prior",
     "create_prior",
     "half_cauchy",

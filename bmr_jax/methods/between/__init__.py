@@ -40,6 +40,6 @@ def prior_variances(bnet) -> dict[str, float]:
 
 def make_between_blocks(method, trainer) -> BetweenBlocks:
     """The between-blocks step of ``method`` (its ``between`` name) for ``trainer``."""
-    from bmr_jax.methods.between import nothing, rhs, spike_and_slab, units  # noqa: F401
+    from bmr_jax.methods.between import nothing, rhs, sparse_vd, spike_and_slab, units  # noqa: F401
 
     return BETWEEN_BLOCKS.get(method.between)(method, trainer)
