@@ -26,6 +26,7 @@ NON_DEFAULT = {
     "guide.init": "paper",
     "guide.init_scale": 0.05,
     "guide.init_radius": 1.5,
+    "guide.estimator": "local",
     "train.blocks": 7,
     "train.steps_per_block": 11,
     "train.batch_size": 64,
@@ -33,6 +34,7 @@ NON_DEFAULT = {
     "train.keep_checkpoints": 5,
     "train.data_parallel": True,
     "train.kl": "monte_carlo",
+    "train.kl_warmup": [1, 3],
     "train.minibatches": "random",
     "train.on_nonfinite": "rollback",
     "train.rollback_factor": 0.3,
@@ -104,8 +106,8 @@ def test_every_key_reaches_the_run(monkeypatch, tmp_path):
     assert setup.train == config.train and setup.bmr == config.bmr and setup.seed == 5
     assert setup.train == methods.TrainSettings(
         blocks=7, steps_per_block=11, batch_size=64, lr=0.003, keep_checkpoints=5,
-        data_parallel=True, kl="monte_carlo", minibatches="random", on_nonfinite="rollback",
-        rollback_factor=0.3, max_rollbacks=1)
+        data_parallel=True, kl="monte_carlo", kl_warmup=(1.0, 3.0), minibatches="random",
+        on_nonfinite="rollback", rollback_factor=0.3, max_rollbacks=1)
     assert setup.method.prior == "horseshoe" and type(setup.bnet.prior).__name__ == \
         "HorseshoePrior"  # fmt: skip
     assert setup.method.rule == Evidence(threshold=0.5)
@@ -114,6 +116,7 @@ def test_every_key_reaches_the_run(monkeypatch, tmp_path):
     assert sum(s.size for s in setup.bnet.view.layers) == hidden + 101 * 10
     trainer = setup.trainer
     assert trainer.batch_size == 64 and trainer.mesh is not None
+    assert trainer.estimator == "local" and trainer.kl_warmup == (1.0, 3.0)
     assert trainer.learning_rate(trainer.init()) == pytest.approx(0.003)
 
 

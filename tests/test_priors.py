@@ -94,5 +94,5 @@ def test_initial_scales():
 
 
 def test_registry():
-    assert priors.PRIORS.names() == ["flat", "horseshoe"]
+    assert priors.PRIORS.names() == ["flat", "horseshoe", "log_uniform"]
     assert priors.create_prior("horseshoe", tau0=0.1).tau0 == 0.1

@@ -31,9 +31,7 @@ import numpy as np
 import optax
 from jax import lax
 from numpyro import handlers
-from numpyro.distributions import biject_to, constraints
 from numpyro.infer import Trace_ELBO, TraceMeanField_ELBO
-from numpyro.primitives import Messenger
 from tqdm.auto import tqdm
 
 from bmr_jax.bayes.guides import Guide, MeanFieldGuide
@@ -42,6 +40,8 @@ from bmr_jax.bayes.model import BayesianNetwork
 from bmr_jax.data import Split
 from bmr_jax.inference import parallel
 from bmr_jax.inference.batches import epoch_order, gather, random_batch
+from bmr_jax.inference.kl_warmup import ScaleLatents, kl_weight
+from bmr_jax.inference.transforms import param_transforms
 
 
 def strongly_typed(tree):
@@ -50,29 +50,6 @@ def strongly_typed(tree):
     typed initial state would compile the step twice: once for the first step, once for the
     rest (14 s each for a LeNet-5 on this CPU)."""
     return jax.tree.map(lambda a: lax.convert_element_type(a, a.dtype), tree)
-
-
-def kl_weight(position, num_batches: int, start: float, end: float) -> jax.Array:
-    """The KL term's weight at step ``position``: 0 before epoch ``start``, linear to 1 at
-    ``end``, then 1 (a step function at ``start`` when ``start == end``)."""
-    epoch = position / num_batches
-    ramp = (epoch - start) / max(end - start, 1e-12)
-    return jnp.clip(ramp, 0.0, 1.0) if end > start else (epoch >= start).astype(jnp.float32)
-
-
-class ScaleLatents(Messenger):
-    """Multiplies the log-density scale of every latent sample site by ``factor`` (traced
-    values allowed, 0 included), leaving observed sites alone: with it on model and guide the
-    ELBO is ``E log p(y | w) - factor * KL``."""
-
-    def __init__(self, fn, factor):
-        self.factor = factor
-        super().__init__(fn)
-
-    def process_message(self, msg):
-        if msg["type"] == "sample" and not msg["is_observed"]:
-            scale = msg.get("scale")
-            msg["scale"] = self.factor if scale is None else self.factor * scale
 
 
 class TrainState(NamedTuple):
@@ -94,31 +71,6 @@ def default_elbo(guide: Guide):
     """Analytic KL where it exists (mean-field Normal against the N(0, 1) prior on Z), a
     one-sample Monte Carlo estimate elsewhere."""
     return TraceMeanField_ELBO() if isinstance(guide, MeanFieldGuide) else Trace_ELBO()
-
-
-def param_transforms(model, guide, *args) -> tuple[dict, dict]:
-    """``(initial constrained values, bijections from unconstrained)`` of every
-    ``numpyro.param`` site of ``guide`` and ``model`` (the guide's win on shared names). The
-    traces run compiled (op by op they take seconds on a CPU); the constraints are read while
-    tracing."""
-    constraints_by_name = {}
-
-    def initial_values(*args):
-        with handlers.seed(rng_seed=0):
-            guide_trace = handlers.trace(guide).get_trace(*args)
-            guide_params = {k: s["value"] for k, s in guide_trace.items() if s["type"] == "param"}
-            replayed = handlers.substitute(handlers.replay(model, guide_trace), data=guide_params)
-            model_trace = handlers.trace(replayed).get_trace(*args)
-        values = {}
-        for site in [*model_trace.values(), *guide_trace.values()]:
-            if site["type"] == "param":
-                constraint = site["kwargs"].get("constraint", constraints.real)
-                values[site["name"]], constraints_by_name[site["name"]] = site["value"], constraint
-        return values
-
-    static = tuple(i for i, a in enumerate(args) if isinstance(a, int))  # num_data
-    values = jax.jit(initial_values, static_argnums=static)(*args)
-    return values, {k: biject_to(c) for k, c in constraints_by_name.items()}
 
 
 class SVITrainer:

@@ -4,8 +4,11 @@
 process, on the same Flax network, dataset and batch size:
 
 - ``adam``: one plain Optax Adam step on the Flax network (``bmr_jax.inference.baseline``);
-- ``flat_map``, ``flat_ff``, ``tiered_ff``, ``bmr_ss``: one SVI step of each method through our
-  engine (``SVITrainer.step``), all without dropout so only the inference differs;
+- ``flat_map``, ``flat_ff``, ``tiered_ff``, ``bmr_ss``, ``sparse_vd``: one SVI step of each
+  method through our engine (``SVITrainer.step``), all without dropout so only the inference
+  differs (Sparse VD with its own local estimator);
+- ``flat_ff_local``: the Flat-FF step with the local reparameterisation estimator
+  (``guide.estimator: local``, :mod:`bmr_jax.bayes.local`);
 - ``reduce``: one whole BMR-S&S between-blocks step (read the guide out of the training
   state, Delta F of every weight, spike-and-slab rule, masks; METHOD.md 4.4-4.5) as one
   jitted call.
@@ -20,7 +23,8 @@ import statistics
 import time
 from collections.abc import Callable
 
-STEP_METHODS = ("flat_map", "flat_ff", "tiered_ff", "bmr_ss")
+STEP_METHODS = ("flat_map", "flat_ff", "flat_ff_local", "tiered_ff", "bmr_ss", "sparse_vd")
+LOCAL_SUFFIX = "_local"  # a method's step with guide.estimator = local
 
 
 def adam_runner(net: str, preset: str, dataset, batch: int) -> Callable[[int], object]:
@@ -51,15 +55,18 @@ def adam_runner(net: str, preset: str, dataset, batch: int) -> Callable[[int], o
 
 
 def _svi_runners(name: str, net: str, preset: str, dataset, batch: int, with_reduce: bool):
+    import dataclasses
+
     import jax
 
     from bmr_jax import methods
 
-    reference = methods.METHODS.get(name)
+    local = name.endswith(LOCAL_SUFFIX)
+    reference = methods.METHODS.get(name.removesuffix(LOCAL_SUFFIX))
     # the same network for every method (dropout off), so only the inference differs
-    method = methods.Method(name, reference.prior, reference.guide, reference.lr,
-                            between=reference.between, rule=reference.rule)  # fmt: skip
-    setup = methods.build(method, dataset, net=net, preset=preset,
+    method = dataclasses.replace(reference, dropout=0.0)
+    guide = methods.GuideSettings(estimator="local" if local else None)
+    setup = methods.build(method, dataset, net=net, preset=preset, guide=guide,
                           train=methods.TrainSettings(batch_size=batch))  # fmt: skip
     trainer, gamma = setup.trainer, setup.bnet.full_gamma()
     box = [methods.initial_state(setup)]

@@ -14,8 +14,9 @@ Keys (defaults in brackets):
 - ``seed`` [137]: seeds initialisation, data order and posterior sampling.
 - ``plugins`` [[]]: Python modules imported before the rest of the config is checked, so that
   priors (or networks, datasets, methods) they register can be named (docs/extending.md).
-- ``prior`` [null]: a registered prior replacing the method's own (flat | horseshoe | ...).
-- ``method`` [bmr_ss]: flat_map | flat_ff | tiered_ff | bmr_ss | bmr_rhs | bmr_units.
+- ``prior`` [null]: a registered prior replacing the method's own (flat | horseshoe |
+  log_uniform | ...).
+- ``method`` [bmr_ss]: flat_map | flat_ff | tiered_ff | bmr_ss | bmr_rhs | bmr_units | sparse_vd.
 - ``data.name`` [mnist_mini]: mnist_mini | mnist | fashion_mnist | cifar10 | cifar100.
 - ``data.padding`` [black]: black | zero: how images are padded to a network's input size --
   with black pixels before standardising, or with 0 after it (the reference code's order,
@@ -29,10 +30,10 @@ Keys (defaults in brackets):
 - ``guide.init_scale`` [null]: the posterior standard deviations' start; null takes the
   start's own (0.01 for network, 0.1 for paper, the reference value).
 - ``guide.init_radius`` [2.0]: half-width of the paper start's uniform draw (the reference: 2).
-- ``guide.estimator`` [reparam]: reparam | local: the ELBO's gradient estimator -- one weight
-  draw per step shared by the minibatch (the paper's and the reference value), or the local
+- ``guide.estimator`` [null]: reparam | local: the ELBO's gradient estimator -- one weight
+  draw per step shared by the minibatch (the BMR paper's, the reference value), or the local
   reparameterisation trick, one draw per pre-activation and datum (mean-field guides;
-  ``bmr_jax.bayes.local``).
+  ``bmr_jax.bayes.local``); null takes the method's (local for sparse_vd, else reparam).
 - ``train.blocks`` [50]: training blocks (BMR reduces between blocks).
 - ``train.steps_per_block`` [500]: SVI steps per block.
 - ``train.batch_size`` [120]: minibatch size.
@@ -40,6 +41,9 @@ Keys (defaults in brackets):
 - ``train.kl`` [analytic]: analytic | monte_carlo: the KL term of the ELBO in closed form
   (mean-field guides) or estimated from the step's one posterior draw (the reference code's,
   METHOD.md 4.7; the reference configs select it).
+- ``train.kl_warmup`` [null]: ``[start, end]`` epochs: the KL term's weight is 0 before
+  ``start`` and rises linearly to 1 at ``end`` (``bmr_jax.inference.kl_warmup``); null takes
+  the method's (``[5, 20]`` for sparse_vd, else none); ``[0, 0]``: always 1.
 - ``train.minibatches`` [epochs]: epochs | random: a fresh permutation per epoch cut into
   batches, or an independent subsample every step (the reference code's, METHOD.md 4.7; the
   reference configs select it).
@@ -97,6 +101,7 @@ import yaml
 
 from bmr_jax.errors import ConfigError
 from bmr_jax.methods.settings import BmrSettings, EvalSettings, GuideSettings, TrainSettings
+from bmr_jax.runs.config_files import merge, parse_override, read_yaml
 from bmr_jax.runs.tracking import TrackingSettings
 from bmr_jax.validate import check_bounds, check_fields, check_type, setting
 
@@ -201,66 +206,6 @@ def _build(cls, values: dict, prefix: str):
     return cls(**kwargs)  # the dataclasses check their fields (bmr_jax.validate)
 
 
-def _merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _read_yaml(path: Path, seen: tuple = ()) -> dict:
-    try:
-        path = path.resolve()
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path}: cannot read config ({type(e).__name__})") from None
-    if path in seen:
-        raise ConfigError(f"{path}: defaults include themselves in a cycle")
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
-    except (ValueError, UnicodeDecodeError) as e:  # a NUL in the name, or not text
-        raise ConfigError(f"{path}: cannot read config ({type(e).__name__})") from None
-    try:
-        content = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if content is None:  # not a silent 50 x 500 default run
-        raise ConfigError(f"{path}: the config is empty (name at least a method, data or net, "
-                          "or include defaults; see configs/)")  # fmt: skip
-    if not isinstance(content, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of keys")
-    includes = content.pop("defaults", None) or []
-    if isinstance(includes, str):
-        includes = [includes]
-    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
-        raise ConfigError(f"{path}: defaults: expected a list of config file paths")
-    merged: dict = {}
-    for include in includes:
-        merged = _merge(merged, _read_yaml(path.parent / include, (*seen, path)))
-    return _merge(merged, content)
-
-
-def parse_override(text: str) -> dict:
-    """``"train.blocks=5"`` -> ``{"train": {"blocks": 5}}`` (value parsed as YAML)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected key=value")
-    key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw else None
-    except yaml.YAMLError:
-        value = raw
-    out: dict = value
-    for part in reversed(key.strip().split(".")):
-        if not part:
-            raise ConfigError(f"override {text!r}: empty key")
-        out = {part: out}
-    return out
-
-
 def from_dict(values: dict) -> Config:
     """A validated :class:`Config` from nested dicts (missing keys take their defaults)."""
     return _build(Config, values, "")
@@ -268,9 +213,9 @@ def from_dict(values: dict) -> Config:
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """Reads ``path`` (with its defaults), applies ``overrides`` and validates the result."""
-    values = _read_yaml(Path(path)) if path is not None else {}
+    values = read_yaml(Path(path)) if path is not None else {}
     for override in overrides:
-        values = _merge(values, parse_override(override))
+        values = merge(values, parse_override(override))
     return from_dict(values)
 
 

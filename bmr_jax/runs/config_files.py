@@ -1,0 +1,73 @@
+"""Config files: YAML mappings whose ``defaults: [other.yaml, ...]`` (paths relative to the file)
+are read first and overridden key by key, and ``section.key=value`` overrides from the command
+line (the value parsed as YAML). Every problem raises a one-line :class:`ConfigError`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from bmr_jax.errors import ConfigError
+
+
+def merge(base: dict, update: dict) -> dict:
+    """``base`` with ``update``'s keys, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: Path, seen: tuple = ()) -> dict:
+    """The mapping in ``path`` on top of its ``defaults`` (``seen``: the includes above it)."""
+    try:
+        path = path.resolve()
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot read config ({type(e).__name__})") from None
+    if path in seen:
+        raise ConfigError(f"{path}: defaults include themselves in a cycle")
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    except (ValueError, UnicodeDecodeError) as e:  # a NUL in the name, or not text
+        raise ConfigError(f"{path}: cannot read config ({type(e).__name__})") from None
+    try:
+        content = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if content is None:  # not a silent 50 x 500 default run
+        raise ConfigError(f"{path}: the config is empty (name at least a method, data or net, "
+                          "or include defaults; see configs/)")  # fmt: skip
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys")
+    includes = content.pop("defaults", None) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise ConfigError(f"{path}: defaults: expected a list of config file paths")
+    merged: dict = {}
+    for include in includes:
+        merged = merge(merged, read_yaml(path.parent / include, (*seen, path)))
+    return merge(merged, content)
+
+
+def parse_override(text: str) -> dict:
+    """``"train.blocks=5"`` -> ``{"train": {"blocks": 5}}`` (value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        value = raw
+    out: dict = value
+    for part in reversed(key.strip().split(".")):
+        if not part:
+            raise ConfigError(f"override {text!r}: empty key")
+        out = {part: out}
+    return out
