@@ -44,6 +44,7 @@ NON_DEFAULT = {
     "eval.every": 2,
     "eval.shrink": False,
     "bmr.warmup_blocks": 2,
+    "bmr.refit_blocks": 3,
     "bmr.rule": "evidence",
     "bmr.rule_options": {"threshold": 0.5},
     "bmr.inclusion_rate": "alive",

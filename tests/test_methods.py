@@ -89,6 +89,7 @@ def test_method_registry():
         "bmr_rhs",
         "bmr_units",
         "sparse_vd",
+        "gmp",
     ]
     assert methods.METHODS.get("flat_map").dropout == 0.2
 

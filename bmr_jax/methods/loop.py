@@ -165,7 +165,7 @@ def _train_block(setup: Setup, current: RunState, hooks: RunHooks):
         hooks.event("between", block, 0)
         if hooks.stop():
             raise RunStopped(current)
-        if block > setup.bmr.warmup_blocks:
+        if setup.bmr.warmup_blocks < block <= setup.train.blocks - setup.bmr.refit_blocks:
             between_key = jax.random.split(jax.random.fold_in(block_key, block))[0]
             state, masks, gamma, _ = setup.between(state, masks, gamma, block, between_key)
             masks = jax.block_until_ready(masks)

@@ -136,6 +136,8 @@ class BmrSettings:
 
     Attributes:
       warmup_blocks: blocks of plain SVI before the first reduce (METHOD.md 4.5: one).
+      refit_blocks: the last blocks of the run train with the masks frozen (no between-blocks
+        step): a final refit of the pruned network (0: prune until the end, the paper's).
       rule: a registered decision rule replacing the method's (``bmr_jax.bmr.RULES``).
       rule_options: keyword arguments of that rule (e.g. ``{threshold: 1.0}`` for
         ``evidence``, ``{schedule: {final: 0.9, end: 10}}`` for ``target``).
@@ -145,6 +147,7 @@ class BmrSettings:
     """
 
     warmup_blocks: int = setting(1, minimum=1)
+    refit_blocks: int = setting(0, minimum=0)
     rule: str | None = setting(None, choices=_rules)
     rule_options: dict = setting(factory=dict)
     inclusion_rate: str = setting("layer", choices=lambda: ["layer", "alive", "all"])

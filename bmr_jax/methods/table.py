@@ -12,6 +12,7 @@ bmr_ss      flat         mean-field  1e-2    0        100           spike_and_sl
 bmr_rhs     flat         mean-field  1e-2    0        100           rhs
 bmr_units   flat         matrix-n.   1e-2    0        100           units
 sparse_vd   log-uniform  mean-field  1e-3    0        100           sparse_vd
+gmp         flat         delta       1e-3    0        1             magnitude
 ==========  ===========  ==========  ======  =======  ============  ==============
 
 BMR-S&S (METHOD.md 4.5) is Flat-FF with a reduce step before every block after the warm-up:
@@ -32,6 +33,11 @@ rising linearly from 0 to 1 between epochs 5 and 20. What differs from the paper
 the optimiser is this library's (AdaBelief at a constant 1e-3 unless a config says otherwise;
 the paper uses Adam with a linear decay), the weights start at the network's initialisation,
 and biases are weights of the layer matrix with the same prior.
+
+Gradual magnitude pruning (``gmp``; Zhu & Gupta 2017, the classic baseline, not in the paper's
+grid) is Flat-MAP without dropout whose smallest weights are masked before every block along
+the :class:`~bmr_jax.bmr.TargetSparsity` rule's cubic schedule (ranked over all prunable
+layers together; ``bmr.rule_options`` sets the target; :mod:`bmr_jax.methods.between.magnitude`).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from bmr_jax.bmr.decide import RULES, Rule, SpikeAndSlab
+from bmr_jax.bmr.decide import RULES, PolynomialSchedule, Rule, SpikeAndSlab, TargetSparsity
 from bmr_jax.bmr.rhs import RHSConfig
 from bmr_jax.errors import ConfigError
 from bmr_jax.methods.settings import BmrSettings
@@ -82,6 +88,8 @@ for _m in (
     Method("bmr_units", "flat", "matrix_normal", lr=1e-2, between="units", rule=SpikeAndSlab()),
     Method("sparse_vd", "log_uniform", "mean_field", lr=1e-3, between="sparse_vd",
            estimator="local", init_scale=SPARSE_VD_INIT_SCALE, kl_warmup=(5.0, 20.0)),
+    Method("gmp", "flat", "delta", lr=1e-3, eval_samples=1, between="magnitude",
+           rule=TargetSparsity(PolynomialSchedule(final=0.9, begin=2, end=10), scope="global")),
 ):  # fmt: skip
     METHODS.register(_m.name, _m)
 

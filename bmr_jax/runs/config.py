@@ -16,7 +16,8 @@ Keys (defaults in brackets):
   priors (or networks, datasets, methods) they register can be named (docs/extending.md).
 - ``prior`` [null]: a registered prior replacing the method's own (flat | horseshoe |
   log_uniform | ...).
-- ``method`` [bmr_ss]: flat_map | flat_ff | tiered_ff | bmr_ss | bmr_rhs | bmr_units | sparse_vd.
+- ``method`` [bmr_ss]: flat_map | flat_ff | tiered_ff | bmr_ss | bmr_rhs | bmr_units | sparse_vd |
+  gmp.
 - ``data.name`` [mnist_mini]: mnist_mini | mnist | fashion_mnist | cifar10 | cifar100.
 - ``data.padding`` [black]: black | zero: how images are padded to a network's input size --
   with black pixels before standardising, or with 0 after it (the reference code's order,
@@ -61,6 +62,8 @@ Keys (defaults in brackets):
 - ``eval.chunk_size`` [1000]: test images per evaluation chunk (memory bound).
 - ``bmr.warmup_blocks`` [1]: blocks of plain SVI before the first reduce step (METHOD.md 4.5's
   warm-up is one block).
+- ``bmr.refit_blocks`` [0]: the run's last blocks train with the masks frozen (no reduce or
+  other between-blocks step): a final refit of the pruned network; 0 prunes until the end.
 - ``bmr.rule`` [null]: the decision rule of a BMR method, replacing its own: a name in
   ``bmr_jax.bmr.RULES`` (spike_and_slab | evidence | target | unit_spike_and_slab, and any a
   plugin registers).

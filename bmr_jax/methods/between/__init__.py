@@ -1,4 +1,4 @@
-"""What a method does between two training blocks: one small protocol, four implementations.
+"""What a method does between two training blocks: one small protocol, six implementations.
 
 A between-blocks step is a pure, jit-able function in the style of optax and blackjax::
 
@@ -13,12 +13,14 @@ the next block trains with (METHOD.md 2.1); ``block`` (traced) is the block abou
 Each implementation is one module that registers a factory ``make(method, trainer) -> step``
 in :data:`BETWEEN_BLOCKS` under the name a :class:`bmr_jax.methods.Method` gives as
 ``between``: ``nothing`` (plain SVI), ``spike_and_slab`` (BMR-S&S, METHOD.md 4.5),
-``units`` (structured BMR, 4.3) and ``rhs`` (BMR-RHS, 4.6). A new one is a module that
+``units`` (structured BMR, 4.3), ``rhs`` (BMR-RHS, 4.6), ``sparse_vd`` (pruning at log alpha
+> 3) and ``magnitude`` (gradual magnitude pruning). A new one is a module that
 registers its factory (a config's ``plugins`` imports it).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Protocol
 
@@ -40,6 +42,9 @@ def prior_variances(bnet) -> dict[str, float]:
 
 def make_between_blocks(method, trainer) -> BetweenBlocks:
     """The between-blocks step of ``method`` (its ``between`` name) for ``trainer``."""
-    from bmr_jax.methods.between import nothing, rhs, sparse_vd, spike_and_slab, units  # noqa: F401
+    from bmr_jax.methods import between
+
+    for name in ("magnitude", "nothing", "rhs", "sparse_vd", "spike_and_slab", "units"):
+        importlib.import_module(f"{between.__name__}.{name}")
 
     return BETWEEN_BLOCKS.get(method.between)(method, trainer)
