@@ -167,14 +167,29 @@ def test_defaults_are_merged_not_copied():
     assert config.train.blocks == 4  # quickstart's own value wins
 
 
+FRONTIER = "mnist_frontier"  # issue 14's grid: our choices, 200 epochs
+
+
 def test_every_shipped_config_is_valid():
-    files = sorted((REPO / "configs").rglob("*.yaml"))
+    files = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.parent.name != FRONTIER)
     assert len(files) == 1 + 1 + 1 + 60 + 2  # base, reference, quickstart, the grid, anchors
     for path in files:
         config = load_config(path)
         if path.parent.name != "configs":
             assert config.train.blocks == 50 and config.train.steps_per_block == 500
             assert config.data.name == path.parent.name and config.net.preset == "paper"
+
+
+def test_every_frontier_config_has_the_same_budget():
+    """Issue 14: every method on the LeNet-300-100 frontier gets 200 epochs of batch 100."""
+    files = sorted((REPO / "configs" / FRONTIER).glob("lenet_300_100-*.yaml"))
+    assert len(files) == 1 + 3 + 4 + 4  # Sparse VD, BMR-S&S x 3, BMR target x 4, GMP x 4
+    for path in files:
+        config = load_config(path)
+        assert (config.train.blocks, config.train.steps_per_block, config.train.batch_size) == (
+            200, 600, 100)
+        assert (config.data.name, config.net.name, config.net.preset) == (
+            "mnist", "lenet_300_100", "paper")
 
 
 def test_default_run_folder_keeps_the_dataset():
