@@ -74,10 +74,17 @@ def _add_grid(sub) -> None:
     grid.set_defaults(func=commands._cmd_grid)
 
 
+def _figure(text: str) -> int | str:
+    if text == "frontier" or text in ("1", "2", "3", "4"):
+        return text if text == "frontier" else int(text)
+    raise argparse.ArgumentTypeError(f"unknown figure {text!r}; allowed: 1, 2, 3, 4, frontier")
+
+
 def _add_plot(sub) -> None:
     plot_parser = sub.add_parser("plot", help="draw one of the paper's figures from run folders")
     plot_parser.add_argument("runs", nargs="+", help="run folders")
-    plot_parser.add_argument("--figure", type=int, required=True, choices=(1, 2, 3, 4))
+    plot_parser.add_argument("--figure", type=_figure, required=True,
+                             help="1-4 (the paper's) or frontier (issue 14)")
     plot_parser.add_argument("--out", required=True, help="output file (.png and .pdf)")
     plot_parser.set_defaults(func=commands._cmd_plot)
 

@@ -31,6 +31,8 @@ METHODS = {  # method -> (the paper's name, colour, marker)
     "bmr_ss": ("BMR-S&S", "#d62728", "D"),
     "bmr_rhs": ("BMR-RHS", "#9467bd", "v"),
     "bmr_units": ("BMR units", "#8c564b", "P"),
+    "sparse_vd": ("Sparse VD", "#bcbd22", "X"),
+    "gmp": ("GMP", "#7f7f7f", "h"),
 }
 NETS = {  # network -> (name, colour, marker)
     "mlp": ("MLP", "#17becf", "o"),

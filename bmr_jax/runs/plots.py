@@ -28,6 +28,7 @@ from matplotlib.ticker import NullFormatter
 from bmr_jax.errors import BmrJaxError
 from bmr_jax.runs import figure_style as style
 from bmr_jax.runs.folder import RunFolder
+from bmr_jax.runs.frontier import figure_frontier
 from bmr_jax.runs.report import METHOD_ORDER, NET_ORDER, paper_rank
 
 
@@ -282,13 +283,14 @@ def figure4(runs: list[Run], out) -> list[Path]:
     return style.save(fig, out)
 
 
-FIGURES = {1: figure1, 2: figure2, 3: figure3, 4: figure4}
+FIGURES = {1: figure1, 2: figure2, 3: figure3, 4: figure4, "frontier": figure_frontier}
 
 
-def plot(run_paths, figure: int, out) -> list[Path]:
-    """Draws figure ``figure`` from the run folders ``run_paths``; returns the files written."""
+def plot(run_paths, figure: int | str, out) -> list[Path]:
+    """Draws figure ``figure`` (1-4, or ``"frontier"``: :mod:`bmr_jax.runs.frontier`) from the
+    run folders ``run_paths``; returns the files written."""
     if figure not in FIGURES:
-        raise PlotError(f"unknown figure {figure}; allowed: 1, 2, 3, 4")
+        raise PlotError(f"unknown figure {figure}; allowed: 1, 2, 3, 4, frontier")
     runs = [Run(p) for p in run_paths]
     if not runs:
         raise PlotError("no run folders given")

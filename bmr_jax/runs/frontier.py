@@ -1,0 +1,157 @@
+"""The accuracy-compression frontier (issue 14), drawn and tabulated from run folders only.
+
+Each frontier point is one config run with several seeds. Its runs are the folders whose
+names differ only in their ``seed=`` part. For a point, the final record gives the test
+error (1 - ACC, in %), the NLL, the ECE and the compression. The compression is all weights
+over the non-zero ones, with the weights of dead units counted as zero
+(``bmr_jax.bmr.reduce.sparsity``). Each value is a mean and a sample standard
+deviation over the seeds.
+
+Methods are named as :func:`point_family` reads them from the config:
+
+- BMR-S&S, with its inclusion-rate counting;
+- BMR with a target (the ``target`` rule);
+- Sparse VD;
+- GMP.
+
+The figure has one panel per metric against log compression, one colour per family, and
+error bars of one sd on both axes. Each network's published Sparse VD point (Molchanov et
+al. 2017, table 1) is an open star.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from matplotlib.ticker import FuncFormatter
+
+from bmr_jax.runs import figure_style as style
+
+# Molchanov, Ashukha & Vetrov 2017, table 1: (test error %, compression) of Sparse VD
+PUBLISHED_SPARSE_VD = {"lenet_300_100": (1.92, 68.0), "lenet5_caffe": (0.75, 280.0)}
+FAMILIES = {  # family -> (name, colour, marker); BMR-S&S keeps figure_style's red
+    "bmr_ss": ("BMR-S&S", style.METHODS["bmr_ss"][1], "D"),
+    "bmr_target": ("BMR, target", "#e377c2", "p"),
+    "sparse_vd": style.METHODS["sparse_vd"],
+    "gmp": style.METHODS["gmp"],
+}
+METRICS = (("error", "test error (%)"), ("nll", "test NLL (nats)"), ("ece", "test ECE"))
+
+
+class Point(NamedTuple):
+    """One frontier point: ``(mean, sd)`` of each metric over its seeds (sd 0 for one)."""
+
+    name: str  # the point's folder name without the seed
+    family: str
+    label: str
+    net: str
+    seeds: tuple[int, ...]
+    error: tuple[float, float]
+    nll: tuple[float, float]
+    ece: tuple[float, float]
+    compression: tuple[float, float]
+
+
+def point_family(config) -> tuple[str, str]:
+    """``(family, label)`` of a run's config, e.g. ``("bmr_ss", "BMR-S&S (all)")``."""
+    if config.method == "bmr_ss" and config.bmr.rule == "target":
+        return "bmr_target", "BMR, target"
+    if config.method == "bmr_ss":
+        return "bmr_ss", f"BMR-S&S ({config.bmr.inclusion_rate})"
+    if config.method in FAMILIES:
+        return config.method, FAMILIES[config.method][0]
+    return config.method, style.method_style(config.method)[0]
+
+
+def _mean_sd(values) -> tuple[float, float]:
+    values = np.asarray(values, float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def points(runs) -> list[Point]:
+    """The frontier points of ``runs`` (``bmr_jax.runs.plots.Run``), each from the final
+    evaluated record of every seed; runs with no evaluated record are left out."""
+    groups = defaultdict(list)
+    for run in runs:
+        final = [r for r in run.metrics if r.get("acc") is not None]
+        if final:
+            name = re.sub(r",?seed=\d+", "", Path(run.folder.path).name)
+            groups[(run.net, name)].append((run, final[-1]))
+    out = []
+    for (net, name), members in sorted(groups.items()):
+        family, label = point_family(members[0][0].config)
+        records = [record for _, record in members]
+        out.append(Point(
+            name, family, label, net, tuple(sorted(run.config.seed for run, _ in members)),
+            _mean_sd([100 * (1 - r["acc"]) for r in records]),
+            _mean_sd([r["nll"] for r in records]), _mean_sd([r["ece"] for r in records]),
+            _mean_sd([r["compression"] for r in records]),
+        ))  # fmt: skip
+    return out
+
+
+def frontier_table(frontier: list[Point]) -> str:
+    """A markdown table of every point, by network and compression."""
+    lines = ["| net | method | point | seeds | compression | error % | NLL | ECE |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for p in sorted(frontier, key=lambda p: (p.net, p.compression[0])):
+        cells = [f"{m:.1f}x +- {s:.1f}" if k == "compression" else f"{m:.3f} +- {s:.3f}"
+                 for k, (m, s) in (("compression", p.compression), ("error", p.error),
+                                   ("nll", p.nll), ("ece", p.ece))]  # fmt: skip
+        seeds = ", ".join(map(str, p.seeds))
+        lines.append(f"| {style.net_style(p.net)[0]} | {p.label} | {p.name} | {seeds} | "
+                     + " | ".join(cells) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _draw_family(ax, members, key, family, label):
+    name, colour, marker = FAMILIES.get(family, (label, "#000000", "x"))
+    members = sorted(members, key=lambda p: p.compression[0])
+    x = [p.compression[0] for p in members]
+    y = [getattr(p, key)[0] for p in members]
+    joined = family in ("bmr_target", "gmp")  # one method at several targets: a curve
+    ax.errorbar(x, y, xerr=[p.compression[1] for p in members],
+                yerr=[getattr(p, key)[1] for p in members], color=colour, marker=marker,
+                markersize=5, capsize=2, linewidth=1.2, linestyle="-" if joined else "none",
+                label=label)  # fmt: skip
+
+
+def figure_frontier(runs, out) -> list[Path]:
+    """Error, NLL and ECE against compression, a row per network (``out.png``/``.pdf``)."""
+    from bmr_jax.runs.plots import PlotError
+
+    frontier = points(runs)
+    if not frontier:
+        raise PlotError("the frontier needs finished runs with test metrics")
+    nets = sorted({p.net for p in frontier})
+    fig, axes = style.subplots(len(nets), 3, figsize=(11, 3.0 * len(nets)))
+    for row, net in enumerate(nets):
+        mine = [p for p in frontier if p.net == net]
+        labels = sorted({(p.family, p.label) for p in mine})
+        for col, (key, ylabel) in enumerate(METRICS):
+            ax = axes[row, col]
+            for family, label in labels:
+                members = [p for p in mine if (p.family, p.label) == (family, label)]
+                _draw_family(ax, members, key, family, label)
+            if key == "error" and net in PUBLISHED_SPARSE_VD:
+                error, compression = PUBLISHED_SPARSE_VD[net]
+                ax.plot(compression, error, marker="*", mfc="none", markersize=10,
+                        color=FAMILIES["sparse_vd"][1], linestyle="none",
+                        label="Sparse VD, published")  # fmt: skip
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
+            ax.set(xlabel="compression (all / non-zero weights)", ylabel=ylabel,
+                   title=style.net_style(net)[0])  # fmt: skip
+            ax.grid(alpha=0.3, which="both")
+    style.legend_outside(fig, axes)
+    seeds = sorted({s for p in frontier for s in p.seeds})
+    style.caption(fig, "MNIST test set: error, NLL and ECE of the final network against its "
+                  "compression (weights of dead units counted as zero), every method at the "
+                  f"same step budget; markers: mean over seeds ({', '.join(map(str, seeds))}), "
+                  "bars: +-1 sd; star: Sparse VD as published (Molchanov et al. 2017).",
+                  )  # fmt: skip
+    return style.save(fig, out)

@@ -1,0 +1,84 @@
+"""The frontier (issue 14) from hand-made run folders: each point's mean and sd over seeds
+against values computed by hand, the family names, the table, and the figure through the CLI."""
+
+from __future__ import annotations
+
+import pytest
+
+from bmr_jax.cli import main
+from bmr_jax.runs.config import dump_config, from_dict
+from bmr_jax.runs.folder import MARKER, RunFolder
+from bmr_jax.runs.frontier import frontier_table, points
+from bmr_jax.runs.plots import Run
+
+NET = {"data": {"name": "mnist"}, "net": {"name": "lenet_300_100"}}
+TARGET = {"rule": "target", "rule_options": {"schedule": {"final": 0.99, "end": 3}}}
+RUNS = [  # (folder name, config, final acc, nll, ece, compression)
+    ("lenet_300_100-sparse_vd,seed=137", {"method": "sparse_vd", "seed": 137}, 0.980, 0.060,
+     0.010, 60.0),
+    ("lenet_300_100-sparse_vd,seed=138", {"method": "sparse_vd", "seed": 138}, 0.982, 0.064,
+     0.014, 70.0),
+    ("lenet_300_100-bmr_target-100x,seed=137", {"method": "bmr_ss", "bmr": TARGET, "seed": 137},
+     0.975, 0.080, 0.005, 90.0),
+    ("lenet_300_100-bmr_ss-all,seed=137", {"method": "bmr_ss", "bmr": {"inclusion_rate": "all"},
+     "seed": 137}, 0.960, 0.140, 0.008, 200.0),
+    ("lenet_300_100-gmp-10x,seed=137", {"method": "gmp", "seed": 137}, 0.985, 0.070, 0.020,
+     10.0),
+]  # fmt: skip
+
+
+@pytest.fixture
+def run_paths(tmp_path):
+    paths = []
+    for name, values, acc, nll, ece, compression in RUNS:
+        folder = RunFolder(tmp_path / "mnist_frontier" / name)
+        folder.path.mkdir(parents=True)
+        (folder.path / MARKER).write_text("bmr-jax run folder\n")
+        folder.config_path.write_text(dump_config(from_dict({**NET, **values})))
+        folder.append_metrics({"block": 1, "step": 600, "acc": 0.5, "nll": 2.0, "ece": 0.3,
+                               "compression": 1.0})  # fmt: skip
+        folder.append_metrics({"block": 2, "step": 1200, "acc": None, "nll": None, "ece": None,
+                               "compression": 3.0})  # not evaluated: not the final point
+        folder.append_metrics({"block": 3, "step": 1800, "acc": acc, "nll": nll, "ece": ece,
+                               "compression": compression})  # fmt: skip
+        paths.append(folder.path)
+    return paths
+
+
+def test_points_average_the_seeds(run_paths):
+    frontier = {p.name: p for p in points([Run(path) for path in run_paths])}
+    assert sorted(frontier) == ["lenet_300_100-bmr_ss-all", "lenet_300_100-bmr_target-100x",
+                                "lenet_300_100-gmp-10x", "lenet_300_100-sparse_vd"]  # fmt: skip
+    vd = frontier["lenet_300_100-sparse_vd"]
+    assert vd.seeds == (137, 138) and vd.label == "Sparse VD"
+    # error 2.0 % and 1.8 %: mean 1.9, sample sd 0.2 / sqrt(2); compression 65 +- 10 / sqrt(2)
+    assert vd.error == pytest.approx((1.9, 0.2 / 2**0.5))
+    assert vd.compression == pytest.approx((65.0, 10.0 / 2**0.5))
+    assert vd.nll == pytest.approx((0.062, 0.004 / 2**0.5))
+    assert frontier["lenet_300_100-bmr_target-100x"].label == "BMR, target"
+    assert frontier["lenet_300_100-bmr_ss-all"].label == "BMR-S&S (all)"
+    assert frontier["lenet_300_100-bmr_ss-all"].error == pytest.approx((4.0, 0.0))
+    assert frontier["lenet_300_100-gmp-10x"].label == "GMP"
+
+
+def test_the_table_lists_every_point_by_compression(run_paths):
+    table = frontier_table(points([Run(path) for path in run_paths]))
+    rows = table.splitlines()[2:]
+    assert [row.split(" | ")[2] for row in rows] == [
+        "lenet_300_100-gmp-10x", "lenet_300_100-sparse_vd", "lenet_300_100-bmr_target-100x",
+        "lenet_300_100-bmr_ss-all"]  # fmt: skip
+    assert "65.0x +- 7.1" in rows[1] and "1.900 +- 0.141" in rows[1]
+
+
+def test_the_frontier_figure_renders_from_the_cli(run_paths, tmp_path, capsys):
+    out = tmp_path / "frontier"
+    assert main(["plot", *map(str, run_paths), "--figure", "frontier", "--out", str(out)]) == 0
+    for suffix in (".png", ".pdf"):
+        assert (out.with_suffix(suffix)).stat().st_size > 5_000
+
+
+def test_an_unknown_figure_is_one_error_line(run_paths, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["plot", str(run_paths[0]), "--figure", "front", "--out", str(tmp_path / "x")])
+    assert exit_info.value.code == 2
+    assert "unknown figure 'front'" in capsys.readouterr().err
