@@ -181,15 +181,17 @@ def test_every_shipped_config_is_valid():
 
 
 def test_every_frontier_config_has_the_same_budget():
-    """Issue 14: every method on the LeNet-300-100 frontier gets 200 epochs of batch 100."""
-    files = sorted((REPO / "configs" / FRONTIER).glob("lenet_300_100-*.yaml"))
-    assert len(files) == 1 + 3 + 4 + 4  # Sparse VD, BMR-S&S x 3, BMR target x 4, GMP x 4
-    for path in files:
-        config = load_config(path)
-        assert (config.train.blocks, config.train.steps_per_block, config.train.batch_size) == (
-            200, 600, 100)
-        assert (config.data.name, config.net.name, config.net.preset) == (
-            "mnist", "lenet_300_100", "paper")
+    """Issue 14: every method on a network's frontier gets the same budget: 200 epochs of
+    batch 100 on LeNet-300-100, 10 on LeNet-5-Caffe."""
+    for net, blocks in (("lenet_300_100", 200), ("lenet5_caffe", 10)):
+        files = sorted((REPO / "configs" / FRONTIER).glob(f"{net}-*.yaml"))
+        assert len(files) == 1 + 3 + 4 + 4  # Sparse VD, BMR-S&S x 3, BMR target x 4, GMP x 4
+        for path in files:
+            config = load_config(path)
+            train = config.train
+            assert (train.blocks, train.steps_per_block, train.batch_size) == (blocks, 600, 100)
+            assert (config.data.name, config.net.name, config.net.preset) == (
+                "mnist", net, "paper")
 
 
 def test_default_run_folder_keeps_the_dataset():

@@ -130,7 +130,7 @@ def time_round_robin(
 
 def format_step_table(medians: dict[str, float], title: str) -> str:
     """Milliseconds and ratios to the Adam step, one line per entry."""
-    lines = [title, f"{'step':10s} {'ms':>9s} {'x Adam':>7s}"]
+    lines = [title, f"{'step':13s} {'ms':>9s} {'x Adam':>7s}"]
     for name, seconds in medians.items():
-        lines.append(f"{name:10s} {1000 * seconds:9.3f} {seconds / medians['adam']:6.2f}x")
+        lines.append(f"{name:13s} {1000 * seconds:9.3f} {seconds / medians['adam']:6.2f}x")
     return "\n".join(lines)
