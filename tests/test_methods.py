@@ -90,6 +90,7 @@ def test_method_registry():
         "bmr_units",
         "sparse_vd",
         "gmp",
+        "ivon_bmr",
     ]
     assert methods.METHODS.get("flat_map").dropout == 0.2
 

@@ -185,7 +185,8 @@ def test_every_frontier_config_has_the_same_budget():
     batch 100 on LeNet-300-100, 10 on LeNet-5-Caffe."""
     for net, blocks in (("lenet_300_100", 200), ("lenet5_caffe", 10)):
         files = sorted((REPO / "configs" / FRONTIER).glob(f"{net}-*.yaml"))
-        assert len(files) == 1 + 3 + 4 + 4  # Sparse VD, BMR-S&S x 3, BMR target x 4, GMP x 4
+        # Sparse VD, BMR-S&S x 3, BMR target x 4, GMP x 4, IVON + BMR (S&S and 4 targets)
+        assert len(files) == 1 + 3 + 4 + 4 + 5
         for path in files:
             config = load_config(path)
             train = config.train

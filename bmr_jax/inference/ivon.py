@@ -90,6 +90,12 @@ def sample_parameters(params, state):
     return theta
 
 
+def posterior_scale(state):
+    """``sigma = (lambda (h + delta))^-1/2`` of every parameter, from the IVON state or a
+    wrapper's state holding it."""
+    return _sigma(find_ivon_state(state))
+
+
 class Posterior(NamedTuple):
     mean: Any
     precision: Any

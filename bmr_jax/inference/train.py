@@ -164,11 +164,17 @@ class SVITrainer:
                 args = (x, y, gamma, num_data)
                 return self.elbo.loss(key, self.constrain(unconstrained), model, guide, *args)
 
-            loss, grads = jax.value_and_grad(loss_fn)(params)
+            point = self.gradient_point(params, opt_state)
+            loss, grads = jax.value_and_grad(loss_fn)(point)
             updates, opt_state = self.optimizer.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, position + 1, loss
 
         return update
+
+    def gradient_point(self, params, opt_state):
+        """Where the step takes the loss's gradient: the parameters themselves (a subclass
+        may draw, e.g. IVON at ``m + sigma u``)."""
+        return params
 
     def _make_all_finite(self) -> Callable:
         def all_finite(state):

@@ -16,6 +16,7 @@ from bmr_jax.bayes.model import BayesianNetwork
 from bmr_jax.data import Dataset
 from bmr_jax.errors import ConfigError
 from bmr_jax.inference import parallel
+from bmr_jax.inference.ivon_trainer import IVONTrainer
 from bmr_jax.inference.train import SVITrainer
 from bmr_jax.methods.between import BetweenBlocks, make_between_blocks
 from bmr_jax.methods.settings import BmrSettings, GuideSettings, TrainSettings
@@ -30,7 +31,7 @@ class Setup:
     method: Method
     bnet: BayesianNetwork
     guide: guides.Guide
-    trainer: SVITrainer
+    trainer: SVITrainer  # or its IVONTrainer subclass
     between: BetweenBlocks
     train: TrainSettings
     bmr: BmrSettings
@@ -77,6 +78,11 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
                           f"{len(dataset.train)} training images")  # fmt: skip
     if mesh is None and train.data_parallel:
         mesh = parallel.data_mesh()
+    if method.trainer == "ivon":
+        trainer = _ivon_trainer(method, bnet, posterior, dataset, train, estimator, optimizer,
+                                seed, mesh)  # fmt: skip
+        return Setup(method, bnet, posterior, trainer, make_between_blocks(method, trainer),
+                     train, bmr, seed, spec.sequential)  # fmt: skip
     trainer = SVITrainer(bnet, posterior, dataset.train, optimizer=optimizer,
                          lr=method.lr if train.lr is None else train.lr,
                          batch_size=train.batch_size, seed=seed, mesh=mesh,
@@ -86,6 +92,24 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
                          else train.kl_warmup)  # fmt: skip
     between = make_between_blocks(method, trainer)
     return Setup(method, bnet, posterior, trainer, between, train, bmr, seed, spec.sequential)
+
+
+def _ivon_trainer(method, bnet, posterior, dataset, train: TrainSettings, estimator, optimizer,
+                  seed, mesh) -> IVONTrainer:  # fmt: skip
+    """IVON's trainer for ``method``, refusing the settings it has no meaning for."""
+    refused = {"guide.estimator: local": estimator == "local",
+               "train.kl: monte_carlo": train.kl == "monte_carlo",
+               "train.kl_warmup": train.kl_warmup is not None,
+               "an optimizer": optimizer is not None,
+               "a write-back of the reduced posterior": method.write_back}  # fmt: skip
+    for what, given in refused.items():
+        if given:
+            raise ConfigError(f"{what}: method {method.name!r} trains with IVON, which takes "
+                              "the loss's gradient at a posterior draw (no ELBO estimator)")
+    return IVONTrainer(bnet, posterior, dataset.train,
+                       lr=method.lr if train.lr is None else train.lr,
+                       batch_size=train.batch_size, seed=seed, mesh=mesh,
+                       minibatches=train.minibatches)  # fmt: skip
 
 
 GUIDE_INIT_STREAM = 0x9D17  # folded into the seed's key for the ``paper`` start

@@ -13,6 +13,7 @@ bmr_rhs     flat         mean-field  1e-2    0        100           rhs
 bmr_units   flat         matrix-n.   1e-2    0        100           units
 sparse_vd   log-uniform  mean-field  1e-3    0        100           sparse_vd
 gmp         flat         delta       1e-3    0        1             magnitude
+ivon_bmr    flat         IVON        0.1     0        100           spike_and_slab
 ==========  ===========  ==========  ======  =======  ============  ==============
 
 BMR-S&S (METHOD.md 4.5) is Flat-FF with a reduce step before every block after the warm-up:
@@ -38,6 +39,12 @@ Gradual magnitude pruning (``gmp``; Zhu & Gupta 2017, the classic baseline, not 
 grid) is Flat-MAP without dropout whose smallest weights are masked before every block along
 the :class:`~bmr_jax.bmr.TargetSparsity` rule's cubic schedule (ranked over all prunable
 layers together; ``bmr.rule_options`` sets the target; :mod:`bmr_jax.methods.between.magnitude`).
+
+IVON + BMR (``ivon_bmr``; not in the paper's grid) is BMR-S&S whose diagonal posterior is
+learned by IVON (Shen et al. 2024; :mod:`bmr_jax.inference.ivon_trainer`) instead of the
+reparameterised ELBO: the gradient at a posterior draw, a Newton-like step with the running
+Hessian, and the posterior precision ``N (h + delta)`` read by the same reduce step. Every rule
+(``bmr.rule: target``) applies to it as to BMR-S&S.
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ class Method:
     estimator: str = "reparam"  # the ELBO's gradient estimator (guide.estimator's default)
     init_scale: float | None = None  # the guide's starting sd (guide.init_scale's default)
     kl_warmup: tuple[float, float] | None = None  # epochs (train.kl_warmup's default)
+    trainer: str = "svi"  # "svi" (the ELBO's gradient) or "ivon" (IVON's, at a posterior draw)
 
 
 # Sparse VD (Molchanov et al. 2017): log sigma^2 starts at -10, i.e. sigma = exp(-5)
@@ -90,6 +98,8 @@ for _m in (
            estimator="local", init_scale=SPARSE_VD_INIT_SCALE, kl_warmup=(5.0, 20.0)),
     Method("gmp", "flat", "delta", lr=1e-3, eval_samples=1, between="magnitude",
            rule=TargetSparsity(PolynomialSchedule(final=0.9, begin=2, end=10), scope="global")),
+    Method("ivon_bmr", "flat", "mean_field", lr=0.1, between="spike_and_slab",
+           rule=SpikeAndSlab(), trainer="ivon"),
 ):  # fmt: skip
     METHODS.register(_m.name, _m)
 

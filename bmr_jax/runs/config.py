@@ -17,7 +17,7 @@ Keys (defaults in brackets):
 - ``prior`` [null]: a registered prior replacing the method's own (flat | horseshoe |
   log_uniform | ...).
 - ``method`` [bmr_ss]: flat_map | flat_ff | tiered_ff | bmr_ss | bmr_rhs | bmr_units | sparse_vd |
-  gmp.
+  gmp | ivon_bmr (BMR-S&S on a posterior learned by IVON; ``train.lr`` is IVON's, 0.1).
 - ``data.name`` [mnist_mini]: mnist_mini | mnist | fashion_mnist | cifar10 | cifar100.
 - ``data.padding`` [black]: black | zero: how images are padded to a network's input size --
   with black pixels before standardising, or with 0 after it (the reference code's order,

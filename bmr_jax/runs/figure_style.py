@@ -33,6 +33,7 @@ METHODS = {  # method -> (the paper's name, colour, marker)
     "bmr_units": ("BMR units", "#8c564b", "P"),
     "sparse_vd": ("Sparse VD", "#bcbd22", "X"),
     "gmp": ("GMP", "#7f7f7f", "h"),
+    "ivon_bmr": ("IVON + BMR", "#393b79", "*"),
 }
 NETS = {  # network -> (name, colour, marker)
     "mlp": ("MLP", "#17becf", "o"),

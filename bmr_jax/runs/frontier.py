@@ -38,6 +38,8 @@ FAMILIES = {  # family -> (name, colour, marker); BMR-S&S keeps figure_style's r
     "bmr_target": ("BMR, target", "#e377c2", "p"),
     "sparse_vd": style.METHODS["sparse_vd"],
     "gmp": style.METHODS["gmp"],
+    "ivon_bmr": style.METHODS["ivon_bmr"],
+    "ivon_target": ("IVON + BMR, target", "#17becf", "*"),
 }
 METRICS = (("error", "test error (%)"), ("nll", "test NLL (nats)"), ("ece", "test ECE"))
 
@@ -60,6 +62,8 @@ def point_family(config) -> tuple[str, str]:
     """``(family, label)`` of a run's config, e.g. ``("bmr_ss", "BMR-S&S (all)")``."""
     if config.method == "bmr_ss" and config.bmr.rule == "target":
         return "bmr_target", "BMR, target"
+    if config.method == "ivon_bmr" and config.bmr.rule == "target":
+        return "ivon_target", FAMILIES["ivon_target"][0]
     if config.method == "bmr_ss":
         return "bmr_ss", f"BMR-S&S ({config.bmr.inclusion_rate})"
     if config.method in FAMILIES:
@@ -113,7 +117,7 @@ def _draw_family(ax, members, key, family, label):
     members = sorted(members, key=lambda p: p.compression[0])
     x = [p.compression[0] for p in members]
     y = [getattr(p, key)[0] for p in members]
-    joined = family in ("bmr_target", "gmp")  # one method at several targets: a curve
+    joined = family in ("bmr_target", "ivon_target", "gmp")  # several targets: a curve
     ax.errorbar(x, y, xerr=[p.compression[1] for p in members],
                 yerr=[getattr(p, key)[1] for p in members], color=colour, marker=marker,
                 markersize=5, capsize=2, linewidth=1.2, linestyle="-" if joined else "none",
