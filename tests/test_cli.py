@@ -153,8 +153,9 @@ def test_bench_step_prints_the_json_contract(capsys):
             "--batch", "32", "--rounds", "3", "--json"]  # fmt: skip
     assert main(args) == 0
     medians = json.loads(capsys.readouterr().out)
-    assert list(medians) == ["adam", "flat_map", "flat_ff", "flat_ff_local", "tiered_ff", "bmr_ss",
-                             "reduce", "sparse_vd"]  # fmt: skip
+    assert list(medians) == ["adam", "flat_map", "flat_ff", "flat_ff_local",
+                             "flat_ff_local_dense", "tiered_ff", "bmr_ss", "reduce", "sparse_vd",
+                             "ivon_bmr"]  # fmt: skip
     assert all(isinstance(v, float) and 0 < v < 60 for v in medians.values())
 
 

@@ -201,3 +201,56 @@ def test_local_estimator_needs_a_mean_field_guide(linear_gaussian):
         SVITrainer(bnet, guides.MeanFieldGuide(sites, init), Split(x.reshape(N, 1, 1, D), y),
                    batch_size=N, estimator="flipout")  # fmt: skip
 
+
+
+# ---------------------------------------------------------------- local on the dense layers only
+
+
+class _ConvDense(nnx.Module):
+    """A 2x2 convolution applied at 4 positions of a 3x3 image, then a dense head: linear in
+    each layer's weights, so the output's variance depends on whether the positions share a
+    weight draw."""
+
+    def __init__(self, rngs):
+        self.conv = nnx.Conv(1, 2, kernel_size=(2, 2), padding="VALID", rngs=rngs)
+        self.head = nnx.Linear(8, 1, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(self.conv(x).reshape(x.shape[0], -1))
+
+
+def test_local_dense_keeps_the_weight_sampling_objective_on_convolutions():
+    """``local_dense`` draws the dense head's pre-activations and one shared weight draw for
+    the convolution: every datum's likelihood has the distribution weight sampling gives it, so
+    the Monte Carlo mean of its loss equals ``reparam``'s within five standard errors, while
+    ``local`` (independent positions) measurably does not."""
+    rng = np.random.default_rng(5)
+    x = (1 + 0.2 * rng.normal(size=(N, 3, 3, 1))).astype(np.float32)  # overlapping patches
+    y = rng.normal(size=N).astype(np.float32)  # alike: the positions' covariance is large
+    bnet = BayesianNetwork.from_module(_ConvDense(rngs=nnx.Rngs(1)), (3, 3, 1),
+                                       FlatPrior(fixed_precision=0.25),
+                                       GaussianLikelihood(noise_precision=NOISE_PRECISION))
+    init = bnet.init_latents()
+    sites = guides.latent_sites(bnet.model, jnp.asarray(x[:2]), jnp.asarray(y[:2]),
+                                init_values=init)  # fmt: skip
+    guide = guides.MeanFieldGuide(sites, init, init_scale=0.6)
+    means, errors = {}, {}
+    for estimator in ("reparam", "local_dense", "local"):
+        trainer = SVITrainer(bnet, guide, Split(x, y), batch_size=N, estimator=estimator)
+        params = {k: v + 0.4 for k, v in trainer.init().params.items()}
+        gamma = bnet.full_gamma()
+
+        def loss(unconstrained, key, trainer=trainer, gamma=gamma):
+            return trainer.elbo.loss(key, trainer.constrain(unconstrained), trainer.model,
+                                     trainer.scaled_guide, jnp.asarray(x), jnp.asarray(y), gamma,
+                                     N)  # fmt: skip
+
+        keys = jax.random.split(jax.random.key(6), DRAWS)
+        values = np.asarray(jax.jit(jax.vmap(loss, in_axes=(None, 0)))(params, keys), np.float64)
+        means[estimator], errors[estimator] = values.mean(), values.std() / np.sqrt(DRAWS)
+
+    def gap(a, b):
+        return abs(means[a] - means[b]) / np.hypot(errors[a], errors[b])
+
+    assert gap("local_dense", "reparam") < 5, (means, errors)
+    assert gap("local", "reparam") > 8, (means, errors)  # measured: 11.8 standard errors

@@ -28,6 +28,12 @@ What is and is not the same as drawing the weights:
   the local estimator does not. It then optimises a slightly different objective (as Kingma et
   al. and Molchanov et al. accept for convolutions); ``reparam`` remains the exact estimator.
 
+``local_dense`` takes the middle road: the local estimator on the layers applied once per datum
+(dense layers, where it is exact) and one weight draw per step, shared by the minibatch, on the
+others (convolutions), where drawing the pre-activations costs a second convolution. Every
+datum's likelihood then has the distribution weight sampling gives it, so the ELBO and its
+gradient are those of ``reparam``.
+
 The KL term is untouched: the model keeps its ``Z`` sample sites so the ELBO takes their KL from
 the guide (analytically with ``train.kl: analytic``); the guide's weight draw is then unused and
 compiled away.
@@ -47,7 +53,7 @@ from numpyro.distributions import constraints
 from bmr_jax.bayes.layers import from_matrix
 from bmr_jax.bayes.model import BayesianNetwork, z_site
 
-ESTIMATORS = ("reparam", "local")
+ESTIMATORS = ("reparam", "local", "local_dense")
 
 
 @dataclass(frozen=True)
@@ -101,21 +107,28 @@ class LocalReparamModel:
     sample weights (:mod:`bmr_jax.inference.evaluate`).
     """
 
-    def __init__(self, bnet: BayesianNetwork):
+    def __init__(self, bnet: BayesianNetwork, dense_only: bool = False):
         self.bnet = bnet
+        self.local = {spec.name for spec in bnet.view.bayesian_layers
+                      if not dense_only or spec.positions == 1}  # fmt: skip
 
     def moments(self, gamma: Mapping[str, jax.Array]) -> tuple[dict, dict]:
         """``({layer: mean of W}, {layer: variance of W})``: ``s gamma m`` and
-        ``(s gamma sd)^2`` (module docstring), with the Z sample sites kept for the KL."""
+        ``(s gamma sd)^2`` (module docstring), with the Z sample sites kept for the KL; a
+        layer not drawn locally gets its weight draw ``s gamma Z`` as the mean and no
+        variance."""
         scales = self.bnet.prior.scales(self.bnet.view)
         means, variances = {}, {}
         for spec in self.bnet.view.bayesian_layers:
             site = z_site(spec.name)
-            numpyro.sample(site, self.bnet.prior.z_distribution(spec))  # KL only: draw unused
+            z = numpyro.sample(site, self.bnet.prior.z_distribution(spec))
+            multiplier = scales[spec.name] * gamma[spec.name]
+            if spec.name not in self.local:  # a weight draw (the guide's), as reparam
+                means[spec.name] = multiplier * z
+                continue
             loc = numpyro.param(f"{site}/loc", jnp.zeros(spec.shape))
             sd = numpyro.param(f"{site}/scale", jnp.ones(spec.shape),
                                constraint=constraints.softplus_positive)  # fmt: skip
-            multiplier = scales[spec.name] * gamma[spec.name]
             means[spec.name] = multiplier * loc
             variances[spec.name] = jnp.square(multiplier * sd)
         return means, variances
@@ -127,6 +140,8 @@ class LocalReparamModel:
         module = bnet.module_with(bnet.params_with(means), train=train)
         modules = dict(nnx.iter_modules(module))
         for spec in bnet.view.bayesian_layers:
+            if spec.name not in variances:
+                continue
             layer = modules[spec.path]
             kernel, bias = from_matrix(spec, variances[spec.name])
             sampled = GaussianPreactivation(layer, with_weights(layer, kernel, bias),

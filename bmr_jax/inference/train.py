@@ -93,9 +93,9 @@ class SVITrainer:
       elbo: a NumPyro ELBO; default :func:`default_elbo`.
       mesh: a ``bmr_jax.inference.parallel.data_mesh()``: data-parallel steps, each minibatch split
         over the mesh's devices, state replicated (``None``: one device).
-      estimator: ``"reparam"`` (one weight draw per step, shared by the minibatch) or
+      estimator: ``"reparam"`` (one weight draw per step, shared by the minibatch),
         ``"local"`` (one draw per pre-activation and datum, :mod:`bmr_jax.bayes.local`; a
-        mean-field guide only).
+        mean-field guide only) or ``"local_dense"`` (local on the dense layers only).
       kl_warmup: ``(start, end)`` epochs: the KL term's weight is 0 before epoch ``start``,
         rises linearly to 1 at ``end`` and stays 1 (continuous in the step: epoch =
         ``position / num_batches``); ``None``: always 1. The loss it reports is the weighted
@@ -113,7 +113,7 @@ class SVITrainer:
             raise ValueError(f"minibatches must be 'epochs' or 'random', got {minibatches!r}")
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
-        if estimator == "local" and not isinstance(guide, MeanFieldGuide):
+        if estimator != "reparam" and not isinstance(guide, MeanFieldGuide):
             raise ValueError(f"the local estimator needs the mean-field guide, not {guide.name!r}")
         self.minibatches, self.estimator, self.kl_warmup = minibatches, estimator, kl_warmup
         self.bnet, self.guide, self.mesh = bnet, guide, mesh
@@ -122,7 +122,8 @@ class SVITrainer:
         self.optimizer = optimizer or optax.inject_hyperparams(optax.adabelief)(learning_rate=lr)
         self.elbo = elbo or default_elbo(guide)
         scale = 1.0 / self.num_data  # loss per datum
-        model = bnet.model if estimator == "reparam" else LocalReparamModel(bnet)
+        model = bnet.model if estimator == "reparam" else LocalReparamModel(
+            bnet, dense_only=estimator == "local_dense")
         self.model = handlers.scale(model, scale=scale)
         self.scaled_guide = handlers.scale(guide, scale=scale)
         place = None

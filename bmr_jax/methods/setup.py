@@ -67,8 +67,8 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
     )
     posterior = _make_guide(method, bnet, dataset, guide, seed)
     estimator = method.estimator if guide.estimator is None else guide.estimator
-    if estimator == "local" and not isinstance(posterior, guides.MeanFieldGuide):
-        raise ConfigError(f"guide.estimator: local needs a mean-field guide; method "
+    if estimator != "reparam" and not isinstance(posterior, guides.MeanFieldGuide):
+        raise ConfigError(f"guide.estimator: {estimator} needs a mean-field guide; method "
                           f"{method.name!r} has {posterior.name!r}")  # fmt: skip
     if train.kl == "monte_carlo" and isinstance(bnet.prior, priors.LogUniformPrior):
         raise ConfigError("train.kl: monte_carlo needs a proper prior; the log-uniform prior "
@@ -97,7 +97,7 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
 def _ivon_trainer(method, bnet, posterior, dataset, train: TrainSettings, estimator, optimizer,
                   seed, mesh) -> IVONTrainer:  # fmt: skip
     """IVON's trainer for ``method``, refusing the settings it has no meaning for."""
-    refused = {"guide.estimator: local": estimator == "local",
+    refused = {f"guide.estimator: {estimator}": estimator != "reparam",
                "train.kl: monte_carlo": train.kl == "monte_carlo",
                "train.kl_warmup": train.kl_warmup is not None,
                "an optimizer": optimizer is not None,

@@ -8,7 +8,9 @@ process, on the same Flax network, dataset and batch size:
   method through our engine (``SVITrainer.step``), all without dropout so only the inference
   differs (Sparse VD with its own local estimator);
 - ``flat_ff_local``: the Flat-FF step with the local reparameterisation estimator
-  (``guide.estimator: local``, :mod:`bmr_jax.bayes.local`);
+  (``guide.estimator: local``, :mod:`bmr_jax.bayes.local`), and ``flat_ff_local_dense`` with
+  it on the dense layers only (``local_dense``);
+- ``ivon_bmr``: one IVON step (:mod:`bmr_jax.inference.ivon_trainer`);
 - ``reduce``: one whole BMR-S&S between-blocks step (read the guide out of the training
   state, Delta F of every weight, spike-and-slab rule, masks; METHOD.md 4.4-4.5) as one
   jitted call.
@@ -23,8 +25,9 @@ import statistics
 import time
 from collections.abc import Callable
 
-STEP_METHODS = ("flat_map", "flat_ff", "flat_ff_local", "tiered_ff", "bmr_ss", "sparse_vd")
-LOCAL_SUFFIX = "_local"  # a method's step with guide.estimator = local
+STEP_METHODS = ("flat_map", "flat_ff", "flat_ff_local", "flat_ff_local_dense", "tiered_ff",
+                "bmr_ss", "sparse_vd", "ivon_bmr")  # fmt: skip
+ESTIMATOR_SUFFIXES = {"_local_dense": "local_dense", "_local": "local"}  # name -> estimator
 
 
 def adam_runner(net: str, preset: str, dataset, batch: int) -> Callable[[int], object]:
@@ -61,11 +64,11 @@ def _svi_runners(name: str, net: str, preset: str, dataset, batch: int, with_red
 
     from bmr_jax import methods
 
-    local = name.endswith(LOCAL_SUFFIX)
-    reference = methods.METHODS.get(name.removesuffix(LOCAL_SUFFIX))
+    suffix = next((s for s in ESTIMATOR_SUFFIXES if name.endswith(s)), "")
+    reference = methods.METHODS.get(name.removesuffix(suffix) if suffix else name)
     # the same network for every method (dropout off), so only the inference differs
     method = dataclasses.replace(reference, dropout=0.0)
-    guide = methods.GuideSettings(estimator="local" if local else None)
+    guide = methods.GuideSettings(estimator=ESTIMATOR_SUFFIXES.get(suffix))
     setup = methods.build(method, dataset, net=net, preset=preset, guide=guide,
                           train=methods.TrainSettings(batch_size=batch))  # fmt: skip
     trainer, gamma = setup.trainer, setup.bnet.full_gamma()
@@ -130,7 +133,7 @@ def time_round_robin(
 
 def format_step_table(medians: dict[str, float], title: str) -> str:
     """Milliseconds and ratios to the Adam step, one line per entry."""
-    lines = [title, f"{'step':13s} {'ms':>9s} {'x Adam':>7s}"]
+    lines = [title, f"{'step':19s} {'ms':>9s} {'x Adam':>7s}"]
     for name, seconds in medians.items():
-        lines.append(f"{name:13s} {1000 * seconds:9.3f} {seconds / medians['adam']:6.2f}x")
+        lines.append(f"{name:19s} {1000 * seconds:9.3f} {seconds / medians['adam']:6.2f}x")
     return "\n".join(lines)

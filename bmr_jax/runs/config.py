@@ -31,10 +31,11 @@ Keys (defaults in brackets):
 - ``guide.init_scale`` [null]: the posterior standard deviations' start; null takes the
   start's own (0.01 for network, 0.1 for paper, the reference value).
 - ``guide.init_radius`` [2.0]: half-width of the paper start's uniform draw (the reference: 2).
-- ``guide.estimator`` [null]: reparam | local: the ELBO's gradient estimator -- one weight
-  draw per step shared by the minibatch (the BMR paper's, the reference value), or the local
-  reparameterisation trick, one draw per pre-activation and datum (mean-field guides;
-  ``bmr_jax.bayes.local``); null takes the method's (local for sparse_vd, else reparam).
+- ``guide.estimator`` [null]: reparam | local | local_dense: the ELBO's gradient estimator --
+  one weight draw per step shared by the minibatch (the BMR paper's, the reference value), the
+  local reparameterisation trick, one draw per pre-activation and datum (mean-field guides;
+  ``bmr_jax.bayes.local``), or the trick on the dense layers only (convolutions keep the weight
+  draw); null takes the method's (local for sparse_vd, else reparam).
 - ``train.blocks`` [50]: training blocks (BMR reduces between blocks).
 - ``train.steps_per_block`` [500]: SVI steps per block.
 - ``train.batch_size`` [120]: minibatch size.
