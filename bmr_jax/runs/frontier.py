@@ -12,7 +12,8 @@ Methods are named as :func:`point_family` reads them from the config:
 - BMR-S&S, with its inclusion-rate counting;
 - BMR with a target (the ``target`` rule);
 - Sparse VD;
-- GMP.
+- GMP;
+- IVON + BMR, with the spike-and-slab rule or a target.
 
 The figure has one panel per metric against log compression, one colour per family, and
 error bars of one sd on both axes. Each network's published Sparse VD point (Molchanov et
