@@ -102,6 +102,8 @@ class SVITrainer:
         objective.
     """
 
+    prior_in_loss = True  # the loss is the negative ELBO (False: the likelihood term only)
+
     def __init__(self, bnet: BayesianNetwork, guide: Guide, train: Split, *,
                  optimizer: optax.GradientTransformation | None = None, lr: float = 1e-2,
                  batch_size: int = 120, seed: int = 0, elbo=None, mesh=None,
@@ -160,6 +162,8 @@ class SVITrainer:
             if self.kl_warmup is not None:
                 weight = kl_weight(position, self.num_batches, *self.kl_warmup)
                 model, guide = ScaleLatents(model, weight), ScaleLatents(guide, weight)
+            elif not self.prior_in_loss:  # the likelihood alone (IVON: the prior is elsewhere)
+                model, guide = ScaleLatents(model, 0.0), ScaleLatents(guide, 0.0)
 
             def loss_fn(unconstrained):
                 args = (x, y, gamma, num_data)

@@ -106,10 +106,13 @@ def _ivon_trainer(method, bnet, posterior, dataset, train: TrainSettings, estima
         if given:
             raise ConfigError(f"{what}: method {method.name!r} trains with IVON, which takes "
                               "the loss's gradient at a posterior draw (no ELBO estimator)")
-    return IVONTrainer(bnet, posterior, dataset.train,
-                       lr=method.lr if train.lr is None else train.lr,
-                       batch_size=train.batch_size, seed=seed, mesh=mesh,
-                       minibatches=train.minibatches)  # fmt: skip
+    try:
+        return IVONTrainer(bnet, posterior, dataset.train,
+                           lr=method.lr if train.lr is None else train.lr,
+                           batch_size=train.batch_size, seed=seed, mesh=mesh,
+                           minibatches=train.minibatches)  # fmt: skip
+    except ValueError as e:
+        raise ConfigError(f"method {method.name!r}: {e}") from None
 
 
 GUIDE_INIT_STREAM = 0x9D17  # folded into the seed's key for the ``paper`` start

@@ -13,7 +13,7 @@ bmr_rhs     flat         mean-field  1e-2    0        100           rhs
 bmr_units   flat         matrix-n.   1e-2    0        100           units
 sparse_vd   log-uniform  mean-field  1e-3    0        100           sparse_vd
 gmp         flat         delta       1e-3    0        1             magnitude
-ivon_bmr    flat         IVON        0.1     0        100           spike_and_slab
+ivon_bmr    flat, c = 1  IVON        0.1     0        100           spike_and_slab
 ==========  ===========  ==========  ======  =======  ============  ==============
 
 BMR-S&S (METHOD.md 4.5) is Flat-FF with a reduce step before every block after the warm-up:
@@ -44,7 +44,9 @@ IVON + BMR (``ivon_bmr``; not in the paper's grid) is BMR-S&S whose diagonal pos
 learned by IVON (Shen et al. 2024; :mod:`bmr_jax.inference.ivon_trainer`) instead of the
 reparameterised ELBO: the gradient at a posterior draw, a Newton-like step with the running
 Hessian, and the posterior precision ``N (h + delta)`` read by the same reduce step. Every rule
-(``bmr.rule: target``) applies to it as to BMR-S&S.
+(``bmr.rule: target``) applies to it as to BMR-S&S. Its flat prior has the layer precisions
+fixed at their prior mean (``c = 1``: ``W = Z / 10`` in hidden layers, ``W = Z`` in the last),
+so that the prior is the ``N(0, 1)`` on ``Z`` that IVON's weight decay stands for.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ for _m in (
     Method("gmp", "flat", "delta", lr=1e-3, eval_samples=1, between="magnitude",
            rule=TargetSparsity(PolynomialSchedule(final=0.9, begin=2, end=10), scope="global")),
     Method("ivon_bmr", "flat", "mean_field", lr=0.1, between="spike_and_slab",
-           rule=SpikeAndSlab(), trainer="ivon"),
+           prior_options={"fixed_precision": 1.0}, rule=SpikeAndSlab(), trainer="ivon"),
 ):  # fmt: skip
     METHODS.register(_m.name, _m)
 
