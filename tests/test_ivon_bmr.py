@@ -83,8 +83,8 @@ def test_a_weight_without_likelihood_relaxes_to_its_prior_at_the_rate_of_b2(mnis
 
 def test_it_keeps_learning_while_it_prunes(run):
     """Delta F under IVON's posterior ranks the weights (target 0.9 of the prunable ones by
-    block 3). Measured here (seed 137, 20 samples): ACC 0.903, 0.936, 0.919, 0.932 and ECE
-    0.010, 0.004, 0.009, 0.004 after blocks 1-4 at pruned 0, 0, 0.897, 0.897."""
+    block 3). Measured here (seed 137, 20 samples): ACC 0.896, 0.929, 0.909, 0.924 and ECE
+    0.025, 0.013, 0.030, 0.021 after blocks 1-4 at pruned 0, 0, 0.897, 0.897."""
     setup, records = run
     sizes = {s.name: s.size for s in setup.bnet.view.bayesian_layers}
     share = sum(n for name, n in sizes.items() if name != "head") / sum(sizes.values())

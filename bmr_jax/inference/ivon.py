@@ -119,6 +119,8 @@ def ivon(
     b2: float = 0.99999,
     hess_init: float = 1.0,
     seed: int = 0,
+    hess_min: float | None = None,
+    clip_radius: float | None = None,
 ) -> optax.GradientTransformation:
     """The IVON optimiser (Shen et al. 2024, Algorithm 1; module docstring).
 
@@ -130,6 +132,16 @@ def ivon(
       b2: momentum of the Hessian estimate.
       hess_init: initial Hessian ``h0`` (sets the initial posterior spread).
       seed: seeds the weight noise.
+      hess_min: if set, ``h`` is kept at or above it after every update. Algorithm 1 keeps
+        only ``h + delta > 0``: where the likelihood is flat its noisy estimate can drift
+        below 0, the posterior wider than the prior and the pull ``lr delta / (h + delta)``
+        of the weight decay above 2, which makes the mean oscillate with growing amplitude.
+        ``hess_min = 0`` keeps every posterior at most as wide as the prior.
+      clip_radius: if set, every entry of the preconditioned step
+        ``(g / (1 - b1^t) + delta m) / (h + delta)`` is clipped to ``[-clip_radius,
+        clip_radius]`` before it is scaled by the learning rate (the option the IVON authors'
+        implementation offers): a Newton step is ``g / h`` and is unbounded where ``h`` is
+        small.
     """
     if ess <= 0 or weight_decay <= 0 or hess_init <= 0:
         raise ValueError("ess, weight_decay and hess_init must be > 0")
@@ -157,13 +169,18 @@ def ivon(
             return b2 * h + (1 - b2) * hh + 0.5 * (1 - b2) ** 2 * (h - hh) ** 2 / (h + delta)
 
         hessian = jax.tree.map(new_hessian, state.hessian, h_hat)
+        if hess_min is not None:
+            hessian = jax.tree.map(lambda h: jnp.maximum(h, hess_min), hessian)
         count = state.count + 1
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
         correction = 1 - b1 ** count.astype(jnp.float32)
-        updates = jax.tree.map(
-            lambda g, h, m: -lr * (g / correction + delta * m) / (h + delta),
-            momentum, hessian, params,
-        )  # fmt: skip
+        def step(g, h, m):
+            newton = (g / correction + delta * m) / (h + delta)
+            if clip_radius is not None:
+                newton = jnp.clip(newton, -clip_radius, clip_radius)
+            return -lr * newton
+
+        updates = jax.tree.map(step, momentum, hessian, params)
         return updates, state._replace(count=count, momentum=momentum, hessian=hessian)
 
     return optax.GradientTransformation(init, update)
