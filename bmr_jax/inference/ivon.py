@@ -13,6 +13,15 @@ precision ``lambda delta``). One step::
     h = b2 h + (1 - b2) h_hat + 1/2 (1 - b2)^2 (h - h_hat)^2 / (h + delta)
     m = m - lr (g / (1 - b1^t) + delta m) / (h + delta)
 
+Two optional safeguards beyond Algorithm 1. ``hess_min``: Algorithm 1 keeps only
+``h + delta > 0``; where the likelihood is flat the noisy estimate can drift below 0, the
+posterior then is wider than the prior and the weight decay's pull ``lr delta / (h + delta)``
+exceeds 2, so the mean oscillates with growing amplitude; ``hess_min = 0`` keeps every
+posterior at most as wide as the prior. ``clip_radius``: each entry of the Newton step
+``(g / (1 - b1^t) + delta m) / (h + delta)`` is clipped before it is scaled by the learning
+rate (an option of the IVON authors' implementation): ``g / h`` is unbounded where ``h`` is
+small.
+
 The noise ``u`` is drawn from a key in the state, so :func:`sample_parameters` and ``update``
 see the same draw without passing it around. The loss must be the mean loss per datum.
 
@@ -110,6 +119,17 @@ def posterior(params, state) -> Posterior:
     return Posterior(params, precision, 1.0 / (s.ess * s.weight_decay))
 
 
+def _new_hessian(h, h_hat, b2, delta):
+    """Algorithm 1's Hessian average: positive, the last term corrects the noisy estimate."""
+    return b2 * h + (1 - b2) * h_hat + 0.5 * (1 - b2) ** 2 * (h - h_hat) ** 2 / (h + delta)
+
+
+def _newton_step(g, h, m, delta, clip_radius):
+    """``(g + delta m) / (h + delta)``, each entry clipped to ``clip_radius`` if set."""
+    newton = (g + delta * m) / (h + delta)
+    return newton if clip_radius is None else jnp.clip(newton, -clip_radius, clip_radius)
+
+
 def ivon(
     learning_rate: float | optax.Schedule,
     ess: float,
@@ -128,20 +148,10 @@ def ivon(
       learning_rate: step size (IVON takes larger ones than Adam, e.g. 0.05-0.2), or a schedule.
       ess: effective sample size ``lambda``, normally the number of training examples.
       weight_decay: ``delta``; the prior precision is ``lambda delta``.
-      b1: momentum of the gradient.
-      b2: momentum of the Hessian estimate.
-      hess_init: initial Hessian ``h0`` (sets the initial posterior spread).
-      seed: seeds the weight noise.
-      hess_min: if set, ``h`` is kept at or above it after every update. Algorithm 1 keeps
-        only ``h + delta > 0``: where the likelihood is flat its noisy estimate can drift
-        below 0, the posterior wider than the prior and the pull ``lr delta / (h + delta)``
-        of the weight decay above 2, which makes the mean oscillate with growing amplitude.
-        ``hess_min = 0`` keeps every posterior at most as wide as the prior.
-      clip_radius: if set, every entry of the preconditioned step
-        ``(g / (1 - b1^t) + delta m) / (h + delta)`` is clipped to ``[-clip_radius,
-        clip_radius]`` before it is scaled by the learning rate (the option the IVON authors'
-        implementation offers): a Newton step is ``g / h`` and is unbounded where ``h`` is
-        small.
+      b1, b2: momenta of the gradient and of the Hessian estimate.
+      hess_init: initial Hessian ``h0`` (sets the initial posterior spread); seed: the noise's.
+      hess_min, clip_radius: if set, ``h >= hess_min`` and every entry of the Newton step is
+        clipped to ``clip_radius`` (the safeguards of the module docstring).
     """
     if ess <= 0 or weight_decay <= 0 or hess_init <= 0:
         raise ValueError("ess, weight_decay and hess_init must be > 0")
@@ -165,22 +175,17 @@ def ivon(
         h_hat = jax.tree.map(lambda g, e, s: g * e / s, grads, u, sigma)
         momentum = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.momentum, grads)
 
-        def new_hessian(h, hh):  # stays positive: the last term corrects the noisy estimate
-            return b2 * h + (1 - b2) * hh + 0.5 * (1 - b2) ** 2 * (h - hh) ** 2 / (h + delta)
-
-        hessian = jax.tree.map(new_hessian, state.hessian, h_hat)
+        hessian = jax.tree.map(lambda h, hh: _new_hessian(h, hh, b2, delta), state.hessian,
+                               h_hat)  # fmt: skip
         if hess_min is not None:
             hessian = jax.tree.map(lambda h: jnp.maximum(h, hess_min), hessian)
         count = state.count + 1
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
         correction = 1 - b1 ** count.astype(jnp.float32)
-        def step(g, h, m):
-            newton = (g / correction + delta * m) / (h + delta)
-            if clip_radius is not None:
-                newton = jnp.clip(newton, -clip_radius, clip_radius)
-            return -lr * newton
-
-        updates = jax.tree.map(step, momentum, hessian, params)
+        updates = jax.tree.map(
+            lambda g, h, m: -lr * _newton_step(g / correction, h, m, delta, clip_radius),
+            momentum, hessian, params,
+        )  # fmt: skip
         return updates, state._replace(count=count, momentum=momentum, hessian=hessian)
 
     return optax.GradientTransformation(init, update)

@@ -29,7 +29,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 from numpyro import handlers
 from numpyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from tqdm.auto import tqdm
@@ -41,15 +40,7 @@ from bmr_jax.data import Split
 from bmr_jax.inference import parallel
 from bmr_jax.inference.batches import epoch_order, gather, random_batch
 from bmr_jax.inference.kl_warmup import ScaleLatents, kl_weight
-from bmr_jax.inference.transforms import param_transforms
-
-
-def strongly_typed(tree):
-    """``tree`` with every weakly typed leaf (a guide value built from a Python float) made a
-    strongly typed array of the same dtype. A step's outputs are strongly typed, so a weakly
-    typed initial state would compile the step twice: once for the first step, once for the
-    rest (14 s each for a LeNet-5 on this CPU)."""
-    return jax.tree.map(lambda a: lax.convert_element_type(a, a.dtype), tree)
+from bmr_jax.inference.transforms import as_gamma, param_transforms, strongly_typed
 
 
 class TrainState(NamedTuple):
@@ -58,13 +49,6 @@ class TrainState(NamedTuple):
     params: dict  # unconstrained guide (and model point) parameters, by site name
     opt_state: optax.OptState
     position: jax.Array  # int32: steps taken, the data cursor
-
-
-def as_gamma(gamma: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
-    """Pruning multipliers as strongly typed arrays of the default float type, so that masks
-    built from Python scalars (weakly typed) do not trigger a recompilation."""
-    dtype = jnp.result_type(float)
-    return {k: jnp.asarray(v, dtype=dtype) for k, v in gamma.items()}
 
 
 def default_elbo(guide: Guide):
