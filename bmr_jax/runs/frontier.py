@@ -42,6 +42,7 @@ FAMILIES = {  # family -> (name, colour, marker); BMR-S&S keeps figure_style's r
     "ivon_bmr": style.METHODS["ivon_bmr"],
     "ivon_target": ("IVON + BMR, target", "#17becf", "*"),
 }
+COUNTING_MARKERS = {"BMR-S&S (layer)": "^", "BMR-S&S (alive)": "s", "BMR-S&S (all)": "D"}
 METRICS = (("error", "test error (%)"), ("nll", "test NLL (nats)"), ("ece", "test ECE"))
 
 
@@ -115,6 +116,7 @@ def frontier_table(frontier: list[Point]) -> str:
 
 def _draw_family(ax, members, key, family, label):
     name, colour, marker = FAMILIES.get(family, (label, "#000000", "x"))
+    marker = COUNTING_MARKERS.get(label, marker)  # BMR-S&S's countings: one marker each
     members = sorted(members, key=lambda p: p.compression[0])
     x = [p.compression[0] for p in members]
     y = [getattr(p, key)[0] for p in members]
