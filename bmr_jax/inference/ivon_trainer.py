@@ -85,11 +85,10 @@ class IVONTrainer(SVITrainer):
         )(learning_rate=lr, ess=float(num_data), weight_decay=delta,
           b2=HESSIAN_MOMENTUM, hess_init=hess_init, seed=seed, hess_min=0.0,
           clip_radius=CLIP_RADIUS)  # fmt: skip
-        point = DeltaGuide(guide.sites, guide.init_values)
-        super().__init__(bnet, point, train, optimizer=optimizer, batch_size=batch_size,
-                         seed=seed, elbo=Trace_ELBO(), mesh=mesh,
-                         minibatches=minibatches)  # fmt: skip
-        self.point_guide, self.guide = point, guide
+        super().__init__(bnet, DeltaGuide(guide.sites, guide.init_values), train,
+                         optimizer=optimizer, batch_size=batch_size, seed=seed,
+                         elbo=Trace_ELBO(), mesh=mesh, minibatches=minibatches)  # fmt: skip
+        self.guide = guide  # the posterior's form; the loss runs on the point guide
 
     def gradient_point(self, params, opt_state):
         """``theta = m + sigma u``: IVON takes the gradient at a posterior draw."""

@@ -81,15 +81,14 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
     if method.trainer == "ivon":
         trainer = _ivon_trainer(method, bnet, posterior, dataset, train, estimator, optimizer,
                                 seed, mesh)  # fmt: skip
-        return Setup(method, bnet, posterior, trainer, make_between_blocks(method, trainer),
-                     train, bmr, seed, spec.sequential)  # fmt: skip
-    trainer = SVITrainer(bnet, posterior, dataset.train, optimizer=optimizer,
-                         lr=method.lr if train.lr is None else train.lr,
-                         batch_size=train.batch_size, seed=seed, mesh=mesh,
-                         elbo=Trace_ELBO() if train.kl == "monte_carlo" else None,
-                         minibatches=train.minibatches, estimator=estimator,
-                         kl_warmup=method.kl_warmup if train.kl_warmup is None
-                         else train.kl_warmup)  # fmt: skip
+    else:
+        trainer = SVITrainer(bnet, posterior, dataset.train, optimizer=optimizer,
+                             lr=method.lr if train.lr is None else train.lr,
+                             batch_size=train.batch_size, seed=seed, mesh=mesh,
+                             elbo=Trace_ELBO() if train.kl == "monte_carlo" else None,
+                             minibatches=train.minibatches, estimator=estimator,
+                             kl_warmup=method.kl_warmup if train.kl_warmup is None
+                             else train.kl_warmup)  # fmt: skip
     between = make_between_blocks(method, trainer)
     return Setup(method, bnet, posterior, trainer, between, train, bmr, seed, spec.sequential)
 
