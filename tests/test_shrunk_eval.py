@@ -85,8 +85,11 @@ def test_the_shrunk_predictive_is_the_full_one(net, size, data_dir, monkeypatch,
     full = probs(full_predictive)
     apply = shrunk.shrunk_apply(setup.bnet, shrunk.shape_of(kept), dataset.image_shape)
     small = evaluate.make_predictive(setup.bnet, setup.guide, apply=apply)
+    # float32 sums in another order, which the ViT's layer norms amplify: a fresh-clone run
+    # measured 2.9e-5 on 2 of 3000 probabilities
+    atol = 2e-5 if net == "mlp" else 1e-4
     np.testing.assert_allclose(probs(functools.partial(small, aux=shrunk.index_arrays(kept))),
-                               full, atol=2e-5, rtol=0)  # fmt: skip
+                               full, atol=atol, rtol=0)  # fmt: skip
     assert full.max(axis=1).mean() > 0.3  # not uniform: the comparison has something to see
 
 
