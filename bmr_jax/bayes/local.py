@@ -65,9 +65,10 @@ class GaussianPreactivation:
     variance: nnx.Module
     key: jax.Array
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        mean = self.layer(x)
-        var = self.variance(jnp.square(x))
+    def __call__(self, x: jax.Array, **options) -> jax.Array:
+        # options: what the caller passes its layers (Flax attention: ``out_sharding``)
+        mean = self.layer(x, **options)
+        var = self.variance(jnp.square(x), **options)
         noise = jax.random.normal(self.key, mean.shape, mean.dtype)
         # sqrt is not differentiable at 0 (a pruned unit's variance): floor at the tiniest normal
         return mean + jnp.sqrt(jnp.maximum(var, jnp.finfo(var.dtype).tiny)) * noise
