@@ -19,6 +19,7 @@ NON_DEFAULT = {
     "plugins": ["json"],  # any importable module
     "method": "bmr_ss",  # the default: the run's method is checked with bmr_units below
     "prior": "horseshoe",
+    "prior_options": {"weight_wise": True, "tau0": 0.05},
     "data.name": "mnist",
     "data.padding": "zero",
     "net.name": "mlp",
@@ -111,6 +112,9 @@ def test_every_key_reaches_the_run(monkeypatch, tmp_path):
         on_nonfinite="rollback", rollback_factor=0.3, max_rollbacks=1)
     assert setup.method.prior == "horseshoe" and type(setup.bnet.prior).__name__ == \
         "HorseshoePrior"  # fmt: skip
+    assert setup.bnet.prior.weight_wise and setup.bnet.prior.tau0 == 0.05
+    weight_scales = setup.trainer.params(setup.trainer.init())["hidden.0/weight/u/loc"]
+    assert weight_scales.shape == (100, 785)  # a scale per weight of the first layer
     assert setup.method.rule == Evidence(threshold=0.5)
     assert [s.name for s in setup.bnet.view.bayesian_layers][0] == "hidden.0"  # an MLP
     hidden = 785 * 100 + 3 * 101 * 100  # the small MLP: 4 x 100 hidden units
@@ -127,3 +131,14 @@ def test_inclusion_rate_and_the_method_reach_the_run(monkeypatch, tmp_path):
     setup = seen["setup"]
     assert setup.method.name == "bmr_units" and setup.method.rule.rate_over == "alive"
     assert setup.method.between == "units" and type(setup.guide).__name__ == "MatrixNormalGuide"
+
+
+def test_prior_options_add_to_the_methods_own():
+    """IVON + BMR's flat prior keeps its fixed layer precision when a config adds an option,
+    and a replaced prior starts from no options."""
+    ivon = methods.configured("ivon_bmr", prior_options={"concentration": 3.0})
+    assert ivon.prior_options == {"fixed_precision": 1.0, "concentration": 3.0}
+    horseshoe = methods.configured("ivon_bmr", prior="horseshoe", prior_options={"tau0": 0.1})
+    assert horseshoe.prior_options == {"tau0": 0.1}
+    config = load_config(QUICKSTART, ["prior_options={concentration: 3.0}"])
+    assert config.prior_options == {"concentration": 3.0}

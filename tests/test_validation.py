@@ -101,6 +101,10 @@ def test_unknown_prior_and_shape_mismatch_through_the_api():
          "bmr.rule: method 'flat_ff' has no decision rule"),
         (lambda m: m.configured("bmr_ss", m.BmrSettings(rule_options={"a": 1})),
          "bmr.rule_options: spike_and_slab: "),
+        (lambda m: m.configured("bmr_ss", prior_options={"weight_wise": True}),
+         "prior_options: flat: "),
+        (lambda m: m.configured("flat_ff", prior="horseshoe", prior_options={"tau": 1}),
+         "prior_options: horseshoe: "),
     ],
 )  # fmt: skip
 def test_the_python_api_validates_as_the_config_does(make, message):

@@ -81,6 +81,7 @@ def restore_run(path, *, data_dir=None) -> RestoredRun:
                         padding=config.data.padding)  # fmt: skip
     setup = methods.build(config.method, dataset, net=config.net.name, preset=config.net.preset,
                           train=config.train, bmr=config.bmr, prior=config.prior,
+                          prior_options=config.prior_options,
                           seed=config.seed, guide=config.guide)  # fmt: skip
     saved = folder.load_checkpoint(methods.initial_state(setup), log=lambda line: None)
     if saved is None or saved[0].block != config.train.blocks or saved[0].step:

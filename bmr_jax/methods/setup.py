@@ -45,20 +45,22 @@ class Setup:
 def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset: str = "paper",
           train: TrainSettings = TrainSettings(), bmr: BmrSettings = BmrSettings(),
           prior: str | None = None, seed: int = 137, guide: GuideSettings = GuideSettings(),
-          optimizer: optax.GradientTransformation | None = None, mesh=None) -> Setup:  # fmt: skip
+          optimizer: optax.GradientTransformation | None = None, mesh=None,
+          prior_options: dict | None = None) -> Setup:  # fmt: skip
     """Builds network, prior, model, guide, trainer and between-blocks step for ``method``
-    (a registered name or a :class:`Method`, with ``bmr`` and ``prior`` applied as
-    :func:`configured` does) on ``dataset``; ``train`` gives the batch size, learning rate
-    (``None``: the method's), the KL estimate, the minibatch scheme and data parallelism
-    (over every device, or over ``mesh``, a ``bmr_jax.inference.parallel.data_mesh``);
-    ``guide`` where the posterior starts. Bad settings raise ``ConfigError``."""
+    (a registered name or a :class:`Method`, with ``bmr``, ``prior`` and ``prior_options``
+    applied as :func:`configured` does) on ``dataset``; ``train`` gives the batch size,
+    learning rate (``None``: the method's), the KL estimate, the minibatch scheme and data
+    parallelism (over every device, or over ``mesh``, a
+    ``bmr_jax.inference.parallel.data_mesh``); ``guide`` where the posterior starts. Bad
+    settings raise ``ConfigError``."""
     if not isinstance(train, TrainSettings) or not isinstance(bmr, BmrSettings):
         raise ConfigError("build: train and bmr must be TrainSettings and BmrSettings")
     if not isinstance(guide, GuideSettings):
         raise ConfigError("build: guide must be GuideSettings")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed: expected an integer, got {seed!r}")
-    method = configured(method, bmr, prior)
+    method = configured(method, bmr, prior, prior_options)
     spec = nets.get_net_spec(net)
     module = nets.create_net(net, dataset.num_classes, dataset.image_shape, preset,
                              rngs=nnx.Rngs(seed), dropout=method.dropout)  # fmt: skip

@@ -52,6 +52,7 @@ so that the prior is the ``N(0, 1)`` on ``Z`` that IVON's weight decay stands fo
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from bmr_jax.bmr.decide import RULES, PolynomialSchedule, Rule, SpikeAndSlab, TargetSparsity
@@ -106,15 +107,19 @@ for _m in (
     METHODS.register(_m.name, _m)
 
 
-def configured(name: str | Method, bmr: BmrSettings = BmrSettings(),
-               prior: str | None = None) -> Method:  # fmt: skip
+def configured(name: str | Method, bmr: BmrSettings = BmrSettings(), prior: str | None = None,
+               prior_options: Mapping | None = None) -> Method:  # fmt: skip
     """The method ``name`` with a config's options applied: ``prior`` replaces its prior (a
-    registered name), ``bmr.rule`` and ``bmr.rule_options`` its decision rule, and
-    ``bmr.inclusion_rate`` a spike-and-slab rule's counting. A rule for a method without a
-    decision rule (Flat-FF, BMR-RHS) is refused."""
+    registered name), ``prior_options`` are keyword arguments of the prior (added to the
+    method's own for its own prior), ``bmr.rule`` and ``bmr.rule_options`` its decision rule,
+    and ``bmr.inclusion_rate`` a spike-and-slab rule's counting. A rule for a method without a
+    decision rule (Flat-FF, BMR-RHS) is refused, and so are options the prior does not have."""
     method = METHODS.get(name) if isinstance(name, str) else name
     if prior is not None and prior != method.prior:
         method = replace(method, prior=prior, prior_options={})
+    if prior_options:
+        method = replace(method, prior_options={**method.prior_options, **prior_options})
+        _check_prior(method)
     if bmr.rule is not None or bmr.rule_options:
         if method.rule is None:
             raise ConfigError(f"bmr.rule: method {method.name!r} has no decision rule")
@@ -126,3 +131,13 @@ def configured(name: str | Method, bmr: BmrSettings = BmrSettings(),
     if isinstance(method.rule, SpikeAndSlab) and method.rule.rate_over != bmr.inclusion_rate:
         method = replace(method, rule=replace(method.rule, rate_over=bmr.inclusion_rate))
     return method
+
+
+def _check_prior(method: Method) -> None:
+    """ConfigError (one line) if ``method.prior_options`` are not the prior's attributes."""
+    from bmr_jax.bayes import priors
+
+    try:
+        priors.create_prior(method.prior, **method.prior_options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"prior_options: {method.prior}: {e}") from None

@@ -16,6 +16,10 @@ Keys (defaults in brackets):
   priors (or networks, datasets, methods) they register can be named (docs/extending.md).
 - ``prior`` [null]: a registered prior replacing the method's own (flat | horseshoe |
   log_uniform | ...).
+- ``prior_options`` [{}]: keyword arguments of the prior (the method's own, or ``prior``'s),
+  added to the method's own options: ``{weight_wise: true}`` gives the horseshoe a scale per
+  weight, ``{tau0: 0.1}`` its global scale, ``{fixed_precision: 1.0}`` the flat prior known
+  layer scales (``bmr_jax.bayes.priors``; the reference configs set none).
 - ``method`` [bmr_ss]: flat_map | flat_ff | tiered_ff | bmr_ss | bmr_rhs | bmr_units | sparse_vd |
   gmp | ivon_bmr (BMR-S&S on a posterior learned by IVON; ``train.lr`` is IVON's, 0.1).
 - ``data.name`` [mnist_mini]: mnist_mini | mnist | fashion_mnist | cifar10 | cifar100.
@@ -149,6 +153,7 @@ class Config:
     plugins: tuple[str, ...] = ()
     method: str = setting("bmr_ss", choices=_names("method"))
     prior: str | None = setting(None, choices=_names("prior"))
+    prior_options: dict = setting(factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     net: NetConfig = field(default_factory=NetConfig)
     guide: GuideSettings = field(default_factory=GuideSettings)
@@ -160,10 +165,11 @@ class Config:
     def __post_init__(self):
         from bmr_jax.methods import configured
 
-        for name in ("seed", "method", "prior"):
+        for name in ("seed", "method", "prior", "prior_options"):
             f = next(f for f in dataclasses.fields(self) if f.name == name)
             check_bounds(name, check_type(name, getattr(self, name), str(f.type)), f.metadata)
-        configured(self.method, self.bmr, self.prior)  # the bmr section fits the method
+        # the bmr section fits the method, the prior options fit the prior
+        configured(self.method, self.bmr, self.prior, self.prior_options)
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)

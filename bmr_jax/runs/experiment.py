@@ -108,6 +108,7 @@ def run_experiment(config: Config, out: str | Path, *, data_dir=None, progress: 
                         data_dir=data_dir, padding=config.data.padding)  # fmt: skip
     setup = methods.build(config.method, dataset, net=config.net.name, preset=config.net.preset,
                           train=config.train, bmr=config.bmr, prior=config.prior,
+                          prior_options=config.prior_options,
                           seed=config.seed, guide=config.guide)  # fmt: skip
     log(_start_line(folder, config, setup))
     resume, records = _resume(folder, setup, config, log)
