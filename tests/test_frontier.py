@@ -70,6 +70,13 @@ def test_the_table_lists_every_point_by_compression(run_paths):
     assert "65.0x +- 7.1" in rows[1] and "1.900 +- 0.141" in rows[1]
 
 
+def test_the_frontier_table_prints_from_the_cli(run_paths, capsys):
+    assert main(["report", *map(str, run_paths), "--frontier"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].startswith("| net | method | point | seeds |") and len(rows) == 2 + 4
+    assert "lenet_300_100-sparse_vd | 137, 138 | 65.0x +- 7.1 | 1.900 +- 0.141" in rows[3]
+
+
 def test_the_frontier_figure_renders_from_the_cli(run_paths, tmp_path, capsys):
     out = tmp_path / "frontier"
     assert main(["plot", *map(str, run_paths), "--figure", "frontier", "--out", str(out)]) == 0

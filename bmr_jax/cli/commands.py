@@ -164,7 +164,7 @@ def _cmd_plot(args) -> int:
 def _cmd_report(args) -> int:
     from bmr_jax.runs.report import report
 
-    print(report(args.runs, args.csv, args.records), end="")
+    print(report(args.runs, args.csv, args.records, frontier=args.frontier), end="")
     if args.csv:
         print(f"per-block metrics: {args.csv}")
     if args.records:

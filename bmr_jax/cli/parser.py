@@ -110,6 +110,10 @@ def _add_report(sub) -> None:
     report_parser.add_argument("--records", metavar="DIR",
                                help="also copy each run's config, metrics and summary (no "
                                     "checkpoints) to DIR/<dataset>/<run>")  # fmt: skip
+    report_parser.add_argument("--frontier", action="store_true",
+                               help="tabulate the accuracy-compression frontier instead: one "
+                                    "row per point (runs that differ only in their seed), "
+                                    "mean +- sd over its seeds")  # fmt: skip
     report_parser.set_defaults(func=commands._cmd_report)
 
 

@@ -139,12 +139,18 @@ def save_records(paths, out_dir) -> list[Path]:
     return written
 
 
-def report(paths, csv_path=None, records_dir=None) -> str:
-    """The Markdown summary of ``paths``; writes the per-block CSV to ``csv_path`` and the runs'
-    records to ``records_dir`` (:func:`save_records`) if given."""
+def report(paths, csv_path=None, records_dir=None, frontier: bool = False) -> str:
+    """The Markdown summary of ``paths`` (a row per run, or with ``frontier`` a row per
+    frontier point: :func:`bmr_jax.runs.frontier.frontier_table`); writes the per-block CSV to
+    ``csv_path`` and the runs' records to ``records_dir`` (:func:`save_records`) if given."""
     runs = load_runs(paths)
     if csv_path is not None:  # atomic_write creates its folder, or names why it cannot
         atomic_write(Path(csv_path), per_block_csv(runs).encode())
     if records_dir is not None:
         save_records(paths, records_dir)
+    if frontier:
+        from bmr_jax.runs.frontier import frontier_table, points
+        from bmr_jax.runs.plots import Run
+
+        return frontier_table(points([Run(path) for path in paths]))
     return summary_markdown(runs)
