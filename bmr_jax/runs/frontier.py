@@ -114,6 +114,15 @@ def frontier_table(frontier: list[Point]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _seed_counts(frontier: list[Point]) -> str:
+    """How many seeds the points have: "3 seeds" or "1-3 seeds (137-139)"."""
+    counts = sorted({len(p.seeds) for p in frontier})
+    seeds = sorted({s for p in frontier for s in p.seeds})
+    span = f"{counts[0]}-{counts[-1]}" if len(counts) > 1 else f"{counts[0]}"
+    plural = "seed" if counts == [1] else "seeds"
+    return f"{span} {plural} per point ({', '.join(map(str, seeds))})"
+
+
 def _draw_family(ax, members, key, family, label):
     name, colour, marker = FAMILIES.get(family, (label, "#000000", "x"))
     marker = COUNTING_MARKERS.get(label, marker)  # BMR-S&S's countings: one marker each
@@ -155,10 +164,9 @@ def figure_frontier(runs, out) -> list[Path]:
                    title=style.net_style(net)[0])  # fmt: skip
             ax.grid(alpha=0.3, which="both")
     style.legend_outside(fig, axes)
-    seeds = sorted({s for p in frontier for s in p.seeds})
     style.caption(fig, "MNIST test set: error, NLL and ECE of the final network against its "
                   "compression (weights of dead units counted as zero), every method at the "
-                  f"same step budget; markers: mean over seeds ({', '.join(map(str, seeds))}), "
-                  "bars: +-1 sd; star: Sparse VD as published (Molchanov et al. 2017).",
-                  )  # fmt: skip
+                  f"same step budget; markers: mean over {_seed_counts(frontier)}, bars: +-1 sd "
+                  "(points with several seeds); star: Sparse VD as published (Molchanov et "
+                  "al. 2017).")  # fmt: skip
     return style.save(fig, out)
