@@ -18,8 +18,8 @@ Keys (defaults in brackets):
   log_uniform | ...).
 - ``prior_options`` [{}]: keyword arguments of the prior (the method's own, or ``prior``'s),
   added to the method's own options: ``{weight_wise: true}`` gives the horseshoe a scale per
-  weight, ``{tau0: 0.1}`` its global scale, ``{fixed_precision: 1.0}`` the flat prior known
-  layer scales (``bmr_jax.bayes.priors``; the reference configs set none).
+  weight, ``{tau0: 0.1}`` sets its global scale, ``{fixed_precision: 1.0}`` fixes the flat
+  prior's layer scales (``bmr_jax.bayes.priors``; the reference configs set none).
 - ``method`` [bmr_ss]: flat_map | flat_ff | tiered_ff | bmr_ss | bmr_rhs | bmr_units | sparse_vd |
   gmp | ivon_bmr (BMR-S&S on a posterior learned by IVON; ``train.lr`` is IVON's, 0.1).
 - ``data.name`` [mnist_mini]: mnist_mini | mnist | fashion_mnist | cifar10 | cifar100.

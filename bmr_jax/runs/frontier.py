@@ -115,7 +115,8 @@ def frontier_table(frontier: list[Point]) -> str:
 
 
 def _seed_counts(frontier: list[Point]) -> str:
-    """How many seeds the points have: "3 seeds" or "1-3 seeds (137-139)"."""
+    """How many seeds the points have, and which: "3 seeds per point (137, 138, 139)" or
+    "1-3 seeds per point (137, 138, 139)"."""
     counts = sorted({len(p.seeds) for p in frontier})
     seeds = sorted({s for p in frontier for s in p.seeds})
     span = f"{counts[0]}-{counts[-1]}" if len(counts) > 1 else f"{counts[0]}"
