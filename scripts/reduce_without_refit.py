@@ -34,13 +34,14 @@ def rules(fractions):
     yield "ss (all)", SpikeAndSlab(rate_over="all")
 
 
-def evaluated(run, masks, samples):
-    """Test metrics of the run's posterior with the prior multipliers of ``masks``."""
-    setup, state, test = run.setup, run.state, run.dataset.test
-    params = setup.trainer.params(state.train)
+def evaluated(run, params, predictive, masks, samples):
+    """Test metrics of the run's posterior ``params`` with the prior multipliers of ``masks``
+    (``predictive``: one compilation shared by every reduce)."""
+    setup, test = run.setup, run.dataset.test
     probs = evaluate.predictive_probs(setup.bnet, setup.guide, params, test.images,
                                       key=jax.random.key(0), samples=samples,
-                                      gamma=gamma_from_masks(masks))  # fmt: skip
+                                      gamma=gamma_from_masks(masks),
+                                      predictive=predictive)  # fmt: skip
     return evaluate.classification_metrics(probs, jnp.asarray(test.labels))
 
 
@@ -56,13 +57,15 @@ def main(argv=None) -> int:
         print(f"reduce_without_refit: {error}", file=sys.stderr)
         return 2
     setup, state = run.setup, run.state
-    posterior = setup.guide.posterior(setup.trainer.params(state.train))
+    params = setup.trainer.params(state.train)
+    posterior = setup.guide.posterior(params)
+    predictive = evaluate.make_predictive(setup.bnet, setup.guide)
     print("| reduce | compression | error % | NLL | ECE |\n|---|---|---|---|---|")
     for label, rule in rules(args.fractions):
         reduce = make_reduce(setup.bnet.view, rule, prior_variances(setup.bnet))
         masks = reduce(posterior, state.masks, 2).masks  # block 2: past the schedule's end
         counts = sparsity(masks, setup.bnet.view, setup.sequential)
-        m = evaluated(run, masks, args.samples)
+        m = evaluated(run, params, predictive, masks, args.samples)
         print(f"| {label} | {counts['compression']:.1f}x | {100 * (1 - m['acc']):.2f} | "
               f"{m['nll']:.3f} | {m['ece']:.3f} |")  # fmt: skip
     return 0
