@@ -143,7 +143,7 @@ def report(paths, csv_path=None, records_dir=None, frontier: bool = False) -> st
     """The Markdown summary of ``paths`` (a row per run, or with ``frontier`` a row per
     frontier point: :func:`bmr_jax.runs.frontier.frontier_table`); writes the per-block CSV to
     ``csv_path`` and the runs' records to ``records_dir`` (:func:`save_records`) if given."""
-    runs = load_runs(paths)
+    runs = load_runs(paths) if csv_path is not None or not frontier else None
     if csv_path is not None:  # atomic_write creates its folder, or names why it cannot
         atomic_write(Path(csv_path), per_block_csv(runs).encode())
     if records_dir is not None:
