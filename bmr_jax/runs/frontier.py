@@ -166,8 +166,8 @@ def figure_frontier(runs, out) -> list[Path]:
             ax.grid(alpha=0.3, which="both")
     style.legend_outside(fig, axes)
     style.caption(fig, "MNIST test set: error, NLL and ECE of the final network against its "
-                  "compression (weights of dead units counted as zero), every method at the "
-                  f"same step budget; markers: mean over {_seed_counts(frontier)}, bars: +-1 sd "
+                  "compression (weights of dead units counted as zero), every method of a "
+                  f"network at the same step budget; markers: mean over {_seed_counts(frontier)}, bars: +-1 sd "
                   "(points with several seeds); star: Sparse VD as published (Molchanov et "
                   "al. 2017).")  # fmt: skip
     return style.save(fig, out)
