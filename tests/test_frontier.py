@@ -96,3 +96,16 @@ def test_the_caption_counts_the_seeds_of_each_point(run_paths):
 
     assert _seed_counts(points([Run(path) for path in run_paths])) == \
         "1-2 seeds per point (137, 138)"  # fmt: skip
+
+
+def test_only_a_point_that_would_squash_the_panel_is_left_off_scale():
+    from bmr_jax.runs.frontier import off_scale
+
+    # quartiles 1.0 and 1.5 (numpy's linear interpolation over 9 values): fence 1.5 + 3 * 0.5 = 3.0
+    errors = [0.9, 1.0, 1.0, 1.1, 1.2, 1.3, 1.5, 2.0, 7.3]
+    assert off_scale(errors).tolist() == [False] * 8 + [True]
+    # 0.025 is beyond its fence (quartiles 0.00275 and 0.007625: 0.0223) but would not squash
+    # the others (0.025 - 0.002 < 4 * (0.017 - 0.002)): kept in scale
+    eces = [0.002, 0.002, 0.003, 0.004, 0.0045, 0.0045, 0.017, 0.025]
+    assert not off_scale(eces).any()
+    assert not off_scale([1.0, 1.0, 1.0]).any()

@@ -137,6 +137,39 @@ def _draw_family(ax, members, key, family, label):
                 label=label)  # fmt: skip
 
 
+def off_scale(values) -> np.ndarray:
+    """Which of a panel's values to leave above its range: those beyond Tukey's far-out
+    fence, Q3 + 3 IQR (Tukey 1977), but only when they would take more than three quarters
+    of the range (an over-pruned point, BMR-S&S ``layer`` at 7 % error, would squash the
+    others into its bottom fifth); else none."""
+    values = np.asarray(values, float)
+    q1, q3 = np.percentile(values, [25, 75])
+    far = values > q3 + 3 * (q3 - q1)
+    if not far.any() or far.all():
+        return np.zeros_like(far)
+    kept = values[~far]
+    squashed = values.max() - values.min() > 4 * (kept.max() - values.min())
+    return far if squashed else np.zeros_like(far)
+
+
+def _mark_off_scale(ax, members, key):
+    """Ends the panel's y range above its in-scale points and writes each off-scale point's
+    value at the top edge, in its family's colour, with an arrow."""
+    values = np.array([getattr(p, key)[0] for p in members])
+    far = off_scale(values)
+    if not far.any():
+        return
+    kept = [p for p, f in zip(members, far, strict=True) if not f]
+    tops = [getattr(p, key)[0] + getattr(p, key)[1] for p in kept]
+    bottom, _ = ax.get_ylim()
+    ax.set_ylim(bottom, max(tops) + 0.12 * (max(tops) - bottom))
+    for p in (p for p, f in zip(members, far, strict=True) if f):
+        ax.annotate(f"{getattr(p, key)[0]:.3g}\u2191", xy=(p.compression[0], 1),
+                    xycoords=("data", "axes fraction"), xytext=(0, -2),
+                    textcoords="offset points", ha="center", va="top", fontsize=7,
+                    color=FAMILIES.get(p.family, (None, "#000000"))[1])  # fmt: skip
+
+
 def figure_frontier(runs, out) -> list[Path]:
     """Error, NLL and ECE against compression, a row per network (``out.png``/``.pdf``)."""
     from bmr_jax.runs.plots import PlotError
@@ -159,15 +192,17 @@ def figure_frontier(runs, out) -> list[Path]:
                 ax.plot(compression, error, marker="*", mfc="none", markersize=10,
                         color=FAMILIES["sparse_vd"][1], linestyle="none",
                         label="Sparse VD, published")  # fmt: skip
+            _mark_off_scale(ax, mine, key)
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
             ax.set(xlabel="compression (all / non-zero weights)", ylabel=ylabel,
                    title=style.net_style(net)[0])  # fmt: skip
             ax.grid(alpha=0.3, which="both")
     style.legend_outside(fig, axes)
+    seeds = _seed_counts(frontier)
     style.caption(fig, "MNIST test set: error, NLL and ECE of the final network against its "
                   "compression (weights of dead units counted as zero), every method of a "
-                  f"network at the same step budget; markers: mean over {_seed_counts(frontier)}, bars: +-1 sd "
+                  f"network at the same step budget; markers: mean over {seeds}, bars: +-1 sd "
                   "(points with several seeds); star: Sparse VD as published (Molchanov et "
-                  "al. 2017).")  # fmt: skip
+                  "al. 2017); a value with an arrow: a point above the panel's range.")  # fmt: skip
     return style.save(fig, out)
