@@ -6,11 +6,13 @@
 Sparse VD has one operating point per run, the weights with ``log alpha = log sigma^2 - log
 theta^2 > 3`` pruned (Molchanov et al. 2017, section 4.3). A lower threshold ``t`` prunes more:
 here a weight is kept while ``log alpha <= t`` and the run's own final mask keeps it, so the
-first line is the run as it ended and the thresholds only add pruning. Nothing is refitted,
-so each line is what Sparse VD reaches at that compression without retraining: an upper
-bound on the error a run pruned there from the start would have. Each line is the posterior
-predictive's test error, NLL and ECE, and the compression (dead units counted), from the same
-posterior draws' keys. The run must be a finished ``sparse_vd`` run.
+thresholds only add pruning. The run sets its mask before each block, so ``t = 3`` is the run
+as it ended plus the weights whose log alpha passed 3 during its last block (on LeNet-5-Caffe
+at 10 epochs: 62x against the run's 56x; on LeNet-300-100 at 200: 120.1x against 119.7x).
+Nothing is refitted, so each line is what Sparse VD reaches at that compression without
+retraining: an upper bound on the error a run pruned there from the start would have. Each
+line is the posterior predictive's test error, NLL and ECE, and the compression (dead units
+counted), from the same posterior draws' keys. The run must be a finished ``sparse_vd`` run.
 """
 
 from __future__ import annotations
