@@ -27,7 +27,7 @@ default; ``BayesianNetwork.from_module(..., other_prior_scale=s)`` makes them la
 Gaussian ``N(1 or 0, s^2)`` prior instead (Bayesian, still not prunable).
 ``prunable`` / ``bayesian`` predicates over layer names change the defaults. The classifier
 (the last layer called) is marked ``is_last``: its prior scale differs and decision rules
-never prune it.
+do not prune it (METHOD.md 4.4) unless the view is built with ``prune_classifier=True``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class LayerSpec:
         tokens of a transformer layer; 1 for a dense layer on a flat input), so that one
         input costs ``2 * rows * cols * positions`` FLOPs in this layer.
       bayesian: the layer gets a prior and a posterior (else a point estimate).
-      prunable: decision rules may prune it (the last layer never is).
+      prunable: decision rules may prune it (the last layer only under ``prune_classifier``).
     """
 
     name: str
@@ -209,12 +209,14 @@ def build_layer_view(
     *,
     bayesian: Callable[[str], bool] | None = None,
     prunable: Callable[[str], bool] | None = None,
+    prune_classifier: bool = False,
 ) -> LayerView:
     """Finds the weight layers of ``model`` for inputs of shape ``input_shape`` (no batch).
 
     Args:
       bayesian: predicate on a layer name; default: every weight layer is Bayesian.
       prunable: predicate on a layer name; default: every Bayesian layer but the last.
+      prune_classifier: the last layer may be pruned too (if Bayesian and ``prunable``).
     """
     modules = dict(nnx.iter_modules(model))
     order, positions = _call_order(model, tuple(input_shape))
@@ -242,7 +244,8 @@ def build_layer_view(
                 is_last=is_last,
                 positions=positions[path],
                 bayesian=is_bayes,
-                prunable=is_bayes and not is_last and (prunable(name) if prunable else True),
+                prunable=is_bayes and (prune_classifier or not is_last)
+                and (prunable(name) if prunable else True),
             )
         )
     return LayerView(tuple(specs))

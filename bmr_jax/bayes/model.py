@@ -67,6 +67,7 @@ class BayesianNetwork:
         *,
         bayesian=None,
         prunable=None,
+        prune_classifier: bool = False,
         other_prior_scale: float | None = None,
     ) -> BayesianNetwork:
         """Wraps ``module`` (its current parameters become the initial values).
@@ -75,12 +76,15 @@ class BayesianNetwork:
           bayesian: predicate on layer names: which layers are Bayesian
             (see :func:`build_layer_view`).
           prunable: predicate on layer names: which Bayesian layers BMR may prune.
+          prune_classifier: the classifier (the last layer) may be pruned too; METHOD.md 4.4
+            keeps it whole (the default).
           other_prior_scale: ``None`` (default): parameters outside the Bayesian layers are
             point estimates without a prior; a float: they are latent with a Gaussian prior of
             this standard deviation (centred on 1 for LayerNorm scales, else 0), so every guide
             gives them a posterior too. They are never pruned.
         """
-        view = build_layer_view(module, input_shape, bayesian=bayesian, prunable=prunable)
+        view = build_layer_view(module, input_shape, bayesian=bayesian, prunable=prunable,
+                                prune_classifier=prune_classifier)
         module.train()
         train_graphdef, params, rest = nnx.split(module, nnx.Param, ...)
         module.eval()

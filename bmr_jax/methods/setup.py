@@ -42,6 +42,10 @@ class Setup:
     gamma: dict | None = None  # the prior multipliers after :func:`run`
 
 
+# the between-blocks steps whose weight-wise masks may cover the classifier as well
+CLASSIFIER_PRUNING = ("spike_and_slab", "magnitude")
+
+
 def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset: str = "paper",
           train: TrainSettings = TrainSettings(), bmr: BmrSettings = BmrSettings(),
           prior: str | None = None, seed: int = 137, guide: GuideSettings = GuideSettings(),
@@ -61,11 +65,15 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed: expected an integer, got {seed!r}")
     method = configured(method, bmr, prior, prior_options)
+    if bmr.prune_classifier and method.between not in CLASSIFIER_PRUNING:
+        raise ConfigError(f"bmr.prune_classifier: method {method.name!r} has no weight-wise "
+                          "pruning of the classifier (bmr_ss, ivon_bmr and gmp have)")
     spec = nets.get_net_spec(net)
     module = nets.create_net(net, dataset.num_classes, dataset.image_shape, preset,
                              rngs=nnx.Rngs(seed), dropout=method.dropout)  # fmt: skip
     bnet = BayesianNetwork.from_module(
-        module, dataset.image_shape, priors.create_prior(method.prior, **method.prior_options)
+        module, dataset.image_shape, priors.create_prior(method.prior, **method.prior_options),
+        prune_classifier=bmr.prune_classifier,
     )
     posterior = _make_guide(method, bnet, dataset, guide, seed)
     estimator = method.estimator if guide.estimator is None else guide.estimator

@@ -79,6 +79,9 @@ Keys (defaults in brackets):
   learned inclusion rate counts once some are pruned -- the whole layer with pruned ones as
   excluded (q = 0), only the weights still alive, or every entry with its current Delta F
   (the reference code's counting, METHOD.md 4.7; the reference configs select it).
+- ``bmr.prune_classifier`` [false]: the weight-wise decision rules (BMR-S&S, IVON + BMR, GMP's
+  magnitude ranking) may prune the classifier's weights too; METHOD.md 4.4 keeps the last
+  layer whole (Sparse VD prunes every layer whatever this says; refused for the other methods).
 - ``eval.every`` [1]: test metrics after every k-th block and after the last; the other
   blocks record ``null`` for acc/nll/ece/lpd (a 100-sample evaluation of a LeNet-5 costs
   about as much as a 500-step block on a 2-core CPU).
