@@ -32,23 +32,26 @@ def trained(mnist_mini):
     then, each method trained once."""
     done = {}
 
-    def train(method="bmr_ss"):
-        if method not in done:
+    def train(method="bmr_ss", prune_classifier=False):
+        if (method, prune_classifier) not in done:
             spec = methods.METHODS.get(method)
             if spec.rhs is not None:  # a shorter hyper-parameter fit than the reference's
                 spec = replace(spec, rhs=RHSConfig(steps=300, particles=4))
             setup = methods.build(spec, mnist_mini, net="mlp", preset="small", seed=3,
-                                  train=TRAIN)  # fmt: skip
+                                  train=TRAIN, bmr=methods.BmrSettings(
+                                      prune_classifier=prune_classifier))  # fmt: skip
             methods.run(setup, mnist_mini, evaluation=methods.EvalSettings(samples=1),
                         hooks=QUIET)  # fmt: skip
-            done[method] = setup, methods.RunState(1, setup.state, setup.masks, setup.gamma)
-        return done[method]
+            done[method, prune_classifier] = setup, methods.RunState(
+                1, setup.state, setup.masks, setup.gamma)  # fmt: skip
+        return done[method, prune_classifier]
 
     return train
 
 
 def _with_rule(setup, **bmr):
-    """``setup`` whose between-blocks step uses the rule that ``bmr`` configures."""
+    """``setup`` whose between-blocks step uses the rule that ``bmr`` configures (its layer
+    view, hence which layers are prunable, stays the one it was built with)."""
     method = methods.configured(setup.method.name, methods.BmrSettings(**bmr))
     return replace(setup, method=method, between=methods.make_between_blocks(method,
                    setup.trainer))  # fmt: skip
@@ -88,13 +91,18 @@ def test_nothing_returns_its_inputs(trained):
     assert info == {}
 
 
-@pytest.mark.parametrize("threshold", [-1.0, 2.0])
+@pytest.mark.parametrize(("threshold", "prune_classifier"),
+                         [(-1.0, False), (2.0, False), (2.0, True)])  # fmt: skip
 def test_evidence_rule_prunes_where_delta_f_exceeds_its_threshold(trained, mnist_mini,
-                                                                   threshold):  # fmt: skip
-    setup, state = trained()
+                                                                   threshold,
+                                                                   prune_classifier):  # fmt: skip
+    setup, state = trained(prune_classifier=prune_classifier)
+    assert _prunable(setup)["head"] is prune_classifier  # bmr.prune_classifier (METHOD.md 4.4)
     setup = _with_rule(setup, rule="evidence", rule_options={"threshold": threshold})
     df = _spike_delta_f(setup, state)
     _, masks, gamma, _ = _apply(setup, state)
+    if prune_classifier:  # the classifier loses weights, as the closed form says it should
+        assert 0 < np.sum(df["head"] > threshold + 1e-3) <= np.sum(~np.asarray(masks["head"]))
     for layer, prunable in _prunable(setup).items():
         # entries within float32 rounding of the threshold may go either way
         sure = np.abs(df[layer] - threshold) > 1e-3 * (1 + np.abs(df[layer]))

@@ -49,6 +49,7 @@ NON_DEFAULT = {
     "bmr.rule": "evidence",
     "bmr.rule_options": {"threshold": 0.5},
     "bmr.inclusion_rate": "alive",
+    "bmr.prune_classifier": True,
     # tracking reaches the run's trackers: tests/test_tracking.py
     "tracking.tensorboard": True,
     "tracking.mlflow": "sqlite:///mlflow.db",
@@ -116,6 +117,7 @@ def test_every_key_reaches_the_run(monkeypatch, tmp_path):
     weight_scales = setup.trainer.params(setup.trainer.init())["hidden.0/weight/u/loc"]
     assert weight_scales.shape == (100, 785)  # a scale per weight of the first layer
     assert setup.method.rule == Evidence(threshold=0.5)
+    assert [s.prunable for s in setup.bnet.view.bayesian_layers][-1]  # the classifier
     assert [s.name for s in setup.bnet.view.bayesian_layers][0] == "hidden.0"  # an MLP
     hidden = 785 * 100 + 3 * 101 * 100  # the small MLP: 4 x 100 hidden units
     assert sum(s.size for s in setup.bnet.view.layers) == hidden + 101 * 10

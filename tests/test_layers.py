@@ -110,3 +110,18 @@ def test_predicates_choose_bayesian_and_prunable_layers():
     assert not specs["blocks.0.attention.query"].prunable
     assert specs["blocks.0.mlp.fc1"].prunable
     assert len(view.bayesian_layers) == len(view.layers) - 1
+
+
+def test_the_classifier_is_prunable_only_when_asked():
+    net = nets.create_net("lenet_300_100", 10, (28, 28, 1), "paper", rngs=nnx.Rngs(0))
+    default = build_layer_view(net, (28, 28, 1))
+    asked = build_layer_view(net, (28, 28, 1), prune_classifier=True)
+    assert [(s.name, s.prunable) for s in default.layers] == [
+        ("hidden.0", True), ("hidden.1", True), ("head", False)]
+    assert [(s.name, s.prunable) for s in asked.layers] == [
+        ("hidden.0", True), ("hidden.1", True), ("head", True)]
+    assert [s.is_last for s in asked.layers] == [False, False, True]  # its prior is unchanged
+    # the other predicates still apply to the classifier
+    kept_whole = build_layer_view(net, (28, 28, 1), prune_classifier=True,
+                                  prunable=lambda n: n != "head")  # fmt: skip
+    assert not kept_whole.layers[-1].prunable

@@ -129,6 +129,9 @@ def test_build_and_run_refuse_what_cannot_run():
         methods.build("flat_ff", ds, net="mlp", train=methods.TrainSettings(batch_size=20000))
     with pytest.raises(ConfigError, match="seed: expected an integer"):
         methods.build("flat_ff", ds, net="mlp", seed=1.5)
+    for method in ("bmr_units", "bmr_rhs", "sparse_vd", "flat_ff"):  # no weight-wise masks
+        with pytest.raises(ConfigError, match=f"bmr.prune_classifier: method '{method}' has"):
+            methods.build(method, ds, net="mlp", bmr=methods.BmrSettings(prune_classifier=True))
     setup = methods.build("flat_ff", ds, net="mlp", preset="small")
     with pytest.raises(ConfigError, match="evaluation must be EvalSettings"):
         methods.run(setup, ds, evaluation={"samples": 2})
@@ -140,7 +143,7 @@ SCHEMA_KEYS = ["seed", "method", "data", "net", "train", "eval", "bmr", "name", 
                "blocks", "steps_per_block", "batch_size", "lr", "samples", "chunk_size", "every",
                "inclusion_rate", "on_nonfinite", "rollback_factor", "max_rollbacks",
                "keep_checkpoints", "defaults", "warmup_blocks", "rule", "rule_options",
-               "data_parallel", "prior"]  # fmt: skip
+               "data_parallel", "prior", "prune_classifier"]  # fmt: skip
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
     st.text(max_size=12), st.sampled_from(["mlp", "lenet5", "bmr_ss", "paper", "layer", "stop"]),
