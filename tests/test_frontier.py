@@ -24,6 +24,9 @@ RUNS = [  # (folder name, config, final acc, nll, ece, compression)
      "seed": 137}, 0.960, 0.140, 0.008, 200.0),
     ("lenet_300_100-gmp-10x,seed=137", {"method": "gmp", "seed": 137}, 0.985, 0.070, 0.020,
      10.0),
+    ("lenet_300_100-bmr_target-100x,bmr.prune_classifier=true,seed=137",
+     {"method": "bmr_ss", "bmr": {**TARGET, "prune_classifier": True}, "seed": 137}, 0.978,
+     0.075, 0.004, 110.0),
 ]  # fmt: skip
 
 
@@ -48,6 +51,7 @@ def run_paths(tmp_path):
 def test_points_average_the_seeds(run_paths):
     frontier = {p.name: p for p in points([Run(path) for path in run_paths])}
     assert sorted(frontier) == ["lenet_300_100-bmr_ss-all", "lenet_300_100-bmr_target-100x",
+                                "lenet_300_100-bmr_target-100x,bmr.prune_classifier=true",
                                 "lenet_300_100-gmp-10x", "lenet_300_100-sparse_vd"]  # fmt: skip
     vd = frontier["lenet_300_100-sparse_vd"]
     assert vd.seeds == (137, 138) and vd.label == "Sparse VD"
@@ -56,6 +60,10 @@ def test_points_average_the_seeds(run_paths):
     assert vd.compression == pytest.approx((65.0, 10.0 / 2**0.5))
     assert vd.nll == pytest.approx((0.062, 0.004 / 2**0.5))
     assert frontier["lenet_300_100-bmr_target-100x"].label == "BMR, target"
+    classifier = frontier["lenet_300_100-bmr_target-100x,bmr.prune_classifier=true"]
+    assert (classifier.family, classifier.label) == ("bmr_target_classifier",
+                                                     "BMR, target, classifier pruned")
+    assert classifier.error == pytest.approx((2.2, 0.0)) and classifier.seeds == (137,)
     assert frontier["lenet_300_100-bmr_ss-all"].label == "BMR-S&S (all)"
     assert frontier["lenet_300_100-bmr_ss-all"].error == pytest.approx((4.0, 0.0))
     assert frontier["lenet_300_100-gmp-10x"].label == "GMP"
@@ -66,6 +74,7 @@ def test_the_table_lists_every_point_by_compression(run_paths):
     rows = table.splitlines()[2:]
     assert [row.split(" | ")[2] for row in rows] == [
         "lenet_300_100-gmp-10x", "lenet_300_100-sparse_vd", "lenet_300_100-bmr_target-100x",
+        "lenet_300_100-bmr_target-100x,bmr.prune_classifier=true",
         "lenet_300_100-bmr_ss-all"]  # fmt: skip
     assert "65.0x +- 7.1" in rows[1] and "1.900 +- 0.141" in rows[1]
 
@@ -73,7 +82,7 @@ def test_the_table_lists_every_point_by_compression(run_paths):
 def test_the_frontier_table_prints_from_the_cli(run_paths, capsys):
     assert main(["report", *map(str, run_paths), "--frontier"]) == 0
     rows = capsys.readouterr().out.splitlines()
-    assert rows[0].startswith("| net | method | point | seeds |") and len(rows) == 2 + 4
+    assert rows[0].startswith("| net | method | point | seeds |") and len(rows) == 2 + 5
     assert "lenet_300_100-sparse_vd | 137, 138 | 65.0x +- 7.1 | 1.900 +- 0.141" in rows[3]
 
 

@@ -13,7 +13,10 @@ Methods are named as :func:`point_family` reads them from the config:
 - BMR with a target (the ``target`` rule);
 - Sparse VD;
 - GMP;
-- IVON + BMR, with the spike-and-slab rule or a target.
+- IVON + BMR, with the spike-and-slab rule or a target;
+
+each with ", classifier pruned" where its rule may prune the classifier too
+(``bmr.prune_classifier``), a family of its own.
 
 The figure has one panel per metric against log compression, one colour per family, and
 error bars of one sd on both axes. Each network's published Sparse VD point (Molchanov et
@@ -41,7 +44,10 @@ FAMILIES = {  # family -> (name, colour, marker); BMR-S&S keeps figure_style's r
     "gmp": style.METHODS["gmp"],
     "ivon_bmr": style.METHODS["ivon_bmr"],
     "ivon_target": ("IVON + BMR, target", "#17becf", "*"),
+    "bmr_target_classifier": ("BMR, target, classifier pruned", "#7b2d5f", "p"),
+    "gmp_classifier": ("GMP, classifier pruned", "#303030", "h"),
 }
+CURVES = ("bmr_target", "ivon_target", "gmp", "bmr_target_classifier", "gmp_classifier")
 COUNTING_MARKERS = {"BMR-S&S (layer)": "^", "BMR-S&S (alive)": "s", "BMR-S&S (all)": "D"}
 METRICS = (("error", "test error (%)"), ("nll", "test NLL (nats)"), ("ece", "test ECE"))
 
@@ -61,7 +67,16 @@ class Point(NamedTuple):
 
 
 def point_family(config) -> tuple[str, str]:
-    """``(family, label)`` of a run's config, e.g. ``("bmr_ss", "BMR-S&S (all)")``."""
+    """``(family, label)`` of a run's config, e.g. ``("bmr_ss", "BMR-S&S (all)")``, or
+    ``("bmr_target_classifier", "BMR, target, classifier pruned")`` under
+    ``bmr.prune_classifier``."""
+    family, label = _method_family(config)
+    if config.bmr.prune_classifier:
+        return f"{family}_classifier", f"{label}, classifier pruned"
+    return family, label
+
+
+def _method_family(config) -> tuple[str, str]:
     if config.method == "bmr_ss" and config.bmr.rule == "target":
         return "bmr_target", "BMR, target"
     if config.method == "ivon_bmr" and config.bmr.rule == "target":
@@ -130,7 +145,7 @@ def _draw_family(ax, members, key, family, label):
     members = sorted(members, key=lambda p: p.compression[0])
     x = [p.compression[0] for p in members]
     y = [getattr(p, key)[0] for p in members]
-    joined = family in ("bmr_target", "ivon_target", "gmp")  # several targets: a curve
+    joined = family in CURVES  # several targets: a curve
     ax.errorbar(x, y, xerr=[p.compression[1] for p in members],
                 yerr=[getattr(p, key)[1] for p in members], color=colour, marker=marker,
                 markersize=5, capsize=2, linewidth=1.2, linestyle="-" if joined else "none",
