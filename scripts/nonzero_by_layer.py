@@ -5,9 +5,10 @@ count behind the frontier's compression).
     python scripts/nonzero_by_layer.py RUN [RUN ...]
 
 One Markdown row per run: the non-zero weights (biases included) of each layer, the
-classifier's share of them, and the compression they give. BMR never prunes the last layer
-(METHOD.md 4.4: "The last layer is not pruned"), so at high compression its classifier's
-weights of living units are a large part of what is left; Sparse VD prunes every layer.
+classifier's share of them, and the compression they give. By default BMR does not prune
+the last layer (METHOD.md 4.4: "The last layer is not pruned"), so at high compression its
+classifier's weights of living units are a large part of what is left; Sparse VD prunes
+every layer, and so does BMR under ``bmr.prune_classifier``.
 """
 
 from __future__ import annotations
