@@ -47,7 +47,8 @@ FAMILIES = {  # family -> (name, colour, marker); BMR-S&S keeps figure_style's r
     "bmr_target_classifier": ("BMR, target, classifier pruned", "#7b2d5f", "p"),
     "gmp_classifier": ("GMP, classifier pruned", "#303030", "h"),
 }
-CURVES = ("bmr_target", "ivon_target", "gmp", "bmr_target_classifier", "gmp_classifier")
+CURVES = ("bmr_target", "ivon_target", "gmp")  # families with several targets, and their
+# "_classifier" variants (point_family)
 COUNTING_MARKERS = {"BMR-S&S (layer)": "^", "BMR-S&S (alive)": "s", "BMR-S&S (all)": "D"}
 METRICS = (("error", "test error (%)"), ("nll", "test NLL (nats)"), ("ece", "test ECE"))
 
@@ -145,7 +146,7 @@ def _draw_family(ax, members, key, family, label):
     members = sorted(members, key=lambda p: p.compression[0])
     x = [p.compression[0] for p in members]
     y = [getattr(p, key)[0] for p in members]
-    joined = family in CURVES  # several targets: a curve
+    joined = family.removesuffix("_classifier") in CURVES  # several targets: a curve
     ax.errorbar(x, y, xerr=[p.compression[1] for p in members],
                 yerr=[getattr(p, key)[1] for p in members], color=colour, marker=marker,
                 markersize=5, capsize=2, linewidth=1.2, linestyle="-" if joined else "none",
