@@ -3,6 +3,7 @@ against values computed by hand, the family names, the table, and the figure thr
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from bmr_jax.cli import main
@@ -118,3 +119,27 @@ def test_only_a_point_that_would_squash_the_panel_is_left_off_scale():
     eces = [0.002, 0.002, 0.003, 0.004, 0.0045, 0.0045, 0.017, 0.025]
     assert not off_scale(eces).any()
     assert not off_scale([1.0, 1.0, 1.0]).any()
+
+
+def test_an_off_scale_points_bar_does_not_stretch_the_panel():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bmr_jax.runs.frontier import Point, _mark_off_scale
+
+    def point(error, sd):
+        return Point("p", "bmr_ss", "BMR-S&S (layer)", "lenet5_caffe", (137, 138),
+                     (error, sd), (0.1, 0.0), (0.01, 0.0), (100.0, 0.0))  # fmt: skip
+
+    kept = [point(e, 0.1) for e in (0.9, 1.0, 1.0, 1.1, 1.2, 1.3, 1.5, 2.0)]
+    collapsed = point(48.0, 57.5)  # one seed at 7 %, one at chance: the bar reaches -9.5
+    fig, ax = plt.subplots()
+    ax.errorbar([100.0] * 9, [p.error[0] for p in [*kept, collapsed]],
+                yerr=[p.error[1] for p in [*kept, collapsed]])  # fmt: skip
+    _mark_off_scale(ax, [*kept, collapsed], "error", also_in_scale=(0.75,))
+    # in scale: bars from 0.8 to 2.1 and the published 0.75, a span of 1.35; 5 % below, 12 % above
+    np.testing.assert_allclose(ax.get_ylim(), (0.75 - 0.0675, 2.1 + 0.162), rtol=1e-9)
+    assert [t.get_text() for t in ax.texts] == ["48\u2191"]
+    plt.close(fig)

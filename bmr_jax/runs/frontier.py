@@ -168,17 +168,20 @@ def off_scale(values) -> np.ndarray:
     return far if squashed else np.zeros_like(far)
 
 
-def _mark_off_scale(ax, members, key):
-    """Ends the panel's y range above its in-scale points and writes each off-scale point's
-    value at the top edge, in its family's colour, with an arrow."""
+def _mark_off_scale(ax, members, key, also_in_scale=()):
+    """Fits the panel's y range to its in-scale points, their error bars and
+    ``also_in_scale`` (a published value), 5 % below and 12 % above, and writes each off-scale
+    point's value at the top edge, in its family's colour, with an arrow. An off-scale point's
+    own bar (a collapsed seed beside a working one: 7 % and 89 %) does not stretch the range."""
     values = np.array([getattr(p, key)[0] for p in members])
     far = off_scale(values)
     if not far.any():
         return
-    kept = [p for p, f in zip(members, far, strict=True) if not f]
-    tops = [getattr(p, key)[0] + getattr(p, key)[1] for p in kept]
-    bottom, _ = ax.get_ylim()
-    ax.set_ylim(bottom, max(tops) + 0.12 * (max(tops) - bottom))
+    kept = [getattr(p, key) for p, f in zip(members, far, strict=True) if not f]
+    lows = [mean - sd for mean, sd in kept] + list(also_in_scale)
+    tops = [mean + sd for mean, sd in kept] + list(also_in_scale)
+    span = max(tops) - min(lows)
+    ax.set_ylim(min(lows) - 0.05 * span, max(tops) + 0.12 * span)
     for p in (p for p, f in zip(members, far, strict=True) if f):
         ax.annotate(f"{getattr(p, key)[0]:.3g}\u2191", xy=(p.compression[0], 1),
                     xycoords=("data", "axes fraction"), xytext=(0, -2),
@@ -198,18 +201,26 @@ def figure_frontier(runs, out) -> list[Path]:
     for row, net in enumerate(nets):
         mine = [p for p in frontier if p.net == net]
         labels = sorted({(p.family, p.label) for p in mine})
+        compressions = [p.compression[0] for p in mine]
+        compression_range = (min(compressions) / 1.25, max(compressions) * 1.25)
         for col, (key, ylabel) in enumerate(METRICS):
             ax = axes[row, col]
+            far = off_scale([getattr(p, key)[0] for p in mine])
+            shown = [p for p, f in zip(mine, far, strict=True) if not f]  # the rest: an arrow
             for family, label in labels:
-                members = [p for p in mine if (p.family, p.label) == (family, label)]
-                _draw_family(ax, members, key, family, label)
+                members = [p for p in shown if (p.family, p.label) == (family, label)]
+                if members:
+                    _draw_family(ax, members, key, family, label)
+            published = ()
             if key == "error" and net in PUBLISHED_SPARSE_VD:
                 error, compression = PUBLISHED_SPARSE_VD[net]
+                published = (error,)
                 ax.plot(compression, error, marker="*", mfc="none", markersize=10,
                         color=FAMILIES["sparse_vd"][1], linestyle="none",
                         label="Sparse VD, published")  # fmt: skip
-            _mark_off_scale(ax, mine, key)
+            _mark_off_scale(ax, mine, key, also_in_scale=published)
             ax.set_xscale("log")
+            ax.set_xlim(*compression_range)  # every panel of a row: its off-scale points too
             ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
             ax.set(xlabel="compression (all / non-zero weights)", ylabel=ylabel,
                    title=style.net_style(net)[0])  # fmt: skip
