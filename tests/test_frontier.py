@@ -127,7 +127,7 @@ def test_an_off_scale_points_bar_does_not_stretch_the_panel():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bmr_jax.runs.frontier import Point, _mark_off_scale
+    from bmr_jax.runs.frontier import Point, _mark_off_scale, off_scale
 
     def point(error, sd):
         return Point("p", "bmr_ss", "BMR-S&S (layer)", "lenet5_caffe", (137, 138),
@@ -138,7 +138,9 @@ def test_an_off_scale_points_bar_does_not_stretch_the_panel():
     fig, ax = plt.subplots()
     ax.errorbar([100.0] * 9, [p.error[0] for p in [*kept, collapsed]],
                 yerr=[p.error[1] for p in [*kept, collapsed]])  # fmt: skip
-    _mark_off_scale(ax, [*kept, collapsed], "error", also_in_scale=(0.75,))
+    far = off_scale([p.error[0] for p in [*kept, collapsed]])
+    assert far.tolist() == [False] * 8 + [True]
+    _mark_off_scale(ax, [*kept, collapsed], "error", far, also_in_scale=(0.75,))
     # in scale: bars from 0.8 to 2.1 and the published 0.75, a span of 1.35; 5 % below, 12 % above
     np.testing.assert_allclose(ax.get_ylim(), (0.75 - 0.0675, 2.1 + 0.162), rtol=1e-9)
     assert [t.get_text() for t in ax.texts] == ["48\u2191"]

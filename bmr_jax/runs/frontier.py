@@ -168,14 +168,13 @@ def off_scale(values) -> np.ndarray:
     return far if squashed else np.zeros_like(far)
 
 
-def _mark_off_scale(ax, members, key, also_in_scale=()):
+def _mark_off_scale(ax, members, key, far, also_in_scale=()):
     """Fits the panel's y range to its in-scale points, their error bars and
-    ``also_in_scale`` (a published value), 5 % below and 12 % above, and writes each off-scale
-    point's value at the top edge, in its family's colour, with an arrow. An off-scale point's
-    own bar (a collapsed seed beside a working one: 7 % and 89 %) does not stretch the range."""
-    values = np.array([getattr(p, key)[0] for p in members])
-    far = off_scale(values)
-    if not far.any():
+    ``also_in_scale`` (a published value), 5 % below and 12 % above, and writes the value of
+    each point ``far`` leaves off the scale (``off_scale``) at the top edge, in its family's
+    colour, with an arrow. An off-scale point's own bar (a collapsed seed beside a working
+    one: 7 % and 89 %) does not stretch the range."""
+    if not any(far):
         return
     kept = [getattr(p, key) for p, f in zip(members, far, strict=True) if not f]
     lows = [mean - sd for mean, sd in kept] + list(also_in_scale)
@@ -218,7 +217,7 @@ def figure_frontier(runs, out) -> list[Path]:
                 ax.plot(compression, error, marker="*", mfc="none", markersize=10,
                         color=FAMILIES["sparse_vd"][1], linestyle="none",
                         label="Sparse VD, published")  # fmt: skip
-            _mark_off_scale(ax, mine, key, also_in_scale=published)
+            _mark_off_scale(ax, mine, key, far, also_in_scale=published)
             ax.set_xscale("log")
             ax.set_xlim(*compression_range)  # every panel of a row: its off-scale points too
             ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
