@@ -48,6 +48,16 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def place_replicated(tree, mesh: Mesh | None):
+    """``tree``'s arrays replicated on ``mesh`` (``tree`` itself without a mesh).
+
+    Under a mesh the sharding is part of an array's type: a state fresh from the host (or read
+    back from a checkpoint) enters a compiled step with another type than the replicated state
+    the steps return, and every step, reduce and predictive would be compiled twice. Placing
+    the state once, where a run starts, keeps one compilation of each."""
+    return tree if mesh is None else jax.device_put(tree, replicated(mesh))
+
+
 def batch_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(AXIS))
 

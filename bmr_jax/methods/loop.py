@@ -22,7 +22,7 @@ import numpy as np
 
 from bmr_jax.bmr.reduce import sparsity
 from bmr_jax.errors import BmrJaxError, ConfigError
-from bmr_jax.inference import evaluate, shrunk
+from bmr_jax.inference import evaluate, parallel, shrunk
 from bmr_jax.inference.train import TrainState
 from bmr_jax.methods.settings import EvalSettings
 from bmr_jax.methods.setup import Setup
@@ -121,7 +121,7 @@ def run(setup: Setup, dataset, *, evaluation: EvalSettings = EvalSettings(),
     """
     if not isinstance(evaluation, EvalSettings):
         raise ConfigError("run: evaluation must be EvalSettings")
-    current = initial_state(setup) if resume is None else resume
+    current = _placed(setup, initial_state(setup) if resume is None else resume)
     if current.block > setup.train.blocks:
         raise ConfigError(f"train.blocks: {setup.train.blocks} is fewer than the "
                           f"{current.block} blocks already run")  # fmt: skip
@@ -153,6 +153,13 @@ def run(setup: Setup, dataset, *, evaluation: EvalSettings = EvalSettings(),
             hooks.on_block(record, current, losses)
     setup.state, setup.masks, setup.gamma = current.train, current.masks, current.gamma
     return records
+
+
+def _placed(setup: Setup, state: RunState) -> RunState:
+    """``state``'s arrays on the data-parallel mesh, if the run has one (``parallel``)."""
+    train, masks, gamma = parallel.place_replicated((state.train, state.masks, state.gamma),
+                                                    setup.trainer.mesh)  # fmt: skip
+    return state._replace(train=train, masks=masks, gamma=gamma)
 
 
 def _train_block(setup: Setup, current: RunState, hooks: RunHooks):
