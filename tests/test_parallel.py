@@ -18,6 +18,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # LeNet-300-100 (a dense network compiles in a fraction of a LeNet-5's time; the sharding of
@@ -178,3 +179,41 @@ def test_shard_batch_splits_the_batch_over_the_data_axis(tmp_path):
     assert report["no_mesh"]
     predictive = report["predictive"]
     assert predictive["devices"] == 4 and predictive["shapes"] == [[2, 2]] * 4, predictive
+
+
+def test_a_data_parallel_run_compiles_its_steps_once_also_after_a_resume(tmp_path, monkeypatch):
+    """Under a mesh an array's sharding is part of its type. A state made on the host (fresh,
+    or read back from a checkpoint) must enter the compiled steps already replicated on the
+    mesh, as the reduce and the steps return it; otherwise each jitted function is traced and
+    compiled a second time after the first reduce (seen with ``JAX_EXPLAIN_CACHE_MISSES``:
+    ``f32[10,31]({})`` against ``f32[10,31]({Auto: ('data',)})``). A one-device mesh, in this
+    process, shows it as four would. Counted: the entries of each jitted function's cache."""
+    from bmr_jax.inference import evaluate, train
+    from bmr_jax.runs.config import load_config
+    from bmr_jax.runs.experiment import run_experiment
+    from tests.runs import QUICKSTART, TINY, Crash, at
+
+    trainers, predictives, original = [], [], evaluate.make_predictive
+    step = train.SVITrainer.step
+
+    def watched_step(self, *args, **kwargs):
+        trainers.append(self)
+        return step(self, *args, **kwargs)
+
+    def watched_predictive(*args, **kwargs):
+        predictives.append(original(*args, **kwargs))
+        return predictives[-1]
+
+    monkeypatch.setattr(train.SVITrainer, "step", watched_step)
+    monkeypatch.setattr(evaluate, "make_predictive", watched_predictive)
+    config = load_config(QUICKSTART, [*TINY, "train.data_parallel=true"])
+    out = tmp_path / "run"
+    with pytest.raises(Crash):  # stopped after block 2's checkpoint: 1 reduce, 2 evaluations
+        run_experiment(config, out, progress=False, log=lambda s: None,
+                       on_event=at(("checkpoint", 2, 0), "crash"))  # fmt: skip
+    first = trainers[-1]
+    assert first.mesh is not None and first._update._cache_size() == 1
+    assert predictives[-1]._cache_size() == 1
+    run_experiment(config, out, progress=False, log=lambda s: None)  # resumed: block 3
+    assert trainers[-1] is not first and trainers[-1]._update._cache_size() == 1
+    assert predictives[-1]._cache_size() == 1
