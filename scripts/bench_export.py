@@ -33,11 +33,12 @@ import numpy as np
 from flax import nnx
 from safetensors.numpy import save as safetensors_bytes
 
-from bmr_jax import data, export, nets
+from bmr_jax import export
 from bmr_jax.bayes.layers import WEIGHT_MODULES, build_layer_view
 from bmr_jax.export import archive
 from bmr_jax.export.folder import compute_choices, parameters
 from bmr_jax.export.sparse import to_sparse
+from bmr_jax.runs.experiment import load_dataset
 
 VARIANTS = ("dense", "masked", "shrunk", "sparse")
 
@@ -112,9 +113,7 @@ def bench(run: str, rounds: int) -> dict:
     stored = {name: len(safetensors_bytes(parameters(m))) for name, m in modules.items()}
     stored["sparse"] = sum(sum(a.nbytes for a in archive.encode(k, v)[1].values())
                            for k, v in parameters(exported.module).items())  # fmt: skip
-    spec = nets.get_net_spec(config.net.name)
-    images = data.load(config.data.name, image_size=spec.image_size,
-                       padding=config.data.padding).test.images  # fmt: skip
+    images = load_dataset(config).test.images
     latency = {b: _latency(modules, images, b, rounds) for b in (1, 1000)}
     agreement = _agreement(modules, images)
     flops = {name: _flops(modules[name], source.input_shape) for name in VARIANTS[:3]}

@@ -18,9 +18,10 @@ units: every block reads and writes them, and LayerNorm mixes their channels.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -130,3 +131,73 @@ def _position_free(consumer) -> bool:
     if isinstance(consumer, nnx.Conv):
         return consumer.padding == "VALID"
     return isinstance(consumer, nnx.Linear)
+
+
+@dataclass(frozen=True)
+class UnitGeometry:
+    """Where a link's units sit in its layers' matrices.
+
+    Attributes:
+      link: the producers, the consumer and the rows per unit.
+      rows: rows of every producer (``units * unit_rows``).
+      positions: how many times the consumer reads each producer row (``fan_in / rows``:
+        the kernel offsets of a convolution, the pixels a flatten lays out; 1 for a dense or
+        an output projection); column ``p * rows + r`` reads row ``r``.
+      consumer_bias: the consumer has a bias column (last; it reads no unit).
+    """
+
+    link: UnitLink
+    rows: int
+    positions: int
+    consumer_bias: bool
+
+    @property
+    def label(self) -> str:
+        return self.link.label
+
+    @property
+    def units(self) -> int:
+        return self.rows // self.link.unit_rows
+
+    def row_sums(self, entries: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
+        """``(units,)``: each unit's sum of ``entries`` over its producer rows."""
+        rows = sum(jnp.sum(entries[name], axis=1) for name in self.link.producers)
+        return rows.reshape(self.units, self.link.unit_rows).sum(axis=1)
+
+    def column_sums(self, consumer_entries: jnp.ndarray) -> jnp.ndarray:
+        """``(units,)``: each unit's sum of the consumer's ``entries`` over the columns that
+        read it."""
+        columns = jnp.sum(consumer_entries, axis=0)[: self.positions * self.rows]
+        per_row = columns.reshape(self.positions, self.rows).sum(axis=0)
+        return per_row.reshape(self.units, self.link.unit_rows).sum(axis=1)
+
+    def alive(self, masks: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
+        """``(units,)`` bool: a unit is alive while any entry of its producer rows is."""
+        rows = sum(jnp.any(masks[name], axis=1).astype(jnp.int32) for name in self.link.producers)
+        return (rows > 0).reshape(self.units, self.link.unit_rows).any(axis=1)
+
+    def remove(self, masks: Mapping[str, jnp.ndarray], keep: jnp.ndarray) -> dict:
+        """``masks`` with the rows and the reading columns of every unit not in ``keep``
+        pruned (``keep``: ``(units,)`` bool)."""
+        out = dict(masks)
+        rows = jnp.repeat(keep, self.link.unit_rows)
+        for name in self.link.producers:
+            out[name] = out[name] & rows[:, None]
+        columns = jnp.tile(rows, self.positions)
+        if self.consumer_bias:
+            columns = jnp.concatenate([columns, jnp.ones(1, bool)])
+        out[self.link.consumer] = out[self.link.consumer] & columns[None, :]
+        return out
+
+
+def unit_geometries(view: LayerView, links) -> tuple[UnitGeometry, ...]:
+    """The geometry of every link whose producers BMR may prune, in forward order."""
+    specs = {s.name: s for s in view.layers}
+    out = []
+    for link in links:
+        producer, consumer = specs[link.producers[0]], specs[link.consumer]
+        if not all(specs[name].prunable for name in link.producers):
+            continue
+        out.append(UnitGeometry(link, producer.rows, consumer.fan_in // producer.rows,
+                                consumer.has_bias))  # fmt: skip
+    return tuple(out)

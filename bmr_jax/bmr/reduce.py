@@ -201,4 +201,5 @@ def sparsity(masks: Mapping[str, jax.Array], view: LayerView, sequential: bool) 
         "dead_fraction": 1.0 - alive / total,
         "compression": total / max(alive, 1),
         "layers": {k: 1.0 - float(np.mean(m)) for k, m in masks.items()},
+        "rows": {k: int(np.sum(np.any(m, axis=1))) for k, m in effective.items()},
     }

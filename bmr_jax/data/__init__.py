@@ -13,7 +13,7 @@ downloaded if missing. ``mnist_mini`` ships with the package and never needs the
 
 from __future__ import annotations
 
-from bmr_jax.data.dataset import Dataset, RawDataset, Split
+from bmr_jax.data.dataset import Dataset, RawDataset, Split, hold_out_validation
 from bmr_jax.data.files import (
     DATA_DIR_ENV,
     OFFLINE_ENV,
@@ -42,6 +42,7 @@ def load(
     data_dir=None,
     download: bool | None = None,
     padding: str = "black",
+    validation: int = 0,
 ) -> Dataset:
     """Loads dataset ``name`` ready for a network (see :func:`prepare`).
 
@@ -53,8 +54,12 @@ def load(
       download: allow downloading missing files (default: yes unless ``BMR_JAX_OFFLINE=1``).
       padding: ``black`` (pad, then standardise) or ``zero`` (standardise, then pad: the
         reference code's order); see :func:`prepare`.
+      validation: hold out this many training images as the split the dataset's ``test``
+        holds (:func:`hold_out_validation`: a fixed random subset, never trained on; the
+        test set itself is then not loaded into the result). 0: the official test split.
     """
-    return prepare(load_raw(name, data_dir, download), image_size, padding)
+    raw = hold_out_validation(load_raw(name, data_dir, download), validation)
+    return prepare(raw, image_size, padding)
 
 
 __all__ = [
@@ -71,6 +76,7 @@ __all__ = [
     "channel_statistics",
     "default_data_dir",
     "fetch_dataset_files",
+    "hold_out_validation",
     "get_dataset_spec",
     "list_datasets",
     "load",

@@ -40,6 +40,7 @@ class RawDataset:
     test: Split
     num_classes: int
     class_names: tuple[str, ...]
+    evaluated_on: str = "test"  # what ``test`` holds: the test split, or a held-out validation
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -58,3 +59,32 @@ class Dataset(RawDataset):
 
     channel_mean: np.ndarray = None  # type: ignore[assignment]
     channel_std: np.ndarray = None  # type: ignore[assignment]
+
+
+VALIDATION_SEED = 0x5A11D  # one split per dataset, the same for every run seed
+
+
+def hold_out_validation(raw: RawDataset, count: int) -> RawDataset:
+    """``raw`` with ``count`` training images held out as the split a run evaluates on.
+
+    The held-out images are a random subset drawn with a fixed seed (:data:`VALIDATION_SEED`),
+    so every run of every seed and method sees the same split; they replace ``test`` (so that
+    choices of a schedule or a rate made on a run's metrics never touch the test set) and are
+    removed from ``train`` (so that the standardisation statistics and the training never see
+    them). ``count = 0`` returns ``raw`` unchanged.
+    """
+    if count == 0:
+        return raw
+    n = len(raw.train)
+    if not 0 < count < n:
+        raise ValueError(f"validation: expected 0 <= count < {n} training images, got {count}")
+    order = np.random.default_rng(VALIDATION_SEED).permutation(n)
+    held, kept = np.sort(order[:count]), np.sort(order[count:])
+    return RawDataset(
+        name=raw.name,
+        train=Split(raw.train.images[kept], raw.train.labels[kept]),
+        test=Split(raw.train.images[held], raw.train.labels[held]),
+        num_classes=raw.num_classes,
+        class_names=raw.class_names,
+        evaluated_on=f"validation ({count} training images held out)",
+    )

@@ -74,6 +74,7 @@ def prepare(raw: RawDataset, image_size: int | None = None, padding: str = "blac
         test=transform(raw.test),
         num_classes=raw.num_classes,
         class_names=raw.class_names,
+        evaluated_on=raw.evaluated_on,
         channel_mean=mean.astype(np.float32),
         channel_std=std.astype(np.float32),
     )

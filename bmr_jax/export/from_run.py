@@ -24,12 +24,13 @@ import numpy as np
 from flax import nnx
 from numpyro import handlers
 
-from bmr_jax import data, methods, nets
+from bmr_jax import methods, nets
 from bmr_jax.bayes.guides import MeanFieldGuide
 from bmr_jax.export.archive import ExportError
 from bmr_jax.export.folder import save
 from bmr_jax.export.network import Exported, export_network
 from bmr_jax.export.sparse import ComputeChoice
+from bmr_jax.runs.experiment import load_dataset
 from bmr_jax.runs.folder import MARKER, RunFolder
 
 
@@ -76,9 +77,7 @@ def restore_run(path, *, data_dir=None) -> RestoredRun:
     if not folder.is_finished():
         raise ExportError(f"{folder.path}: the run is not finished (no summary.json); run it "
                           "to the end first")  # fmt: skip
-    spec = nets.get_net_spec(config.net.name)
-    dataset = data.load(config.data.name, image_size=spec.image_size, data_dir=data_dir,
-                        padding=config.data.padding)  # fmt: skip
+    dataset = load_dataset(config, data_dir)
     setup = methods.build(config.method, dataset, net=config.net.name, preset=config.net.preset,
                           train=config.train, bmr=config.bmr, prior=config.prior,
                           prior_options=config.prior_options,

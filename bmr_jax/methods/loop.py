@@ -116,6 +116,7 @@ def run(setup: Setup, dataset, *, evaluation: EvalSettings = EvalSettings(),
     Returns one record per block run: ``block``, ``step``, ``loss`` (mean per-datum negative
     ELBO of the block), ``acc``, ``nll``, ``ece``, ``lpd``, ``pruned_fraction``,
     ``dead_fraction``, ``compression``, ``pruned_by_layer`` (``{layer: pruned fraction}``),
+    ``units_by_layer`` (``{layer: output rows still computed}``),
     ``lr``, ``train_seconds``, ``reduce_seconds`` (the
     between-blocks step), ``eval_seconds`` and ``seconds`` (their sum).
     """
@@ -288,6 +289,7 @@ def _record(setup: Setup, block, losses, metrics, masks, state, train_seconds, b
         "dead_fraction": counts["dead_fraction"],
         "compression": counts["compression"],
         "pruned_by_layer": counts["layers"],
+        "units_by_layer": counts["rows"],
         "lr": setup.trainer.learning_rate(state),
         "train_seconds": train_seconds - between_seconds,
         "reduce_seconds": between_seconds,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jax
 import jax.numpy as jnp
@@ -75,6 +75,8 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
         module, dataset.image_shape, priors.create_prior(method.prior, **method.prior_options),
         prune_classifier=bmr.prune_classifier,
     )
+    if method.between == "multipliers":
+        bnet = _with_unit_multipliers(bnet, spec.sequential)
     posterior = _make_guide(method, bnet, dataset, guide, seed)
     estimator = method.estimator if guide.estimator is None else guide.estimator
     if estimator != "reparam" and not isinstance(posterior, guides.MeanFieldGuide):
@@ -99,8 +101,23 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
                              minibatches=train.minibatches, estimator=estimator,
                              kl_warmup=method.kl_warmup if train.kl_warmup is None
                              else train.kl_warmup)  # fmt: skip
-    between = make_between_blocks(method, trainer)
+    try:
+        between = make_between_blocks(method, trainer, sequential=spec.sequential)
+    except ValueError as e:
+        raise ConfigError(f"method {method.name!r}: {e}") from None
     return Setup(method, bnet, posterior, trainer, between, train, bmr, seed, spec.sequential)
+
+
+def _with_unit_multipliers(bnet: BayesianNetwork, sequential: bool) -> BayesianNetwork:
+    """``bnet`` whose prior gives every removable unit a multiplier (``UnitScaledPrior``)."""
+    from bmr_jax.bayes.priors.unit_scaled import UnitScaledPrior
+    from bmr_jax.bayes.units import unit_geometries, unit_links
+
+    links = unit_links(bnet.initial_module(), bnet.view, sequential=sequential)
+    units = unit_geometries(bnet.view, links)
+    if not units:
+        raise ConfigError("method: the network has no units to give a multiplier")
+    return replace(bnet, prior=UnitScaledPrior(bnet.prior, units))
 
 
 def _ivon_trainer(method, bnet, posterior, dataset, train: TrainSettings, estimator, optimizer,

@@ -11,6 +11,9 @@ tiered_ff   horseshoe    mean-field  5e-3    0        100           nothing
 bmr_ss      flat         mean-field  1e-2    0        100           spike_and_slab
 bmr_rhs     flat         mean-field  1e-2    0        100           rhs
 bmr_units   flat         matrix-n.   1e-2    0        100           units
+bmr_group   flat         mean-field  1e-2    0        100           groups
+bmr_mult.   flat, theta  mean-field  1e-2    0        100           multipliers
+l1_filters  flat         delta       1e-3    0        1             filters
 sparse_vd   log-uniform  mean-field  1e-3    0        100           sparse_vd
 gmp         flat         delta       1e-3    0        1             magnitude
 ivon_bmr    flat, c = 1  IVON        0.1     0        100           spike_and_slab
@@ -20,7 +23,17 @@ BMR-S&S (METHOD.md 4.5) is Flat-FF with a reduce step before every block after t
 Delta F of every prunable weight, the spike-and-slab rule, pruned weights' prior multipliers
 set to 1e-12, SVI continued under the reduced prior with the same optimiser state.
 ``bmr_units`` (ours, not in the paper's grid) is structured BMR-S&S on a matrix-normal guide
-(METHOD.md 4.3): pruning removes neurons and conv channels. BMR-RHS (METHOD.md 4.6) fits
+(METHOD.md 4.3): pruning removes neurons and conv channels. Two more structured methods of ours
+remove whole units (neurons, channels, heads, feed-forward units) from a mean-field guide:
+``bmr_group`` scores a unit by the sum of its incoming and outgoing weights' spike Delta F
+(:mod:`bmr_jax.bmr.groups`); ``bmr_multipliers`` (``bmr_mult.`` above) gives every unit a
+multiplier ``theta_j ~ N(0, 1)`` on its output (:mod:`bmr_jax.bayes.priors.unit_scaled`) and
+scores the spike on ``theta_j`` alone. Both learn a per-layer unit inclusion rate with the
+spike-and-slab rule, and ``bmr.within`` may add a weight-wise rule inside the kept units.
+``l1_filters`` is their structured magnitude baseline (Li et al. 2017;
+:mod:`bmr_jax.methods.between.filters`): the units with the smallest L1 kernel norm go, along
+a target schedule (half of each layer's units by block 10 unless ``bmr.rule_options`` says
+otherwise). BMR-RHS (METHOD.md 4.6) fits
 regularised-horseshoe hyper-parameters with Delta F as their likelihood and writes the
 rescaled posterior back (:mod:`bmr_jax.methods.between`).
 
@@ -76,6 +89,7 @@ class Method:
     prior_options: dict = field(default_factory=dict)
     between: str = "nothing"
     rule: Rule | None = None  # the decision rule of a reduce step
+    within: Rule | None = None  # group BMR: a weight-wise rule inside the kept units
     write_back: bool = False  # write the reduced posterior into the guide
     rhs: RHSConfig | None = None  # BMR-RHS: the hyper-parameter fit
     estimator: str = "reparam"  # the ELBO's gradient estimator (guide.estimator's default)
@@ -97,6 +111,11 @@ for _m in (
     Method("bmr_rhs", "flat", "mean_field", lr=1e-2, between="rhs", write_back=True,
            rhs=RHSConfig()),
     Method("bmr_units", "flat", "matrix_normal", lr=1e-2, between="units", rule=SpikeAndSlab()),
+    Method("bmr_group", "flat", "mean_field", lr=1e-2, between="groups", rule=SpikeAndSlab()),
+    Method("bmr_multipliers", "flat", "mean_field", lr=1e-2, between="multipliers",
+           rule=SpikeAndSlab()),
+    Method("l1_filters", "flat", "delta", lr=1e-3, eval_samples=1, between="filters",
+           rule=TargetSparsity(PolynomialSchedule(final=0.5, begin=2, end=10), scope="layer")),
     Method("sparse_vd", "log_uniform", "mean_field", lr=1e-3, between="sparse_vd",
            estimator="local", init_scale=SPARSE_VD_INIT_SCALE, kl_warmup=(5.0, 20.0)),
     Method("gmp", "flat", "delta", lr=1e-3, eval_samples=1, between="magnitude",
@@ -113,7 +132,8 @@ def configured(name: str | Method, bmr: BmrSettings = BmrSettings(), prior: str 
     registered name), ``prior_options`` are keyword arguments of the prior (added to the
     method's own for its own prior), ``bmr.rule`` and ``bmr.rule_options`` its decision rule,
     and ``bmr.inclusion_rate`` a spike-and-slab rule's counting. A rule for a method without a
-    decision rule (Flat-FF, BMR-RHS) is refused, and so are options the prior does not have."""
+    decision rule (Flat-FF, BMR-RHS) is refused, and so are options the prior does not have.
+    ``bmr.within`` (a rule name, its default options) is group BMR's weight-wise rule."""
     method = METHODS.get(name) if isinstance(name, str) else name
     if prior is not None and prior != method.prior:
         method = replace(method, prior=prior, prior_options={})
@@ -128,9 +148,20 @@ def configured(name: str | Method, bmr: BmrSettings = BmrSettings(), prior: str 
             method = replace(method, rule=rule_class(**bmr.rule_options))
         except (TypeError, ValueError) as e:
             raise ConfigError(f"bmr.rule_options: {rule_class.name}: {e}") from None
-    if isinstance(method.rule, SpikeAndSlab) and method.rule.rate_over != bmr.inclusion_rate:
-        method = replace(method, rule=replace(method.rule, rate_over=bmr.inclusion_rate))
-    return method
+    if bmr.within is not None:
+        if method.between not in ("groups", "multipliers"):
+            raise ConfigError(f"bmr.within: method {method.name!r} does not remove whole units "
+                              "(bmr_group and bmr_multipliers do)")  # fmt: skip
+        method = replace(method, within=RULES.get(bmr.within)())
+    return replace(method, rule=_counting(method.rule, bmr.inclusion_rate),
+                   within=_counting(method.within, bmr.inclusion_rate))
+
+
+def _counting(rule: Rule | None, inclusion_rate: str) -> Rule | None:
+    """A spike-and-slab ``rule`` with the inclusion rate counted over ``inclusion_rate``."""
+    if isinstance(rule, SpikeAndSlab) and rule.rate_over != inclusion_rate:
+        return replace(rule, rate_over=inclusion_rate)
+    return rule
 
 
 def _check_prior(method: Method) -> None:

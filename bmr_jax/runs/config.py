@@ -20,12 +20,20 @@ Keys (defaults in brackets):
   added to the method's own options: ``{weight_wise: true}`` gives the horseshoe a scale per
   weight, ``{tau0: 0.1}`` sets its global scale, ``{fixed_precision: 1.0}`` fixes the flat
   prior's layer scales (``bmr_jax.bayes.priors``; the reference configs set none).
-- ``method`` [bmr_ss]: flat_map | flat_ff | tiered_ff | bmr_ss | bmr_rhs | bmr_units | sparse_vd |
-  gmp | ivon_bmr (BMR-S&S on a posterior learned by IVON; ``train.lr`` is IVON's, 0.1).
+- ``method`` [bmr_ss]: flat_map | flat_ff | tiered_ff | bmr_ss | bmr_rhs | bmr_units | bmr_group
+  | bmr_multipliers | l1_filters | sparse_vd | gmp | ivon_bmr (BMR-S&S on a posterior learned
+  by IVON; ``train.lr`` is IVON's, 0.1). ``bmr_group`` and ``bmr_multipliers`` remove whole
+  units (neurons, channels, heads): scored by the summed Delta F of their weights, or by the
+  Delta F of a per-unit output multiplier; ``l1_filters`` removes the units of smallest L1
+  kernel norm along a target schedule (``bmr_jax.methods.table``).
 - ``data.name`` [mnist_mini]: mnist_mini | mnist | fashion_mnist | cifar10 | cifar100.
 - ``data.padding`` [black]: black | zero: how images are padded to a network's input size --
   with black pixels before standardising, or with 0 after it (the reference code's order,
   METHOD.md 4.7; the reference configs select it).
+- ``data.validation`` [0]: hold out this many training images (a fixed random subset, the
+  same for every seed and method) and report the run's metrics on them instead of the test
+  set: what every choice of a schedule, a rate or a threshold is made on
+  (``bmr_jax.data.hold_out_validation``); 0 evaluates on the test set.
 - ``net.name`` [lenet5]: mlp | lenet5 | lenet_300_100 | lenet5_caffe | vit | mixer.
 - ``net.preset`` [paper]: paper | small.
 - ``guide.init`` [network]: network | paper: where the posterior starts -- the network's own
@@ -79,6 +87,9 @@ Keys (defaults in brackets):
   learned inclusion rate counts once some are pruned -- the whole layer with pruned ones as
   excluded (q = 0), only the weights still alive, or every entry with its current Delta F
   (the reference code's counting, METHOD.md 4.7; the reference configs select it).
+- ``bmr.within`` [null]: bmr_group and bmr_multipliers only: a weight-wise decision rule (spike_and_slab |
+  evidence | target ...) applied with its default options inside the units the unit rule
+  keeps -- whole units first, then single weights; null removes whole units only.
 - ``bmr.prune_classifier`` [false]: the weight-wise decision rules (BMR-S&S, IVON + BMR, GMP's
   magnitude ranking) may prune the classifier's weights too; METHOD.md 4.4 keeps the last
   layer whole (Sparse VD prunes every layer whatever this says; refused for the other methods).
@@ -136,6 +147,7 @@ def _names(registry: str):
 class DataConfig:
     name: str = setting("mnist_mini", choices=_names("data"))
     padding: str = setting("black", choices=lambda: ["black", "zero"])
+    validation: int = setting(0, minimum=0)
 
     def __post_init__(self):
         check_fields(self, "data")

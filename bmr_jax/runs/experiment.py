@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from bmr_jax import data, methods, nets
-from bmr_jax.errors import BmrJaxError
+from bmr_jax.errors import BmrJaxError, ConfigError
 from bmr_jax.runs.config import Config, differing_keys, dump_config, from_dict
 from bmr_jax.runs.folder import RunFolder, RunFolderError, block_seconds
 from bmr_jax.runs.tracking import Tracking
@@ -104,8 +104,7 @@ def run_experiment(config: Config, out: str | Path, *, data_dir=None, progress: 
     if folder.is_finished():
         log(f"{folder.path}: already finished")
         return folder.read_summary()
-    dataset = data.load(config.data.name, image_size=nets.get_net_spec(config.net.name).image_size,
-                        data_dir=data_dir, padding=config.data.padding)  # fmt: skip
+    dataset = load_dataset(config, data_dir)
     setup = methods.build(config.method, dataset, net=config.net.name, preset=config.net.preset,
                           train=config.train, bmr=config.bmr, prior=config.prior,
                           prior_options=config.prior_options,
@@ -142,6 +141,17 @@ def run_experiment(config: Config, out: str | Path, *, data_dir=None, progress: 
     finally:
         tracking.close()
     return summary
+
+
+def load_dataset(config: Config, data_dir=None):
+    """The dataset a run of ``config`` trains and evaluates on (``data.*``; a ValueError of
+    the loader is a ConfigError naming ``data.validation``)."""
+    image_size = nets.get_net_spec(config.net.name).image_size
+    try:
+        return data.load(config.data.name, image_size=image_size, data_dir=data_dir,
+                         padding=config.data.padding, validation=config.data.validation)
+    except ValueError as e:
+        raise ConfigError(f"data.validation: {e}") from None
 
 
 def _start_line(folder: RunFolder, config: Config, setup) -> str:
@@ -199,6 +209,7 @@ def _summary(config: Config, setup, records: list[dict], seconds_this_call: floa
         "dataset": config.data.name,
         "net": config.net.name,
         "preset": config.net.preset,
+        "evaluated_on": "validation" if config.data.validation else "test",
         "blocks": config.train.blocks,
         "steps": final["step"],
         **{k: final[k] for k in keys},

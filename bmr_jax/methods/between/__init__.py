@@ -13,14 +13,19 @@ the next block trains with (METHOD.md 2.1); ``block`` (traced) is the block abou
 Each implementation is one module that registers a factory ``make(method, trainer) -> step``
 in :data:`BETWEEN_BLOCKS` under the name a :class:`bmr_jax.methods.Method` gives as
 ``between``: ``nothing`` (plain SVI), ``spike_and_slab`` (BMR-S&S, METHOD.md 4.5),
-``units`` (structured BMR, 4.3), ``rhs`` (BMR-RHS, 4.6), ``sparse_vd`` (pruning at log alpha
-> 3) and ``magnitude`` (gradual magnitude pruning). A new one is a module that
-registers its factory (a config's ``plugins`` imports it).
+``units`` (structured BMR, 4.3), ``groups`` (group BMR on a mean-field posterior),
+``multipliers`` (structured BMR on per-unit multipliers),
+``filters`` (L1-norm filter pruning), ``rhs`` (BMR-RHS, 4.6), ``sparse_vd`` (pruning at log
+alpha > 3) and ``magnitude`` (gradual magnitude pruning). A factory that needs to know whether
+the network's layers read each other in sequence (to find its units) takes a keyword
+``sequential``. A new one is a module that registers its factory (a config's ``plugins``
+imports it).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Protocol
 
@@ -40,11 +45,16 @@ def prior_variances(bnet) -> dict[str, float]:
     return {s.name: bnet.prior.prior_variance(s) for s in bnet.view.bayesian_layers}
 
 
-def make_between_blocks(method, trainer) -> BetweenBlocks:
-    """The between-blocks step of ``method`` (its ``between`` name) for ``trainer``."""
+def make_between_blocks(method, trainer, *, sequential: bool = True) -> BetweenBlocks:
+    """The between-blocks step of ``method`` (its ``between`` name) for ``trainer``;
+    ``sequential`` (the registry's ``NetSpec.sequential``) reaches the factories that take it."""
     from bmr_jax.methods import between
 
-    for name in ("magnitude", "nothing", "rhs", "sparse_vd", "spike_and_slab", "units"):
+    for name in ("filters", "groups", "magnitude", "multipliers", "nothing", "rhs", "sparse_vd",
+                 "spike_and_slab", "units"):  # fmt: skip
         importlib.import_module(f"{between.__name__}.{name}")
 
-    return BETWEEN_BLOCKS.get(method.between)(method, trainer)
+    factory = BETWEEN_BLOCKS.get(method.between)
+    if "sequential" in inspect.signature(factory).parameters:
+        return factory(method, trainer, sequential=sequential)
+    return factory(method, trainer)

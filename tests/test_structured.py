@@ -1,0 +1,225 @@
+"""Structured BMR's pieces against independent references (issue 36).
+
+- Which consumer columns read a unit (``UnitGeometry``): the columns whose gradient vanishes
+  once the unit's row is zeroed, found by autodiff through the real network, never by the
+  index arithmetic the code uses.
+- A unit's group Delta F: the Savage-Dickey log density ratio at 0 of every one of its entries,
+  summed with scipy over an explicit list of entries.
+- Unit multipliers: ``theta_j = 0`` gives the network with unit ``j``'s row zeroed, and
+  ``theta_j = 2`` the network whose unit ``j`` outputs twice its activation.
+- L1 filter norms: ``numpy.abs(kernel).sum()`` of each output channel of the NNX kernel.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from numpyro import handlers
+from scipy.stats import norm
+
+from bmr_jax.bayes.layers import build_layer_view, from_matrix, to_matrix
+from bmr_jax.bayes.priors import FlatPrior
+from bmr_jax.bayes.priors.unit_scaled import UnitScaledPrior, theta_site
+from bmr_jax.bayes.units import unit_geometries, unit_links
+from bmr_jax.bmr import SpikeAndSlab
+from bmr_jax.bmr.groups import make_group_reduce, make_multiplier_reduce, unit_delta_f
+from bmr_jax.bmr.delta_f import delta_f
+
+
+class SmallConvNet(nnx.Module):
+    """conv(1->4, 3x3) -> pool -> conv(4->5, 3x3) -> flatten -> dense(->6) -> dense(->3), tanh."""
+
+    def __init__(self, rngs):
+        self.convs = nnx.List([nnx.Conv(1, 4, (3, 3), padding="VALID", rngs=rngs),
+                               nnx.Conv(4, 5, (3, 3), padding="VALID", rngs=rngs)])
+        self.dense = nnx.List([nnx.Linear(5 * 2 * 2, 6, rngs=rngs), nnx.Linear(6, 3, rngs=rngs)])
+        self.activation = nnx.tanh
+
+    def __call__(self, x):
+        x = self.activation(self.convs[0](x))
+        x = nnx.avg_pool(x, (2, 2), (2, 2))
+        x = self.activation(self.convs[1](x))
+        x = x.reshape(x.shape[0], -1)
+        x = self.activation(self.dense[0](x))
+        return self.dense[1](x)
+
+
+INPUT = (10, 10, 1)
+
+
+@pytest.fixture(scope="module")
+def net():
+    module = SmallConvNet(nnx.Rngs(0))
+    view = build_layer_view(module, INPUT)
+    geometries = unit_geometries(view, unit_links(module, view, sequential=True))
+    return module, view, geometries
+
+
+def _matrices(module, view):
+    state = nnx.state(module, nnx.Param)
+    out = {}
+    for spec in view.layers:
+        layer = state
+        for key in spec.path:
+            layer = layer[key]
+        out[spec.name] = np.asarray(to_matrix(spec, layer["kernel"][...], layer["bias"][...]))
+    return out
+
+
+def _apply(module, view, matrices, x):
+    """The module's output with every layer's weights read from ``matrices``."""
+    graphdef, state = nnx.split(module, nnx.Param)
+    flat = dict(nnx.to_flat_state(state))
+    values = {}
+    for spec in view.layers:
+        kernel, bias = from_matrix(spec, matrices[spec.name])
+        values[spec.path + ("kernel",)], values[spec.path + ("bias",)] = kernel, bias
+    new = nnx.from_flat_state([(p, values.get(p, v[...])) for p, v in flat.items()])
+    return nnx.merge(graphdef, new)(x)
+
+
+def _reading_columns(module, view, producer, consumer, row):
+    """Columns of ``consumer`` whose gradient is zero for random inputs once ``row`` of
+    ``producer`` (bias included) is zero: the columns that read that unit (autodiff)."""
+    matrices = {k: jnp.asarray(v) for k, v in _matrices(module, view).items()}
+    matrices[producer] = matrices[producer].at[row].set(0.0)
+    x = jax.random.normal(jax.random.key(1), (16, *INPUT))
+
+    def loss(w):
+        return jnp.sum(jnp.sin(_apply(module, view, {**matrices, consumer: w}, x)))
+
+    grad = np.asarray(jax.grad(loss)(matrices[consumer]))
+    return set(np.flatnonzero(np.all(grad == 0.0, axis=0)))
+
+
+def test_every_hidden_layer_is_a_unit_link(net):
+    _, _, geometries = net
+    assert [(g.link.producers, g.link.consumer, g.units, g.positions) for g in geometries] == [
+        (("convs.0",), "convs.1", 4, 9), (("convs.1",), "dense.0", 5, 4),
+        (("dense.0",), "dense.1", 6, 1)]  # fmt: skip
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_removal_prunes_exactly_the_columns_that_read_the_unit(net, index):
+    module, view, geometries = net
+    g = geometries[index]
+    masks = {s.name: jnp.ones(s.shape, bool) for s in view.layers}
+    for unit in range(g.units):
+        keep = jnp.arange(g.units) != unit
+        removed = g.remove(masks, keep)
+        producer = np.asarray(removed[g.link.producers[0]])
+        assert np.flatnonzero(~producer.all(axis=1)).tolist() == [unit]
+        assert not producer[unit].any()  # the whole row, bias included
+        cleared = set(np.flatnonzero(~np.asarray(removed[g.link.consumer]).all(axis=0)))
+        expected = _reading_columns(module, view, g.link.producers[0], g.link.consumer, unit)
+        assert cleared == expected and len(expected) == g.positions
+
+
+def _random_posterior(view, key):
+    out = {}
+    for i, s in enumerate(view.layers):
+        k1, k2 = jax.random.split(jax.random.fold_in(key, i))
+        mean = 0.6 * jax.random.normal(k1, s.shape)
+        sd = jnp.exp(jax.random.uniform(k2, s.shape, minval=-2.5, maxval=0.3))
+        out[s.name] = (mean, 1.0 / sd**2)
+    return out
+
+
+def test_group_delta_f_is_the_savage_dickey_sum_over_the_unit(net):
+    """sum over the unit's alive entries of ln N(0; mu, sd^2) - ln N(0; 0, s), with s = 2."""
+    module, view, geometries = net
+    posterior = _random_posterior(view, jax.random.key(4))
+    rng = np.random.default_rng(0)
+    masks = {s.name: jnp.asarray(rng.random(s.shape) > 0.2) for s in view.layers}
+    entry_df = {name: delta_f(mean, precision, 2.0, 0.0)[0]
+                for name, (mean, precision) in posterior.items()}  # fmt: skip
+    specs = {s.name: s for s in view.layers}
+    for g in geometries:
+        got = np.asarray(unit_delta_f(g, entry_df, masks))
+        for unit in range(g.units):
+            rows = [(g.link.producers[0], unit, c) for c in range(specs[g.link.producers[0]].cols)]
+            columns = _reading_columns(module, view, g.link.producers[0], g.link.consumer, unit)
+            cols = [(g.link.consumer, r, c) for r in range(specs[g.link.consumer].rows)
+                    for c in columns]  # fmt: skip
+            want = 0.0
+            for name, r, c in rows + cols:
+                if masks[name][r, c]:
+                    mean, precision = (float(a[r, c]) for a in posterior[name])
+                    want += norm.logpdf(0, mean, precision**-0.5) - norm.logpdf(0, 0, 2**0.5)
+            assert got[unit] == pytest.approx(want, rel=1e-4, abs=1e-3)
+
+
+def test_group_reduce_removes_the_units_the_rule_rejects(net):
+    """A unit whose entries are all at ``N(0, 0.1^2)`` (the spike's evidence) goes; units whose
+    entries are far from 0 stay; the learned inclusion rate is one of the rule's outputs."""
+    _, view, geometries = net
+    posterior = {s.name: (jnp.full(s.shape, 3.0), jnp.full(s.shape, 100.0)) for s in view.layers}
+    mean, precision = posterior["dense.0"]
+    posterior["dense.0"] = (mean.at[2].set(0.0), precision)
+    consumer_mean, consumer_precision = posterior["dense.1"]
+    posterior["dense.1"] = (consumer_mean.at[:, 2].set(0.0), consumer_precision)
+    masks = {s.name: jnp.ones(s.shape, bool) for s in view.layers}
+    reduce = make_group_reduce(view, geometries, SpikeAndSlab())
+    result = reduce(posterior, masks, 2)
+    kept = {name: np.asarray(m) for name, m in result.masks.items()}
+    assert np.flatnonzero(~kept["dense.0"].any(axis=1)).tolist() == [2]
+    assert not kept["dense.1"][:, 2].any() and kept["dense.1"][:, [0, 1, 3, 4, 5, 6]].all()
+    assert kept["convs.0"].all() and kept["convs.1"].all()
+    assert set(result.info["zeta"]) == {g.label for g in geometries}
+
+
+def _scaled_output(module, view, units, theta_values, x):
+    """The network's output when the unit-scaled prior's multipliers take ``theta_values``
+    (every other latent at its initial value, ``Z`` the module's own weights / scale)."""
+    prior = UnitScaledPrior(FlatPrior(fixed_precision=1.0), units)
+    with handlers.seed(rng_seed=0), handlers.substitute(data=theta_values):
+        scales = prior.scales(view)
+    base = FlatPrior(fixed_precision=1.0).scales(view)
+    matrices = {name: jnp.asarray(w) * (scales[name] / base[name])
+                for name, w in _matrices(module, view).items()}  # fmt: skip
+    return _apply(module, view, matrices, x)
+
+
+def test_a_zero_multiplier_removes_its_unit_and_two_doubles_its_output(net):
+    module, view, geometries = net
+    x = jax.random.normal(jax.random.key(2), (8, *INPUT))
+    ones = {theta_site(g): jnp.ones(g.units) for g in geometries}
+    dense = _apply(module, view, {k: jnp.asarray(v) for k, v in _matrices(module, view).items()},
+                   x)  # fmt: skip
+    np.testing.assert_allclose(_scaled_output(module, view, geometries, ones, x), dense,
+                               rtol=1e-6)  # fmt: skip
+    g = geometries[1]  # convs.1's channels, read by dense.0 through the flatten
+    zero = {**ones, theta_site(g): jnp.ones(g.units).at[3].set(0.0)}
+    matrices = {k: jnp.asarray(v) for k, v in _matrices(module, view).items()}
+    matrices["convs.1"] = matrices["convs.1"].at[3].set(0.0)  # tanh(0) = 0: the channel is gone
+    np.testing.assert_allclose(_scaled_output(module, view, geometries, zero, x),
+                               _apply(module, view, matrices, x), rtol=1e-5, atol=1e-6)
+    # theta = 2 on dense.0's unit 1: the same as doubling that unit's activation by hand
+    g = geometries[2]
+    two = {**ones, theta_site(g): jnp.ones(g.units).at[1].set(2.0)}
+    hidden = nnx.tanh(module.dense[0](nnx.tanh(module.convs[1](nnx.avg_pool(
+        nnx.tanh(module.convs[0](x)), (2, 2), (2, 2)))).reshape(8, -1)))  # fmt: skip
+    want = module.dense[1](hidden.at[:, 1].multiply(2.0))
+    np.testing.assert_allclose(_scaled_output(module, view, geometries, two, x), want,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_multiplier_delta_f_is_the_savage_dickey_ratio_of_theta(net):
+    """``ln N(0; m, v) - ln N(0; 0, 1)`` per unit; a unit with ``theta ~ N(0.05, 0.3^2)`` is
+    removed by the evidence rule, units with ``theta ~ N(1, 0.1^2)`` are kept."""
+    from bmr_jax.bmr import Evidence
+
+    _, view, geometries = net
+    theta = {g.label: (jnp.ones(g.units).at[0].set(0.05),
+                       jnp.full(g.units, 100.0).at[0].set(1 / 0.09)) for g in geometries}
+    masks = {s.name: jnp.ones(s.shape, bool) for s in view.layers}
+    result = make_multiplier_reduce(view, geometries, Evidence())(theta, None, masks, 2)
+    for g in geometries:
+        mean, precision = (np.asarray(a) for a in theta[g.label])
+        want = norm.logpdf(0, mean, precision**-0.5) - norm.logpdf(0, 0, 1)
+        np.testing.assert_allclose(result.delta_f[g.label], want, rtol=1e-5)
+        alive = np.asarray(result.masks[g.link.producers[0]]).any(axis=1)
+        assert alive.tolist() == [False] + [True] * (g.units - 1)
