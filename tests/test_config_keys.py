@@ -22,6 +22,7 @@ NON_DEFAULT = {
     "prior_options": {"weight_wise": True, "tau0": 0.05},
     "data.name": "mnist",
     "data.padding": "zero",
+    "data.validation": 5000,
     "net.name": "mlp",
     "net.preset": "small",
     "guide.init": "paper",
@@ -49,6 +50,7 @@ NON_DEFAULT = {
     "bmr.rule": "evidence",
     "bmr.rule_options": {"threshold": 0.5},
     "bmr.inclusion_rate": "alive",
+    "bmr.within": "spike_and_slab",  # checked with bmr_group below
     "bmr.prune_classifier": True,
     # tracking reaches the run's trackers: tests/test_tracking.py
     "tracking.tensorboard": True,
@@ -99,11 +101,15 @@ def _handed(monkeypatch, tmp_path, overrides):
 
 def test_every_key_reaches_the_run(monkeypatch, tmp_path):
     overrides = [f"{k}={v}" for k, v in NON_DEFAULT.items()
-                 if k != "bmr.inclusion_rate" and not k.startswith("tracking.")]
+                 if k not in ("bmr.inclusion_rate", "bmr.within")
+                 and not k.startswith("tracking.")]  # fmt: skip
     config, seen = _handed(monkeypatch, tmp_path, [o.replace("'", "") for o in overrides])
     setup = seen["setup"]
     assert config.plugins == ("json",)
     assert seen["dataset"].name == "mnist" and seen["evaluation"] == config.eval
+    # data.validation: 5,000 training images held out and evaluated on, the test set unused
+    assert len(seen["dataset"].train) == 55_000 and len(seen["dataset"].test) == 5_000
+    assert seen["dataset"].evaluated_on.startswith("validation")
     assert seen["evaluation"] == methods.EvalSettings(samples=3, chunk_size=500, every=2,
                                                       shrink=False)
     assert setup.train == config.train and setup.bmr == config.bmr and setup.seed == 5
@@ -133,6 +139,27 @@ def test_inclusion_rate_and_the_method_reach_the_run(monkeypatch, tmp_path):
     setup = seen["setup"]
     assert setup.method.name == "bmr_units" and setup.method.rule.rate_over == "alive"
     assert setup.method.between == "units" and type(setup.guide).__name__ == "MatrixNormalGuide"
+
+
+def test_within_reaches_the_structured_reduce(monkeypatch, tmp_path):
+    """``bmr.within`` becomes group BMR's weight-wise rule, counting as bmr.inclusion_rate
+    says, and prunes single weights inside kept units (the reduce step's masks)."""
+    import jax.numpy as jnp
+
+    from bmr_jax.bmr import SpikeAndSlab
+
+    _, seen = _handed(monkeypatch, tmp_path, ["method=bmr_group", "bmr.within=spike_and_slab",
+                                              "bmr.inclusion_rate=alive", "net.name=mlp",
+                                              "net.preset=small"])  # fmt: skip
+    setup = seen["setup"]
+    assert setup.method.within == SpikeAndSlab(rate_over="alive")
+    state = setup.trainer.init()
+    masks = {s.name: jnp.ones(s.shape, bool) for s in setup.bnet.view.bayesian_layers}
+    gamma = {k: jnp.ones(m.shape) for k, m in masks.items()}
+    _, new, _, info = setup.between(state, masks, gamma, 2, None)
+    assert "within" in info and set(info["within"]["zeta"]) >= {"hidden.0"}
+    rows = new["hidden.0"].any(axis=1)
+    assert (~new["hidden.0"][rows]).any()  # single weights pruned inside kept units
 
 
 def test_prior_options_add_to_the_methods_own():

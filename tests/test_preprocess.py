@@ -85,3 +85,28 @@ def test_padding_black_or_zero_by_hand():
     assert black.train.images[1, 1, 1, 0] == zero.train.images[1, 1, 1, 0] == 1.0
     with pytest.raises(ValueError, match="padding"):
         prepare(_raw(train, train), image_size=3, padding="grey")
+
+
+def test_a_validation_split_is_held_out_of_training_and_the_same_every_time():
+    """``data.validation``: the held-out images come from the training split, are never
+    trained on, replace the test split, and the standardisation uses the rest only."""
+    from bmr_jax import data
+    from bmr_jax.data import hold_out_validation, load_raw
+
+    raw = load_raw("mnist_mini")
+    split = hold_out_validation(raw, 1000)
+    assert len(split.test) == 1000 and len(split.train) == len(raw.train) - 1000
+    key = lambda images: {bytes(image) for image in images.reshape(len(images), -1)}  # noqa: E731
+    original = key(raw.train.images)
+    assert key(split.test.images) <= original and key(split.train.images) <= original
+    assert not key(split.test.images) & key(split.train.images)
+    assert key(split.test.images) != key(raw.train.images[-1000:])  # a random subset
+    again = hold_out_validation(raw, 1000)
+    np.testing.assert_array_equal(again.test.labels, split.test.labels)
+    prepared = data.load("mnist_mini", validation=1000)
+    mean = split.train.images.astype(np.float64).mean()
+    assert prepared.channel_mean[0] == pytest.approx(mean, rel=1e-5)
+    assert prepared.evaluated_on.startswith("validation") and data.load(
+        "mnist_mini").evaluated_on == "test"  # fmt: skip
+    with pytest.raises(ValueError, match="validation"):
+        hold_out_validation(raw, len(raw.train))

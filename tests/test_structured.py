@@ -223,3 +223,57 @@ def test_multiplier_delta_f_is_the_savage_dickey_ratio_of_theta(net):
         np.testing.assert_allclose(result.delta_f[g.label], want, rtol=1e-5)
         alive = np.asarray(result.masks[g.link.producers[0]]).any(axis=1)
         assert alive.tolist() == [False] + [True] * (g.units - 1)
+
+
+# ------------------------------------------------------------------ small real runs (mnist_mini)
+
+RUN = ["data.name=mnist_mini", "net.name=mlp", "net.preset=small", "train.blocks=4",
+       "train.steps_per_block=100", "eval.samples=4", "eval.every=4"]  # fmt: skip
+STRUCTURED = {"bmr_group": [], "l1_filters": [], "bmr_multipliers": ["bmr.rule=evidence"]}
+
+
+@pytest.fixture(scope="module")
+def structured_runs(tmp_path_factory):
+    """One short run of each structured method (``bmr_multipliers`` with the evidence rule:
+    its learned unit inclusion rate stays near 1 for the first blocks)."""
+    from bmr_jax.runs.config import load_config
+    from bmr_jax.runs.experiment import run_experiment
+
+    out = {}
+    for method, extra in STRUCTURED.items():
+        folder = tmp_path_factory.mktemp(method)
+        config = load_config(None, [f"method={method}", *RUN, *extra])
+        run_experiment(config, folder, progress=False, log=lambda line: None)
+        out[method] = folder
+    return out
+
+
+@pytest.mark.parametrize("method", list(STRUCTURED))
+def test_a_real_run_removes_whole_units_and_exports_the_smaller_network(structured_runs, method):
+    import json
+
+    from bmr_jax import export
+    from bmr_jax.export.from_run import read_run
+
+    folder = structured_runs[method]
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    hidden = [name for name in records[0]["units_by_layer"] if name.startswith("hidden")]
+    assert all(records[0]["units_by_layer"][name] == 100 for name in hidden)
+    final = records[-1]["units_by_layer"]
+    assert sum(final[name] for name in hidden) < 400  # whole units went
+    source = read_run(folder)
+    view = build_layer_view(source.module, source.input_shape)
+    for name in hidden:  # a removed unit loses its whole row and the columns reading it
+        rows = source.masks[name].any(axis=1)
+        assert rows.sum() == final[name] and (source.masks[name][~rows] == 0).all()
+    exported = export.export_network(source.module, source.input_shape, source.masks,
+                                      net="mlp", preset="small", num_classes=10,
+                                      sequential=True)  # fmt: skip
+    small = build_layer_view(exported.module, source.input_shape)
+    assert [s.rows for s in small.layers][:-1] == [final[name] for name in hidden]
+    x = jax.random.normal(jax.random.key(0), (64, *source.input_shape))
+    masked = {k: jnp.asarray(v) * source.masks[k] for k, v in _matrices(source.module,
+                                                                         view).items()}
+    want = np.asarray(_apply(source.module, view, masked, x))
+    np.testing.assert_allclose(exported.module(x), want, rtol=1e-5,
+                               atol=1e-5 * np.abs(want).max())
