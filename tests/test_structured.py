@@ -25,8 +25,8 @@ from bmr_jax.bayes.priors import FlatPrior
 from bmr_jax.bayes.priors.unit_scaled import UnitScaledPrior, theta_site
 from bmr_jax.bayes.units import unit_geometries, unit_links
 from bmr_jax.bmr import SpikeAndSlab
-from bmr_jax.bmr.groups import make_group_reduce, make_multiplier_reduce, unit_delta_f
 from bmr_jax.bmr.delta_f import delta_f
+from bmr_jax.bmr.groups import make_group_reduce, make_multiplier_reduce, unit_delta_f
 
 
 class SmallConvNet(nnx.Module):

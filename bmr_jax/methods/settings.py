@@ -146,9 +146,9 @@ class BmrSettings:
       inclusion_rate: ``layer`` | ``alive`` | ``all``: which weights the spike-and-slab
         rule's learned inclusion rate counts once some are pruned (METHOD.md 4.4.1; ``all``
         is the reference code's counting, METHOD.md 4.7; ``bmr_jax.bmr.decide.spike_and_slab``).
-      within: structured BMR (``bmr_group``, ``bmr_multipliers``) only: a registered weight-wise rule applied, with its
-        default options, inside the units the unit rule keeps (structured first, then
-        unstructured); ``None``: whole units only.
+      within: structured BMR (``bmr_group``, ``bmr_multipliers``) only: a registered
+        weight-wise rule applied, with its default options, inside the units the unit rule
+        keeps (structured first, then unstructured); ``None``: whole units only.
       prune_classifier: the decision rule may prune the classifier's weights too (the last
         layer; METHOD.md 4.4 leaves it out, the default), for the weight-wise rules of
         BMR-S&S, IVON + BMR and GMP. Sparse VD prunes every layer whatever this says.

@@ -87,9 +87,9 @@ Keys (defaults in brackets):
   learned inclusion rate counts once some are pruned -- the whole layer with pruned ones as
   excluded (q = 0), only the weights still alive, or every entry with its current Delta F
   (the reference code's counting, METHOD.md 4.7; the reference configs select it).
-- ``bmr.within`` [null]: bmr_group and bmr_multipliers only: a weight-wise decision rule (spike_and_slab |
-  evidence | target ...) applied with its default options inside the units the unit rule
-  keeps -- whole units first, then single weights; null removes whole units only.
+- ``bmr.within`` [null]: bmr_group and bmr_multipliers only: a weight-wise decision rule
+  (spike_and_slab | evidence | target ...) applied with its default options inside the units
+  the unit rule keeps -- whole units first, then single weights; null removes whole units.
 - ``bmr.prune_classifier`` [false]: the weight-wise decision rules (BMR-S&S, IVON + BMR, GMP's
   magnitude ranking) may prune the classifier's weights too; METHOD.md 4.4 keeps the last
   layer whole (Sparse VD prunes every layer whatever this says; refused for the other methods).
