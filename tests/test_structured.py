@@ -26,7 +26,12 @@ from bmr_jax.bayes.priors.unit_scaled import UnitScaledPrior, theta_site
 from bmr_jax.bayes.units import unit_geometries, unit_links
 from bmr_jax.bmr import SpikeAndSlab
 from bmr_jax.bmr.delta_f import delta_f
-from bmr_jax.bmr.groups import make_group_reduce, make_multiplier_reduce, unit_delta_f
+from bmr_jax.bmr.groups import (
+    make_group_reduce,
+    make_multiplier_reduce,
+    spike_score,
+    unit_delta_f,
+)
 
 
 class SmallConvNet(nnx.Module):
@@ -213,13 +218,14 @@ def test_multiplier_delta_f_is_the_savage_dickey_ratio_of_theta(net):
     from bmr_jax.bmr import Evidence
 
     _, view, geometries = net
-    theta = {g.label: (jnp.ones(g.units).at[0].set(0.05),
-                       jnp.full(g.units, 100.0).at[0].set(1 / 0.09)) for g in geometries}
+    theta = {g.label: (jnp.ones(g.units).at[0].set(0.05), jnp.full(g.units, 0.1).at[0].set(0.3))
+             for g in geometries}  # fmt: skip
     masks = {s.name: jnp.ones(s.shape, bool) for s in view.layers}
-    result = make_multiplier_reduce(view, geometries, Evidence())(theta, None, masks, 2)
+    reduce = make_multiplier_reduce(view, geometries, spike_score(1.0), Evidence())
+    result = reduce(theta, None, masks, 2)
     for g in geometries:
-        mean, precision = (np.asarray(a) for a in theta[g.label])
-        want = norm.logpdf(0, mean, precision**-0.5) - norm.logpdf(0, 0, 1)
+        mean, sd = (np.asarray(a) for a in theta[g.label])
+        want = norm.logpdf(0, mean, sd) - norm.logpdf(0, 0, 1)
         np.testing.assert_allclose(result.delta_f[g.label], want, rtol=1e-5)
         alive = np.asarray(result.masks[g.link.producers[0]]).any(axis=1)
         assert alive.tolist() == [False] + [True] * (g.units - 1)
@@ -229,13 +235,15 @@ def test_multiplier_delta_f_is_the_savage_dickey_ratio_of_theta(net):
 
 RUN = ["data.name=mnist_mini", "net.name=mlp", "net.preset=small", "train.blocks=4",
        "train.steps_per_block=100", "eval.samples=4", "eval.every=4"]  # fmt: skip
-STRUCTURED = {"bmr_group": [], "l1_filters": [], "bmr_multipliers": ["bmr.rule=evidence"]}
+STRUCTURED = {"bmr_group": [], "l1_filters": [], "bmr_multipliers": ["bmr.rule=evidence"],
+              "bmrs": ["train.lr=0.05"]}
 
 
 @pytest.fixture(scope="module")
 def structured_runs(tmp_path_factory):
     """One short run of each structured method (``bmr_multipliers`` with the evidence rule:
-    its learned unit inclusion rate stays near 1 for the first blocks)."""
+    its learned unit inclusion rate stays near 1 for the first blocks; BMRS at a learning rate
+    that moves SBP's multipliers within 400 steps)."""
     from bmr_jax.runs.config import load_config
     from bmr_jax.runs.experiment import run_experiment
 
@@ -277,3 +285,69 @@ def test_a_real_run_removes_whole_units_and_exports_the_smaller_network(structur
     want = np.asarray(_apply(source.module, view, masked, x))
     np.testing.assert_allclose(exported.module(x), want, rtol=1e-5,
                                atol=1e-5 * np.abs(want).max())
+
+
+# ------------------------------------------------------------------ BMRS on SBP's multipliers
+
+
+def test_bmrs_delta_f_is_the_quadrature_of_the_prior_ratio():
+    """``ln E_q[p~/p]`` by quadrature: ``q`` SBP's truncated normal on ``[-20, 0]``, ``p`` the
+    uniform on it, ``p~`` the uniform on ``[ln 2^-23, ln 2^-8]``."""
+    from scipy.integrate import quad
+    from scipy.stats import truncnorm
+
+    from bmr_jax.bmr.bmrs import bmrs_uniform_delta_f
+
+    a, b, a2, b2 = -20.0, 0.0, -23 * np.log(2), -8 * np.log(2)
+    for mu, sigma in [(0.0, 0.01), (-3.0, 1.0), (-9.0, 2.0), (-14.0, 0.5), (-19.0, 3.0)]:
+        q = truncnorm((a - mu) / sigma, (b - mu) / sigma, loc=mu, scale=sigma)
+        mass = quad(q.pdf, a2, b2, points=[mu] if a2 < mu < b2 else None, limit=200)[0]
+        want = np.log(mass * (b - a) / (b2 - a2)) if mass > 0 else -np.inf
+        got = float(bmrs_uniform_delta_f(jnp.float32(mu), jnp.float32(sigma), a, b))
+        if np.isfinite(want) and want > -50:
+            assert got == pytest.approx(want, abs=2e-3), (mu, sigma)
+        else:
+            assert got < -50
+
+
+def test_log_normal_mass_in_both_tails():
+    from bmr_jax.bayes.truncated import log_normal_mass
+
+    for x1, x2 in [(-40.0, -39.0), (-3.0, 1.0), (8.0, 9.0), (30.0, 31.0), (-1.0, 1e-3)]:
+        want = np.log(np.exp(norm.logsf(x1) - norm.logsf(x2)) - 1) + norm.logsf(x2) \
+            if x1 > 0 else np.log(np.exp(norm.logcdf(x2) - norm.logcdf(x1)) - 1) + \
+            norm.logcdf(x1)  # fmt: skip
+        assert float(log_normal_mass(jnp.float32(x1), jnp.float32(x2))) == pytest.approx(
+            want, rel=1e-4)  # fmt: skip
+
+
+def test_sbp_kl_and_median_against_monte_carlo_and_scipy():
+    import numpyro.distributions as dist
+    from numpyro.distributions.kl import kl_divergence
+    from scipy.stats import truncnorm
+
+    from bmr_jax.bayes.guides import truncated_normal_median
+    from bmr_jax.bayes.priors import unit_scaled  # noqa: F401  (registers the KL)
+
+    mu, sigma = jnp.array([0.0, -3.0, -19.5, -10.0]), jnp.array([0.1, 2.0, 1.0, 0.01])
+    q = dist.TruncatedNormal(mu, sigma, low=-20.0, high=0.0)
+    p = dist.Uniform(-20.0, 0.0).expand([4])
+    x = q.sample(jax.random.key(0), (200_000,))
+    monte_carlo = np.asarray(jnp.mean(q.log_prob(x) - p.log_prob(x), axis=0))
+    np.testing.assert_allclose(kl_divergence(q, p), monte_carlo, atol=0.01)  # MC sd < 0.005
+    for m, s in zip(np.asarray(mu), np.asarray(sigma), strict=True):
+        want = truncnorm((-20 - m) / s, (0 - m) / s, loc=m, scale=s).median()
+        assert float(truncated_normal_median(m, s, -20.0, 0.0)) == pytest.approx(want, abs=1e-4)
+
+
+def test_a_log_uniform_multiplier_scales_its_unit_by_exp_log_theta(net):
+    _, view, geometries = net
+    prior = UnitScaledPrior(FlatPrior(fixed_precision=1.0), geometries, theta_prior="log_uniform")
+    values = {prior.site(g): jnp.zeros(g.units) for g in geometries}
+    g = geometries[2]
+    values[prior.site(g)] = values[prior.site(g)].at[4].set(np.log(0.5))
+    with handlers.seed(rng_seed=0), handlers.substitute(data=values):
+        scales = prior.scales(view)
+    assert prior.site(g) == "dense.1/log_theta"
+    np.testing.assert_allclose(np.asarray(scales["dense.1"])[0],
+                               [1, 1, 1, 1, 0.5, 1, 1], rtol=1e-6)  # the bias column stays 1

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
+from jax.scipy.special import ndtr, ndtri
 from numpyro import handlers
 from numpyro.distributions import constraints
 
@@ -42,11 +43,13 @@ from bmr_jax.registry import Registry
 
 @dataclass(frozen=True)
 class LatentSite:
-    """A latent sample site of the model: its shape and whether it is positive."""
+    """A latent sample site of the model: its shape, whether it is positive, and the bounds
+    of a latent that lives on an interval (``None`` for the others)."""
 
     name: str
     shape: tuple[int, ...]
     positive: bool
+    interval: tuple[float, float] | None = None
 
 
 def latent_sites(model, *args, init_values: Mapping[str, jax.Array], **kwargs):
@@ -64,6 +67,10 @@ def latent_sites(model, *args, init_values: Mapping[str, jax.Array], **kwargs):
     jax.eval_shape(run)
     sites = {}
     for name, (shape, support) in found.items():
+        if isinstance(support, constraints.interval):
+            bounds = (float(support.lower_bound), float(support.upper_bound))
+            sites[name] = LatentSite(name, shape, False, bounds)
+            continue
         if support not in (constraints.real, constraints.positive, constraints.softplus_positive):
             raise ValueError(f"latent site {name!r} has unsupported support {support}")
         sites[name] = LatentSite(name, shape, support is not constraints.real)
@@ -76,9 +83,20 @@ def uniform_start(sites: Mapping[str, LatentSite], key: jax.Array, radius: float
     ones (so a log-normal guide's location is ``U``), one independent draw per site."""
     values = {}
     for i, (name, site) in enumerate(sites.items()):
+        if site.interval is not None:
+            raise ValueError(f"latent site {name!r} lives on an interval: the uniform start "
+                             "has no unconstrained space for it")  # fmt: skip
         u = uniform(jax.random.fold_in(key, i), site.shape, -radius, radius)
         values[name] = jnp.exp(u) if site.positive else u
     return values
+
+
+def truncated_normal_median(loc, scale, low, high):
+    """The median of ``N(loc, scale^2)`` truncated to ``[low, high]``:
+    ``loc + scale * Phi^-1((Phi(alpha) + Phi(beta)) / 2)``, ``alpha, beta`` the standardised
+    bounds."""
+    alpha, beta = (low - loc) / scale, (high - loc) / scale
+    return loc + scale * ndtri(0.5 * (ndtr(alpha) + ndtr(beta)))
 
 
 def _base_support(support):
@@ -115,11 +133,16 @@ class Guide:
 
     def median(self, params: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
         """The posterior median of every latent (the location for real latents, ``exp(loc)``
-        for log-normal positive ones): a point summary for figures and exports."""
-        return {
-            name: jnp.exp(params[f"{name}/loc"]) if site.positive else params[f"{name}/loc"]
-            for name, site in self.sites.items()
-        }
+        for log-normal positive ones, the truncated normal's median on an interval): a point
+        summary for figures and exports."""
+        out = {}
+        for name, site in self.sites.items():
+            loc = params[f"{name}/loc"]
+            if site.interval is not None:
+                out[name] = truncated_normal_median(loc, params[f"{name}/scale"], *site.interval)
+            else:
+                out[name] = jnp.exp(loc) if site.positive else loc
+        return out
 
     def layers(self) -> list[str]:
         """The layers whose ``Z`` matrix (site ``"{layer}/z"``) this guide holds, in order."""
@@ -138,6 +161,9 @@ class Guide:
     def _loc(self, site: LatentSite, value=None):
         init = self.init_values[site.name] if value is None else value
         init = jnp.broadcast_to(init, site.shape)
+        if site.interval is not None:  # the truncated normal's location stays in the interval
+            interval = constraints.interval(*site.interval)
+            return numpyro.param(f"{site.name}/loc", init, constraint=interval)
         return numpyro.param(f"{site.name}/loc", jnp.log(init) if site.positive else init)
 
     def _scale(self, site: LatentSite, shape=None):
@@ -145,9 +171,15 @@ class Guide:
         return numpyro.param(f"{site.name}/scale", init, constraint=constraints.softplus_positive)
 
     def _diagonal(self, site: LatentSite) -> dist.Distribution:
-        """Normal / LogNormal with independent entries. Their arguments are valid by
-        construction (a softplus-constrained scale), so numpyro's check of concrete arguments
-        is skipped: it ran eagerly at the start, an XLA program per layer shape."""
+        """Normal / LogNormal with independent entries (a Normal truncated to the interval
+        for a latent on one). Their arguments are valid by construction (a
+        softplus-constrained scale), so numpyro's check of concrete arguments is skipped: it
+        ran eagerly at the start, an XLA program per layer shape."""
+        if site.interval is not None:
+            low, high = site.interval
+            base = dist.TruncatedNormal(self._loc(site), self._scale(site), low=low, high=high,
+                                        validate_args=False)  # fmt: skip
+            return base.to_event(len(site.shape))
         base = (dist.LogNormal if site.positive else dist.Normal)(
             self._loc(site), self._scale(site), validate_args=False
         )
@@ -162,6 +194,8 @@ class DeltaGuide(Guide):
     def distribution(self, site):
         init = jnp.broadcast_to(self.init_values[site.name], site.shape)
         constraint = constraints.positive if site.positive else constraints.real
+        if site.interval is not None:
+            constraint = constraints.interval(*site.interval)
         value = numpyro.param(f"{site.name}/loc", init, constraint=constraint)
         return dist.Delta(value, event_dim=len(site.shape))
 

@@ -75,15 +75,17 @@ def make_group_reduce(view: LayerView, geometries: tuple[UnitGeometry, ...], rul
     return reduce
 
 
-def make_multiplier_reduce(view: LayerView, geometries: tuple[UnitGeometry, ...], rule: Rule,
-                           within: Rule | None = None, theta_var: float = 1.0,
+def make_multiplier_reduce(view: LayerView, geometries: tuple[UnitGeometry, ...], score,
+                           rule: Rule, within: Rule | None = None,
                            prior_var: Mapping[str, float] | None = None):  # fmt: skip
     """``reduce(theta_posterior, posterior, masks, block) -> ReduceResult`` for units that
-    carry a multiplier ``theta_j ~ N(0, theta_var)`` (:mod:`bmr_jax.bayes.priors.unit_scaled`).
+    carry a multiplier (:mod:`bmr_jax.bayes.priors.unit_scaled`).
 
-    ``theta_posterior``: ``{label: (mean, precision)}`` of each link's multipliers (mean-field);
-    a unit's Delta F is the spike reduction of its multiplier alone (METHOD.md 4.1, one scalar),
-    ``rule`` runs over each link's units, and a removed unit loses its rows and reading columns.
+    ``theta_posterior``: ``{label: (loc, scale)}`` of each link's multipliers (mean-field);
+    ``score(loc, scale)`` is a unit's Delta F from its multiplier alone: the spike on a
+    ``N(0, v)`` multiplier (METHOD.md 4.1 on one scalar, :func:`spike_score`) or BMRS's
+    (:func:`bmr_jax.bmr.bmrs.bmrs_uniform_delta_f`). ``rule`` runs over each link's units, and
+    a removed unit loses its rows and reading columns.
     ``within`` then runs over the weights' own spike Delta F (``posterior``: ``{layer: (mean,
     precision)}`` of ``Z``) inside the kept units.
     """
@@ -92,8 +94,7 @@ def make_multiplier_reduce(view: LayerView, geometries: tuple[UnitGeometry, ...]
     prior_var = {name: 1.0 for name in layers} if prior_var is None else dict(prior_var)
 
     def reduce(theta_posterior, posterior, masks, block):
-        scores = {g.label: delta_f(*theta_posterior[g.label], theta_var, 0.0)[0]
-                  for g in geometries}  # fmt: skip
+        scores = {g.label: score(*theta_posterior[g.label]) for g in geometries}
         alive = {g.label: g.alive(masks) for g in geometries}
         keep, info = rule(scores, alive, {g.label: True for g in geometries}, block)
         new_masks = dict(masks)
@@ -106,3 +107,9 @@ def make_multiplier_reduce(view: LayerView, geometries: tuple[UnitGeometry, ...]
         return ReduceResult(new_masks, scores, info, None)
 
     return reduce
+
+
+def spike_score(prior_var: float = 1.0):
+    """``score(loc, scale)``: the spike Delta F of a ``N(loc, scale^2)`` posterior under a
+    ``N(0, prior_var)`` prior, ``1/2 [ln(prior_var / scale^2) - loc^2 / scale^2]``."""
+    return lambda loc, scale: delta_f(loc, 1.0 / jnp.square(scale), prior_var, 0.0)[0]

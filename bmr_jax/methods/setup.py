@@ -75,8 +75,11 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
         module, dataset.image_shape, priors.create_prior(method.prior, **method.prior_options),
         prune_classifier=bmr.prune_classifier,
     )
-    if method.between == "multipliers":
-        bnet = _with_unit_multipliers(bnet, spec.sequential)
+    if method.multipliers is not None:
+        bnet = _with_unit_multipliers(bnet, spec.sequential, method.multipliers)
+    if guide.init == "paper" and method.multipliers == "log_uniform":
+        raise ConfigError("guide.init: paper draws every latent in unconstrained space; "
+                          f"method {method.name!r} has multipliers on an interval")  # fmt: skip
     posterior = _make_guide(method, bnet, dataset, guide, seed)
     estimator = method.estimator if guide.estimator is None else guide.estimator
     if estimator != "reparam" and not isinstance(posterior, guides.MeanFieldGuide):
@@ -108,8 +111,10 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
     return Setup(method, bnet, posterior, trainer, between, train, bmr, seed, spec.sequential)
 
 
-def _with_unit_multipliers(bnet: BayesianNetwork, sequential: bool) -> BayesianNetwork:
-    """``bnet`` whose prior gives every removable unit a multiplier (``UnitScaledPrior``)."""
+def _with_unit_multipliers(bnet: BayesianNetwork, sequential: bool,
+                           theta_prior: str) -> BayesianNetwork:  # fmt: skip
+    """``bnet`` whose prior gives every removable unit a multiplier with ``theta_prior``
+    (``UnitScaledPrior``)."""
     from bmr_jax.bayes.priors.unit_scaled import UnitScaledPrior
     from bmr_jax.bayes.units import unit_geometries, unit_links
 
@@ -117,7 +122,7 @@ def _with_unit_multipliers(bnet: BayesianNetwork, sequential: bool) -> BayesianN
     units = unit_geometries(bnet.view, links)
     if not units:
         raise ConfigError("method: the network has no units to give a multiplier")
-    return replace(bnet, prior=UnitScaledPrior(bnet.prior, units))
+    return replace(bnet, prior=UnitScaledPrior(bnet.prior, units, theta_prior=theta_prior))
 
 
 def _ivon_trainer(method, bnet, posterior, dataset, train: TrainSettings, estimator, optimizer,

@@ -13,6 +13,7 @@ bmr_rhs     flat         mean-field  1e-2    0        100           rhs
 bmr_units   flat         matrix-n.   1e-2    0        100           units
 bmr_group   flat         mean-field  1e-2    0        100           groups
 bmr_mult.   flat, theta  mean-field  1e-2    0        100           multipliers
+bmrs        flat, SBP    mean-field  1e-3    0        100           multipliers
 l1_filters  flat         delta       1e-3    0        1             filters
 sparse_vd   log-uniform  mean-field  1e-3    0        100           sparse_vd
 gmp         flat         delta       1e-3    0        1             magnitude
@@ -30,6 +31,11 @@ remove whole units (neurons, channels, heads, feed-forward units) from a mean-fi
 multiplier ``theta_j ~ N(0, 1)`` on its output (:mod:`bmr_jax.bayes.priors.unit_scaled`) and
 scores the spike on ``theta_j`` alone. Both learn a per-layer unit inclusion rate with the
 spike-and-slab rule, and ``bmr.within`` may add a weight-wise rule inside the kept units.
+``bmrs`` is their closest published relative, written from its paper (BMRS_U; Wright, Igel,
+Selvan 2024): Structured Bayesian Pruning's log-uniform multiplier on every unit's output with
+a truncated log-normal posterior (Neklyudov et al. 2017; :mod:`bmr_jax.bmr.bmrs`), a unit
+pruned once the reduction of its prior to ``[2^-23, 2^-8]`` gains evidence (``Delta F >= 0``,
+the evidence rule), at BMRS's learning rate 1e-3 (with AdaBelief here, Adam there).
 ``l1_filters`` is their structured magnitude baseline (Li et al. 2017;
 :mod:`bmr_jax.methods.between.filters`): the units with the smallest L1 kernel norm go, along
 a target schedule (half of each layer's units by block 10 unless ``bmr.rule_options`` says
@@ -68,7 +74,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from bmr_jax.bmr.decide import RULES, PolynomialSchedule, Rule, SpikeAndSlab, TargetSparsity
+from bmr_jax.bmr.decide import (
+    RULES,
+    Evidence,
+    PolynomialSchedule,
+    Rule,
+    SpikeAndSlab,
+    TargetSparsity,
+)
 from bmr_jax.bmr.rhs import RHSConfig
 from bmr_jax.errors import ConfigError
 from bmr_jax.methods.settings import BmrSettings
@@ -96,6 +109,7 @@ class Method:
     init_scale: float | None = None  # the guide's starting sd (guide.init_scale's default)
     kl_warmup: tuple[float, float] | None = None  # epochs (train.kl_warmup's default)
     trainer: str = "svi"  # "svi" (the ELBO's gradient) or "ivon" (IVON's, at a posterior draw)
+    multipliers: str | None = None  # a multiplier per unit: "normal" or "log_uniform" (SBP's)
 
 
 # Sparse VD (Molchanov et al. 2017): log sigma^2 starts at -10, i.e. sigma = exp(-5)
@@ -113,7 +127,9 @@ for _m in (
     Method("bmr_units", "flat", "matrix_normal", lr=1e-2, between="units", rule=SpikeAndSlab()),
     Method("bmr_group", "flat", "mean_field", lr=1e-2, between="groups", rule=SpikeAndSlab()),
     Method("bmr_multipliers", "flat", "mean_field", lr=1e-2, between="multipliers",
-           rule=SpikeAndSlab()),
+           rule=SpikeAndSlab(), multipliers="normal"),
+    Method("bmrs", "flat", "mean_field", lr=1e-3, between="multipliers", rule=Evidence(),
+           multipliers="log_uniform"),
     Method("l1_filters", "flat", "delta", lr=1e-3, eval_samples=1, between="filters",
            rule=TargetSparsity(PolynomialSchedule(final=0.5, begin=2, end=10), scope="layer")),
     Method("sparse_vd", "log_uniform", "mean_field", lr=1e-3, between="sparse_vd",

@@ -17,6 +17,12 @@ sum over a unit's weights (:mod:`bmr_jax.bmr.groups`) adds up many weights' evid
 mean-field posterior takes as independent. ``W = (theta Z)`` with two standard normal factors
 is a normal scale mixture (its marginal is sharper at 0 and heavier-tailed than a Gaussian).
 The multipliers start at 1 so that the network starts from its own initialisation.
+
+``theta_prior="log_uniform"`` is Structured Bayesian Pruning's own prior instead (Neklyudov et
+al. 2017, section 4; the model BMRS reduces, Wright et al. 2024): ``log theta_j`` uniform on
+``[LOG_THETA_LOW, LOG_THETA_HIGH] = [-20, 0]`` (site ``"{consumer}/log_theta"``; a mean-field
+guide gives it a normal truncated to that interval, SBP's posterior, whose location is kept in
+the interval by the guide: SBP clips it to ``[-20, 5]``).
 """
 
 from __future__ import annotations
@@ -27,14 +33,20 @@ import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 
+from bmr_jax.bayes import truncated  # noqa: F401  (the ELBO's closed-form KL of log theta)
 from bmr_jax.bayes.layers import LayerView
 from bmr_jax.bayes.priors.base import Prior
 from bmr_jax.bayes.units import UnitGeometry
 
+LOG_THETA_LOW, LOG_THETA_HIGH = -20.0, 0.0  # SBP's log-uniform support of theta
+LOG_THETA_MARGIN = 0.01  # the start of log theta below the top (the guide's location lies inside)
 
-def theta_site(geometry: UnitGeometry) -> str:
-    """The site of a link's unit multipliers (one link per consumer layer)."""
-    return f"{geometry.link.consumer}/theta"
+
+def theta_site(geometry: UnitGeometry, theta_prior: str = "normal") -> str:
+    """The site of a link's unit multipliers (one link per consumer layer): ``theta`` itself,
+    or ``log theta`` under the log-uniform prior."""
+    what = "theta" if theta_prior == "normal" else "log_theta"
+    return f"{geometry.link.consumer}/{what}"
 
 
 @dataclass(frozen=True)
@@ -45,29 +57,43 @@ class UnitScaledPrior(Prior):
       base: the prior of everything else (its sites and initial values are kept).
       units: the units that get a multiplier (their consumers must differ).
       theta_scale: the prior standard deviation of every ``theta_j`` (1: the ``Z`` scale).
+      theta_prior: ``normal`` (``N(0, theta_scale^2)``) or ``log_uniform`` (SBP's).
     """
 
     base: Prior
     units: tuple[UnitGeometry, ...]
     theta_scale: float = 1.0
+    theta_prior: str = "normal"
     name: str = "unit_scaled"
 
     def __post_init__(self):
         consumers = [g.link.consumer for g in self.units]
         if len(set(consumers)) != len(consumers):
             raise ValueError("unit multipliers: two links read by one consumer layer")
+        if self.theta_prior not in ("normal", "log_uniform"):
+            raise ValueError(f"theta_prior must be normal or log_uniform, got "
+                             f"{self.theta_prior!r}")  # fmt: skip
+
+    def site(self, geometry: UnitGeometry) -> str:
+        return theta_site(geometry, self.theta_prior)
 
     def scales(self, view: LayerView):
         out = dict(self.base.scales(view))
         for g in self.units:
-            theta = numpyro.sample(theta_site(g), dist.Normal(0.0, self.theta_scale)
-                                   .expand([g.units]).to_event(1))  # fmt: skip
+            if self.theta_prior == "normal":
+                prior = dist.Normal(0.0, self.theta_scale)
+            else:
+                prior = dist.Uniform(LOG_THETA_LOW, LOG_THETA_HIGH)
+            value = numpyro.sample(self.site(g), prior.expand([g.units]).to_event(1))
+            theta = value if self.theta_prior == "normal" else jnp.exp(value)
             out[g.link.consumer] = out[g.link.consumer] * column_multipliers(g, theta)
         return out
 
     def init_values(self, view: LayerView):
         values = dict(self.base.init_values(view))
-        values.update({theta_site(g): jnp.ones(g.units) for g in self.units})
+        # theta = 1; a log-uniform multiplier's location just inside its interval's top
+        start = 1.0 if self.theta_prior == "normal" else LOG_THETA_HIGH - LOG_THETA_MARGIN
+        values.update({self.site(g): jnp.full(g.units, start) for g in self.units})
         return values
 
     def z_distribution(self, spec):
