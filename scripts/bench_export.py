@@ -18,14 +18,20 @@ within every round, medians. Agreement: each version's largest logit difference 
 masked network's on the first 1,000 test images, relative to the masked logits' largest
 magnitude (the shrunk and sparse versions must agree to float tolerance).
 
-    python scripts/bench_export.py RUN [RUN ...] [--rounds 30] [--json]
+    python scripts/bench_export.py RUN [RUN ...] [--rounds 30] [--json] [--record]
+
+``--record`` writes each run's measurement into its folder (``speedup.json``), from which
+``bmr-jax plot --figure speedup`` and ``bmr-jax report --speedup`` draw the structured frontier
+(issue 36). The measurement states the machine's load average when it was taken.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +45,8 @@ from bmr_jax.export import archive
 from bmr_jax.export.folder import compute_choices, parameters
 from bmr_jax.export.sparse import to_sparse
 from bmr_jax.runs.experiment import load_dataset
+from bmr_jax.runs.folder import atomic_write
+from bmr_jax.runs.speedup import SPEEDUP_FILE
 
 VARIANTS = ("dense", "masked", "shrunk", "sparse")
 
@@ -125,7 +133,10 @@ def bench(run: str, rounds: int) -> dict:
                       "flops": flops[name],
                       "latency_1": latency[1][name], "latency_1000": latency[1000][name],
                       "agreement": agreement[name]}  # fmt: skip
+    widths = [s.rows for s in build_layer_view(exported.module, source.input_shape).layers]
     return {"run": run, "net": config.net.name, "method": config.method,
+            "units": "-".join(map(str, widths[:-1])), "rounds": rounds,
+            "load_average": os.getloadavg()[0], "device": jax.devices()[0].device_kind,
             "compute": [c.line() for c in choices], "variants": rows}  # fmt: skip
 
 
@@ -154,8 +165,15 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="finished run folders")
     parser.add_argument("--rounds", type=int, default=30, help="timed rounds (median)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--record", action="store_true",
+                        help=f"write each run's measurement into its folder ({SPEEDUP_FILE}: "
+                             "what bmr-jax plot --figure speedup and report --speedup read)")
     args = parser.parse_args()
-    results = [bench(run, args.rounds) for run in args.runs]
+    results = []
+    for run in args.runs:
+        results.append(bench(run, args.rounds))
+        if args.record:
+            atomic_write(Path(run) / SPEEDUP_FILE, json.dumps(results[-1], indent=1).encode())
     if args.json:
         print(json.dumps(results, indent=1))
     else:

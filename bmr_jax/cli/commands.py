@@ -164,7 +164,8 @@ def _cmd_plot(args) -> int:
 def _cmd_report(args) -> int:
     from bmr_jax.runs.report import report
 
-    print(report(args.runs, args.csv, args.records, frontier=args.frontier), end="")
+    print(report(args.runs, args.csv, args.records, frontier=args.frontier,
+                 speedup=args.speedup), end="")
     if args.csv:
         print(f"per-block metrics: {args.csv}")
     if args.records:
@@ -182,7 +183,8 @@ def _cmd_bench_step(args) -> int:
 
     enable_compilation_cache()
     medians = bench_step(args.net, preset=args.preset, batch=args.batch, dataset=args.dataset,
-                         rounds=args.rounds, data_dir=args.data_dir)  # fmt: skip
+                         rounds=args.rounds, data_dir=args.data_dir,
+                         structured=args.structured)  # fmt: skip
     if args.json:
         print(json.dumps(medians))
     else:

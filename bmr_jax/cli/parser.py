@@ -75,16 +75,18 @@ def _add_grid(sub) -> None:
 
 
 def _figure(text: str) -> int | str:
-    if text == "frontier" or text in ("1", "2", "3", "4"):
-        return text if text == "frontier" else int(text)
-    raise argparse.ArgumentTypeError(f"unknown figure {text!r}; allowed: 1, 2, 3, 4, frontier")
+    if text in ("frontier", "speedup") or text in ("1", "2", "3", "4"):
+        return text if text in ("frontier", "speedup") else int(text)
+    raise argparse.ArgumentTypeError(f"unknown figure {text!r}; allowed: 1, 2, 3, 4, frontier, "
+                                     "speedup")  # fmt: skip
 
 
 def _add_plot(sub) -> None:
     plot_parser = sub.add_parser("plot", help="draw one of the paper's figures from run folders")
     plot_parser.add_argument("runs", nargs="+", help="run folders")
     plot_parser.add_argument("--figure", type=_figure, required=True,
-                             help="1-4 (the paper's) or frontier (issue 14)")
+                             help="1-4 (the paper's), frontier (issue 14) or speedup (issue "
+                                  "36: needs scripts/bench_export.py --record)")  # fmt: skip
     plot_parser.add_argument("--out", required=True, help="output file (.png and .pdf)")
     plot_parser.set_defaults(func=commands._cmd_plot)
 
@@ -99,6 +101,9 @@ def _add_bench(sub) -> None:
     step.add_argument("--dataset", default="fashion_mnist")
     step.add_argument("--rounds", type=int, default=100, help="timed rounds (median)")
     step.add_argument("--json", action="store_true", help="print one JSON object (seconds)")
+    step.add_argument("--structured", action="store_true",
+                      help="the structured methods too (bmr_multipliers, bmrs, bmr_units and "
+                           "the group and multiplier reduce steps)")  # fmt: skip
     _add_data_dir(step)
     step.set_defaults(func=commands._cmd_bench_step)
 
@@ -114,6 +119,10 @@ def _add_report(sub) -> None:
                                help="tabulate the accuracy-compression frontier instead: one "
                                     "row per point (runs that differ only in their seed), "
                                     "mean +- sd over its seeds")  # fmt: skip
+    report_parser.add_argument("--speedup", action="store_true",
+                               help="tabulate the structured frontier instead: units kept, "
+                                    "FLOP reduction and measured speed-up of the exported "
+                                    "network (scripts/bench_export.py --record) per point")
     report_parser.set_defaults(func=commands._cmd_report)
 
 

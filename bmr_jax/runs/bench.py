@@ -11,6 +11,10 @@ process, on the same Flax network, dataset and batch size:
   (``guide.estimator: local``, :mod:`bmr_jax.bayes.local`), and ``flat_ff_local_dense`` with
   it on the dense layers only (``local_dense``);
 - ``ivon_bmr``: one IVON step (:mod:`bmr_jax.inference.ivon_trainer`);
+- with ``structured``, the structured methods too (issue 36): ``bmr_multipliers`` and ``bmrs``
+  (a multiplier per unit: one more latent of the units' size), ``bmr_units`` (the matrix-normal
+  guide), and ``reduce_groups`` and ``reduce_multipliers``, their whole between-blocks steps
+  (``bmr_group`` trains exactly as ``bmr_ss``: the same prior and guide);
 - ``reduce``: one whole BMR-S&S between-blocks step (read the guide out of the training
   state, Delta F of every weight, spike-and-slab rule, masks; METHOD.md 4.4-4.5) as one
   jitted call.
@@ -27,6 +31,7 @@ from collections.abc import Callable
 
 STEP_METHODS = ("flat_map", "flat_ff", "flat_ff_local", "flat_ff_local_dense", "tiered_ff",
                 "bmr_ss", "sparse_vd", "ivon_bmr")  # fmt: skip
+STRUCTURED_METHODS = ("bmr_multipliers", "bmrs", "bmr_units", "bmr_group")
 ESTIMATOR_SUFFIXES = {"_local_dense": "local_dense", "_local": "local"}  # name -> estimator
 
 
@@ -80,7 +85,7 @@ def _svi_runners(name: str, net: str, preset: str, dataset, batch: int, with_red
         box[0] = box[0]._replace(train=train)
         return loss
 
-    runners = {name: step}
+    runners = {name: step} if name != "bmr_group" else {}  # bmr_group's step is bmr_ss's
     if with_reduce:
 
         def reduce(i):
@@ -88,7 +93,7 @@ def _svi_runners(name: str, net: str, preset: str, dataset, batch: int, with_red
             return jax.block_until_ready(setup.between(state.train, state.masks, state.gamma,
                                                        2, key)[1])  # fmt: skip
 
-        runners["reduce"] = reduce
+        runners[{"bmr_ss": "reduce"}.get(name, f"reduce_{setup.method.between}")] = reduce
     return runners
 
 
@@ -101,14 +106,18 @@ def bench_step(
     rounds: int = 100,
     warmup: int = 3,
     data_dir=None,
+    structured: bool = False,
 ) -> dict[str, float]:
-    """Median seconds per call of ``adam``, each of ``STEP_METHODS`` and ``reduce``."""
+    """Median seconds per call of ``adam``, each of ``STEP_METHODS`` and ``reduce`` (and, with
+    ``structured``, of ``STRUCTURED_METHODS`` and their reduce steps)."""
     from bmr_jax import data, nets
 
     ds = data.load(dataset, image_size=nets.get_net_spec(net).image_size, data_dir=data_dir)
     runners = {"adam": adam_runner(net, preset, ds, batch)}
-    for name in STEP_METHODS:
-        runners.update(_svi_runners(name, net, preset, ds, batch, with_reduce=name == "bmr_ss"))
+    names = STEP_METHODS + (STRUCTURED_METHODS if structured else ())
+    for name in names:
+        with_reduce = name in ("bmr_ss", "bmr_group", "bmr_multipliers")
+        runners.update(_svi_runners(name, net, preset, ds, batch, with_reduce=with_reduce))
     return time_round_robin(runners, rounds, warmup)
 
 

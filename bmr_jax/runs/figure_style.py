@@ -34,6 +34,10 @@ METHODS = {  # method -> (the paper's name, colour, marker)
     "sparse_vd": ("Sparse VD", "#bcbd22", "X"),
     "gmp": ("GMP", "#7f7f7f", "h"),
     "ivon_bmr": ("IVON + BMR", "#393b79", "*"),
+    "bmr_group": ("Group BMR", "#e6550d", "o"),
+    "bmr_multipliers": ("BMR, unit multipliers", "#d62728", "s"),
+    "bmrs": ("BMRS", "#17becf", "v"),
+    "l1_filters": ("L1 filters", "#7f7f7f", "h"),
 }
 NETS = {  # network -> (name, colour, marker)
     "mlp": ("MLP", "#17becf", "o"),

@@ -30,6 +30,7 @@ from bmr_jax.runs import figure_style as style
 from bmr_jax.runs.folder import RunFolder
 from bmr_jax.runs.frontier import figure_frontier
 from bmr_jax.runs.report import METHOD_ORDER, NET_ORDER, paper_rank
+from bmr_jax.runs.speedup import figure_speedup
 
 
 class PlotError(BmrJaxError):
@@ -283,14 +284,15 @@ def figure4(runs: list[Run], out) -> list[Path]:
     return style.save(fig, out)
 
 
-FIGURES = {1: figure1, 2: figure2, 3: figure3, 4: figure4, "frontier": figure_frontier}
+FIGURES = {1: figure1, 2: figure2, 3: figure3, 4: figure4, "frontier": figure_frontier,
+           "speedup": figure_speedup}
 
 
 def plot(run_paths, figure: int | str, out) -> list[Path]:
     """Draws figure ``figure`` (1-4, or ``"frontier"``: :mod:`bmr_jax.runs.frontier`) from the
     run folders ``run_paths``; returns the files written."""
     if figure not in FIGURES:
-        raise PlotError(f"unknown figure {figure}; allowed: 1, 2, 3, 4, frontier")
+        raise PlotError(f"unknown figure {figure}; allowed: 1, 2, 3, 4, frontier, speedup")
     runs = [Run(p) for p in run_paths]
     if not runs:
         raise PlotError("no run folders given")

@@ -117,7 +117,7 @@ def summary_markdown(runs) -> str:
     return "\n".join(lines) + "\n"
 
 
-RECORD_FILES = (MARKER, "config.yaml", "metrics.jsonl", "summary.json")
+RECORD_FILES = (MARKER, "config.yaml", "metrics.jsonl", "summary.json", "speedup.json")
 
 
 def save_records(paths, out_dir) -> list[Path]:
@@ -139,15 +139,23 @@ def save_records(paths, out_dir) -> list[Path]:
     return written
 
 
-def report(paths, csv_path=None, records_dir=None, frontier: bool = False) -> str:
+def report(paths, csv_path=None, records_dir=None, frontier: bool = False,
+           speedup: bool = False) -> str:  # fmt: skip
     """The Markdown summary of ``paths`` (a row per run, or with ``frontier`` a row per
-    frontier point: :func:`bmr_jax.runs.frontier.frontier_table`); writes the per-block CSV to
-    ``csv_path`` and the runs' records to ``records_dir`` (:func:`save_records`) if given."""
-    runs = load_runs(paths) if csv_path is not None or not frontier else None
+    frontier point: :func:`bmr_jax.runs.frontier.frontier_table`, or with ``speedup`` a row
+    per point of the structured frontier: :func:`bmr_jax.runs.speedup.speedup_table`); writes
+    the per-block CSV to ``csv_path`` and the runs' records to ``records_dir``
+    (:func:`save_records`) if given."""
+    runs = load_runs(paths) if csv_path is not None or not (frontier or speedup) else None
     if csv_path is not None:  # atomic_write creates its folder, or names why it cannot
         atomic_write(Path(csv_path), per_block_csv(runs).encode())
     if records_dir is not None:
         save_records(paths, records_dir)
+    if speedup:
+        from bmr_jax.runs.plots import Run
+        from bmr_jax.runs.speedup import speed_points, speedup_table
+
+        return speedup_table(speed_points([Run(path) for path in paths]))
     if frontier:
         from bmr_jax.runs.frontier import frontier_table, points
         from bmr_jax.runs.plots import Run
