@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pytest
 
 from bmr_jax.cli import main
