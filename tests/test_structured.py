@@ -86,12 +86,12 @@ def _apply(module, view, matrices, x):
     return nnx.merge(graphdef, new)(x)
 
 
-def _reading_columns(module, view, producer, consumer, row):
-    """Columns of ``consumer`` whose gradient is zero for random inputs once ``row`` of
-    ``producer`` (bias included) is zero: the columns that read that unit (autodiff)."""
+def _reading_columns(module, view, producer, consumer, rows, input_shape=INPUT):
+    """Columns of ``consumer`` whose gradient is zero for random inputs once ``rows`` of
+    ``producer`` (bias included) are zero: the columns that read those units (autodiff)."""
     matrices = {k: jnp.asarray(v) for k, v in _matrices(module, view).items()}
-    matrices[producer] = matrices[producer].at[row].set(0.0)
-    x = jax.random.normal(jax.random.key(1), (16, *INPUT))
+    matrices[producer] = matrices[producer].at[jnp.asarray(rows)].set(0.0)
+    x = jax.random.normal(jax.random.key(1), (8, *input_shape))
 
     def loss(w):
         return jnp.sum(jnp.sin(_apply(module, view, {**matrices, consumer: w}, x)))
@@ -119,7 +119,7 @@ def test_removal_prunes_exactly_the_columns_that_read_the_unit(net, index):
         assert np.flatnonzero(~producer.all(axis=1)).tolist() == [unit]
         assert not producer[unit].any()  # the whole row, bias included
         cleared = set(np.flatnonzero(~np.asarray(removed[g.link.consumer]).all(axis=0)))
-        expected = _reading_columns(module, view, g.link.producers[0], g.link.consumer, unit)
+        expected = _reading_columns(module, view, g.link.producers[0], g.link.consumer, [unit])
         assert cleared == expected and len(expected) == g.positions
 
 
@@ -146,7 +146,7 @@ def test_group_delta_f_is_the_savage_dickey_sum_over_the_unit(net):
         got = np.asarray(unit_delta_f(g, entry_df, masks))
         for unit in range(g.units):
             rows = [(g.link.producers[0], unit, c) for c in range(specs[g.link.producers[0]].cols)]
-            columns = _reading_columns(module, view, g.link.producers[0], g.link.consumer, unit)
+            columns = _reading_columns(module, view, g.link.producers[0], g.link.consumer, [unit])
             cols = [(g.link.consumer, r, c) for r in range(specs[g.link.consumer].rows)
                     for c in columns]  # fmt: skip
             want = 0.0
@@ -351,3 +351,29 @@ def test_a_log_uniform_multiplier_scales_its_unit_by_exp_log_theta(net):
     assert prior.site(g) == "dense.1/log_theta"
     np.testing.assert_allclose(np.asarray(scales["dense.1"])[0],
                                [1, 1, 1, 1, 0.5, 1, 1], rtol=1e-6)  # the bias column stays 1
+
+
+def test_a_removed_head_or_feed_forward_unit_is_what_the_consumer_reads():
+    """A ViT: head ``h`` is its query, key and value rows, read by the output projection's
+    columns that go to zero gradient once the value rows are zero (autodiff); a feed-forward
+    unit is an ``fc1`` row read by one ``fc2`` column."""
+    from bmr_jax import nets
+
+    module = nets.create_net("vit", 10, (8, 8, 1), "small", rngs=nnx.Rngs(0))
+    view = build_layer_view(module, (8, 8, 1))
+    geometries = unit_geometries(view, unit_links(module, view, sequential=False))
+    heads, ff = geometries[0], geometries[1]
+    assert heads.link.producers == ("blocks.0.attention.query", "blocks.0.attention.key",
+                                    "blocks.0.attention.value") and heads.units == 4
+    assert ff.link.consumer == "blocks.0.mlp.fc2" and ff.units == 128
+    masks = {s.name: jnp.ones(s.shape, bool) for s in view.layers}
+    for g, unit, source in ((heads, 2, "blocks.0.attention.value"), (ff, 5, "blocks.0.mlp.fc1")):
+        removed = g.remove(masks, jnp.arange(g.units) != unit)
+        rows = [np.flatnonzero(~np.asarray(removed[p]).all(axis=1)).tolist()
+                for p in g.link.producers]  # fmt: skip
+        want = list(range(unit * g.link.unit_rows, (unit + 1) * g.link.unit_rows))
+        assert rows == [want] * len(g.link.producers)
+        cleared = set(np.flatnonzero(~np.asarray(removed[g.link.consumer]).all(axis=0)))
+        zeroed = _reading_columns(module, view, source, g.link.consumer, want, (8, 8, 1))
+        assert cleared == zeroed == set(want)
+
