@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import jax
@@ -44,6 +43,7 @@ from bmr_jax.bayes.layers import WEIGHT_MODULES, build_layer_view
 from bmr_jax.export import archive
 from bmr_jax.export.folder import compute_choices, parameters
 from bmr_jax.export.sparse import to_sparse
+from bmr_jax.export.timing import latencies
 from bmr_jax.runs.experiment import load_dataset
 from bmr_jax.runs.folder import atomic_write
 from bmr_jax.runs.speedup import SPEEDUP_FILE
@@ -89,23 +89,6 @@ def _agreement(modules: dict, images: np.ndarray) -> dict:
     return {name: float(np.abs(v - logits["masked"]).max() / scale) for name, v in logits.items()}
 
 
-def _latency(modules: dict, images: np.ndarray, batch: int, rounds: int) -> dict:
-    x = jnp.asarray(images[:batch])
-    calls = {}
-    for name, module in modules.items():
-        graphdef, state = nnx.split(module)
-        forward = jax.jit(lambda state, x, graphdef=graphdef: nnx.merge(graphdef, state)(x))
-        jax.block_until_ready(forward(state, x))  # compile
-        calls[name] = (forward, state)
-    seconds = {name: [] for name in modules}
-    for _ in range(rounds):
-        for name, (forward, state) in calls.items():
-            start = time.perf_counter()
-            jax.block_until_ready(forward(state, x))
-            seconds[name].append(time.perf_counter() - start)
-    return {name: float(np.median(s)) for name, s in seconds.items()}
-
-
 def bench(run: str, rounds: int) -> dict:
     source = export.read_run(run)
     config = source.config
@@ -122,7 +105,7 @@ def bench(run: str, rounds: int) -> dict:
     stored["sparse"] = sum(sum(a.nbytes for a in archive.encode(k, v)[1].values())
                            for k, v in parameters(exported.module).items())  # fmt: skip
     images = load_dataset(config).test.images
-    latency = {b: _latency(modules, images, b, rounds) for b in (1, 1000)}
+    latency = {b: latencies(modules, images, b, rounds) for b in (1, 1000)}
     agreement = _agreement(modules, images)
     flops = {name: _flops(modules[name], source.input_shape) for name in VARIANTS[:3]}
     flops["sparse"] = _flops(exported.module, source.input_shape, sparse_names)

@@ -14,7 +14,8 @@ Modules: :mod:`~bmr_jax.bayes.units` (which rows feed which columns),
 :mod:`~bmr_jax.bayes.shrink` (removing units exactly), :mod:`~bmr_jax.export.architecture`
 (the narrower module), :mod:`~bmr_jax.export.sparse` (sparse compute, measured),
 :mod:`~bmr_jax.export.archive` (the files), :mod:`~bmr_jax.export.folder` (save and load),
-:mod:`~bmr_jax.export.from_run` (a run folder as input).
+:mod:`~bmr_jax.export.from_run` (a run folder as input), :mod:`~bmr_jax.export.timing`
+(latency side by side).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bmr_jax.export.archive import ExportError
 from bmr_jax.export.folder import load, load_scales, read_description, save
 from bmr_jax.export.network import Exported, LayerChange, export_network, predictive_probs
 from bmr_jax.export.sparse import ComputeChoice, SparseLinear
+from bmr_jax.export.timing import latencies, speedup
 
 # from_run builds methods, whose evaluation uses this package's shrinking: imported on use
 _FROM_RUN = ("ExportReport", "RestoredRun", "RunNetwork", "export_run", "read_run", "restore_run")
@@ -47,6 +49,7 @@ __all__ = [
     "SparseLinear",
     "export_network",
     "export_run",
+    "latencies",
     "load",
     "load_scales",
     "predictive_probs",
@@ -54,4 +57,5 @@ __all__ = [
     "read_run",
     "restore_run",
     "save",
+    "speedup",
 ]
