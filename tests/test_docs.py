@@ -46,26 +46,3 @@ def test_prune_flax_example_is_short_and_prunes(capsys):
         float, re.search(r"test accuracy ([\d.]+), pruned ([\d.]+)%", out).groups()
     )
     assert accuracy > 0.85 and 10 < pruned < 99.9
-
-
-def test_readme_deploy_section_runs(tmp_path, monkeypatch, capsys):
-    """The structured route end to end: a real (small) group-BMR run, its export, the narrower
-    network loaded back, its speed-up measured against the dense one, its predictive."""
-    from bmr_jax.runs.config import load_config
-    from bmr_jax.runs.experiment import run_experiment
-
-    section = (REPO / "README.md").read_text().split("## Deploy the pruned network")[1]
-    (language, code), = BLOCK.findall(section.split("\n## ")[0])
-    monkeypatch.chdir(tmp_path)
-    config = load_config(None, ["method=bmr_group", "data.name=mnist_mini", "net.name=mlp",
-                                "net.preset=small", "train.blocks=4",
-                                "train.steps_per_block=100", "eval.samples=2"])  # fmt: skip
-    run_experiment(config, "runs/group", progress=False, log=lambda line: None)
-    namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
-    assert namespace["logits"].shape == (100, 10)
-    assert abs(float(namespace["probs"].sum(axis=1).mean()) - 1.0) < 1e-5
-    out = capsys.readouterr().out
-    widths = [int(w) for w in re.findall(r"hidden\.\d: 100 -> (\d+)", out)]
-    assert len(widths) == 4 and sum(widths) < 400  # whole units removed by the export
-    assert re.search(r"[\d.]+x faster at batch 1000", out)

@@ -377,3 +377,26 @@ def test_a_removed_head_or_feed_forward_unit_is_what_the_consumer_reads():
         zeroed = _reading_columns(module, view, source, g.link.consumer, want, (8, 8, 1))
         assert cleared == zeroed == set(want)
 
+
+
+def test_readme_deploy_section_runs(structured_runs, tmp_path, monkeypatch, capsys):
+    """The README's structured route end to end on the small group-BMR run above: its export,
+    the narrower network loaded back, its speed-up measured against the dense one, and its
+    predictive."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Deploy the pruned network")[1].split("\n## ")[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "group").symlink_to(structured_runs["bmr_group"])
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["logits"].shape == (100, 10)
+    assert abs(float(namespace["probs"].sum(axis=1).mean()) - 1.0) < 1e-5
+    out = capsys.readouterr().out
+    widths = [int(w) for w in re.findall(r"hidden\.\d: 100 -> (\d+)", out)]
+    assert len(widths) == 4 and sum(widths) < 400  # whole units removed by the export
+    assert re.search(r"[\d.]+x faster at batch 1000", out)
