@@ -86,9 +86,20 @@ def _apply(module, view, matrices, x):
     return nnx.merge(graphdef, new)(x)
 
 
+_READING = {}  # the autodiff answers, shared by the tests of one module
+
+
 def _reading_columns(module, view, producer, consumer, rows, input_shape=INPUT):
     """Columns of ``consumer`` whose gradient is zero for random inputs once ``rows`` of
     ``producer`` (bias included) are zero: the columns that read those units (autodiff)."""
+    key = (id(module), producer, consumer, tuple(rows), input_shape)
+    if key not in _READING:
+        _READING[key] = _zero_gradient_columns(module, view, producer, consumer, rows,
+                                               input_shape)  # fmt: skip
+    return _READING[key]
+
+
+def _zero_gradient_columns(module, view, producer, consumer, rows, input_shape):
     matrices = {k: jnp.asarray(v) for k, v in _matrices(module, view).items()}
     matrices[producer] = matrices[producer].at[jnp.asarray(rows)].set(0.0)
     x = jax.random.normal(jax.random.key(1), (8, *input_shape))
@@ -96,7 +107,7 @@ def _reading_columns(module, view, producer, consumer, rows, input_shape=INPUT):
     def loss(w):
         return jnp.sum(jnp.sin(_apply(module, view, {**matrices, consumer: w}, x)))
 
-    grad = np.asarray(jax.grad(loss)(matrices[consumer]))
+    grad = np.asarray(jax.jit(jax.grad(loss))(matrices[consumer]))
     return set(np.flatnonzero(np.all(grad == 0.0, axis=0)))
 
 
@@ -332,9 +343,10 @@ def test_sbp_kl_and_median_against_monte_carlo_and_scipy():
     mu, sigma = jnp.array([0.0, -3.0, -19.5, -10.0]), jnp.array([0.1, 2.0, 1.0, 0.01])
     q = dist.TruncatedNormal(mu, sigma, low=-20.0, high=0.0)
     p = dist.Uniform(-20.0, 0.0).expand([4])
-    x = q.sample(jax.random.key(0), (200_000,))
+    x = q.sample(jax.random.key(0), (50_000,))
     monte_carlo = np.asarray(jnp.mean(q.log_prob(x) - p.log_prob(x), axis=0))
-    np.testing.assert_allclose(kl_divergence(q, p), monte_carlo, atol=0.01)  # MC sd < 0.005
+    # each draw's log-ratio has sd <= 0.71 (a normal's log density), so the mean's is < 0.0032
+    np.testing.assert_allclose(kl_divergence(q, p), monte_carlo, atol=0.015)
     for m, s in zip(np.asarray(mu), np.asarray(sigma), strict=True):
         want = truncnorm((-20 - m) / s, (0 - m) / s, loc=m, scale=s).median()
         assert float(truncated_normal_median(m, s, -20.0, 0.0)) == pytest.approx(want, abs=1e-4)
