@@ -412,3 +412,30 @@ def test_readme_deploy_section_runs(structured_runs, tmp_path, monkeypatch, caps
     widths = [int(w) for w in re.findall(r"hidden\.\d: 100 -> (\d+)", out)]
     assert len(widths) == 4 and sum(widths) < 400  # whole units removed by the export
     assert re.search(r"[\d.]+x faster at batch 1000", out)
+
+
+def test_l1_filter_norms_are_the_kernels_absolute_sums_per_output_channel(net):
+    """Li et al. 2017's filter norm ``sum |K[..., j]|`` read off the NNX kernels themselves
+    (bias left out, a masked entry counted 0), and the target rule removes the lowest."""
+    from bmr_jax.bmr import TargetSparsity
+    from bmr_jax.bmr.decide import PolynomialSchedule
+    from bmr_jax.methods.between.filters import filter_norms
+
+    module, view, geometries = net
+    weights = {k: jnp.asarray(v) for k, v in _matrices(module, view).items()}
+    masks = {s.name: jnp.ones(s.shape, bool) for s in view.layers}
+    masks["convs.1"] = masks["convs.1"].at[2, 0].set(False)
+    has_bias = {s.name: True for s in view.layers}
+    kernels = {"convs.0": module.convs[0].kernel[...], "convs.1": module.convs[1].kernel[...],
+               "dense.0": module.dense[0].kernel[...]}  # fmt: skip
+    for g in geometries:
+        kernel = np.abs(np.asarray(kernels[g.link.producers[0]]))
+        want = kernel.reshape(-1, kernel.shape[-1]).sum(axis=0)
+        if g.link.producers[0] == "convs.1":  # entry (0, 0, 0, 2) is masked
+            want[2] -= kernel[0, 0, 0, 2]
+        np.testing.assert_allclose(filter_norms(g, weights, masks, has_bias), want, rtol=1e-5)
+    rule = TargetSparsity(PolynomialSchedule(final=0.5, begin=1, end=1))
+    g = geometries[2]
+    norms = filter_norms(g, weights, masks, has_bias)
+    keep, _ = rule({"u": -norms}, {"u": jnp.ones(g.units, bool)}, {"u": True}, 2)  # at 0.5
+    assert sorted(np.flatnonzero(~np.asarray(keep["u"]))) == sorted(np.argsort(norms)[:3])
