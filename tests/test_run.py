@@ -168,10 +168,12 @@ def test_defaults_are_merged_not_copied():
 
 
 FRONTIER = "mnist_frontier"  # issue 14's grid: our choices, 200 epochs
+STRUCTURED = ("mnist_structured", "fashion_mnist_structured")  # issue 36's grids
 
 
 def test_every_shipped_config_is_valid():
-    files = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.parent.name != FRONTIER)
+    files = sorted(p for p in (REPO / "configs").rglob("*.yaml")
+                   if p.parent.name not in (FRONTIER, *STRUCTURED))  # fmt: skip
     assert len(files) == 1 + 1 + 1 + 60 + 2  # base, reference, quickstart, the grid, anchors
     for path in files:
         config = load_config(path)
@@ -193,6 +195,27 @@ def test_every_frontier_config_has_the_same_budget():
             assert (train.blocks, train.steps_per_block, train.batch_size) == (blocks, 600, 100)
             assert (config.data.name, config.net.name, config.net.preset) == (
                 "mnist", net, "paper")
+
+
+def test_the_structured_frontier_has_the_frontier_budget():
+    """Issue 36: every structured method on MNIST at its network's frontier budget (and the
+    targets on its schedule), every transformer run at the same CPU scale."""
+    for net, blocks, (begin, end, refit) in (("lenet_300_100", 200, (6, 150, 50)),
+                                             ("lenet5_caffe", 10, (2, 7, 3))):  # fmt: skip
+        files = sorted((REPO / "configs" / "mnist_structured").glob(f"{net}-*.yaml"))
+        assert len(files) == 8  # group S&S and 2 targets, multipliers, BMRS, units, L1 x 2
+        for path in files:
+            config = load_config(path)
+            train, bmr = config.train, config.bmr
+            assert (train.blocks, train.steps_per_block, train.batch_size) == (blocks, 600, 100)
+            assert config.net.name == net and bmr.refit_blocks == refit
+            if bmr.rule_options:
+                schedule = bmr.rule_options["schedule"]
+                assert (schedule["begin"], schedule["end"]) == (begin, end)
+    for path in sorted((REPO / "configs" / "fashion_mnist_structured").glob("*.yaml")):
+        config = load_config(path)
+        assert (config.train.blocks, config.train.steps_per_block, config.net.preset) == (
+            10, 100, "small")  # fmt: skip
 
 
 def test_default_run_folder_keeps_the_dataset():

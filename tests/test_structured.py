@@ -337,8 +337,8 @@ def test_sbp_kl_and_median_against_monte_carlo_and_scipy():
     from numpyro.distributions.kl import kl_divergence
     from scipy.stats import truncnorm
 
-    from bmr_jax.bayes.guides import truncated_normal_median
     from bmr_jax.bayes.priors import unit_scaled  # noqa: F401  (registers the KL)
+    from bmr_jax.bayes.truncated import truncated_normal_median
 
     mu, sigma = jnp.array([0.0, -3.0, -19.5, -10.0]), jnp.array([0.1, 2.0, 1.0, 0.01])
     q = dist.TruncatedNormal(mu, sigma, low=-20.0, high=0.0)

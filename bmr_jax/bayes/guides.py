@@ -33,10 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
-from jax.scipy.special import ndtr, ndtri
 from numpyro import handlers
 from numpyro.distributions import constraints
 
+from bmr_jax.bayes.matrix_normal import MatrixNormal
+from bmr_jax.bayes.truncated import truncated_normal_median
 from bmr_jax.nets.initializers import uniform
 from bmr_jax.registry import Registry
 
@@ -89,14 +90,6 @@ def uniform_start(sites: Mapping[str, LatentSite], key: jax.Array, radius: float
         u = uniform(jax.random.fold_in(key, i), site.shape, -radius, radius)
         values[name] = jnp.exp(u) if site.positive else u
     return values
-
-
-def truncated_normal_median(loc, scale, low, high):
-    """The median of ``N(loc, scale^2)`` truncated to ``[low, high]``:
-    ``loc + scale * Phi^-1((Phi(alpha) + Phi(beta)) / 2)``, ``alpha, beta`` the standardised
-    bounds."""
-    alpha, beta = (low - loc) / scale, (high - loc) / scale
-    return loc + scale * ndtri(0.5 * (ndtr(alpha) + ndtr(beta)))
 
 
 def _base_support(support):
@@ -246,40 +239,6 @@ class RowMVNGuide(Guide):
             constraint=constraints.lower_cholesky,
         )
         return dist.MultivariateNormal(self._loc(site), scale_tril=tril).to_event(1)
-
-
-class MatrixNormal(dist.Distribution):
-    """``vec(Z) ~ N(vec(M), V (x) diag(u))`` for a ``(rows, cols)`` matrix ``Z``: rows are
-    independent, row ``i`` is ``N(M_i, u_i V)``. Parameterised by ``loc = M``,
-    ``row_scale = sqrt(u)`` and ``col_scale_tril = chol(V)``; ``Z = M + diag(sqrt u) E L'``."""
-
-    arg_constraints = {
-        "loc": constraints.real_matrix,
-        "row_scale": constraints.positive,
-        "col_scale_tril": constraints.lower_cholesky,
-    }
-    support = constraints.real_matrix
-    reparametrized_params = ["loc", "row_scale", "col_scale_tril"]
-
-    def __init__(self, loc, row_scale, col_scale_tril, *, validate_args=None):
-        self.loc, self.row_scale, self.col_scale_tril = loc, row_scale, col_scale_tril
-        super().__init__(batch_shape=(), event_shape=loc.shape, validate_args=validate_args)
-
-    def sample(self, key, sample_shape=()):
-        eps = jax.random.normal(key, sample_shape + self.loc.shape, self.loc.dtype)
-        return self.loc + self.row_scale[:, None] * (eps @ self.col_scale_tril.T)
-
-    def log_prob(self, value):
-        rows, cols = self.loc.shape
-        centred = (value - self.loc) / self.row_scale[:, None]  # rows of N(0, V)
-        white = jax.scipy.linalg.solve_triangular(
-            self.col_scale_tril, jnp.swapaxes(centred, -1, -2), lower=True
-        )
-        log_det = cols * jnp.sum(jnp.log(self.row_scale)) + rows * jnp.sum(
-            jnp.log(jnp.diagonal(self.col_scale_tril))
-        )
-        quad = jnp.sum(jnp.square(white), axis=(-2, -1))
-        return -0.5 * quad - log_det - 0.5 * rows * cols * jnp.log(2 * jnp.pi)
 
 
 class MatrixNormalGuide(Guide):

@@ -1,5 +1,6 @@
 """The truncated normal against the uniform on its interval: Structured Bayesian Pruning's
-posterior and prior of ``log theta`` (Neklyudov et al. 2017, section 4), and their KL.
+posterior and prior of ``log theta`` (Neklyudov et al. 2017, section 4), their KL, and the
+truncated normal's mass and median.
 
 Registered with ``numpyro.distributions.kl.kl_divergence`` so that the mean-field ELBO
 (``TraceMeanField_ELBO``) takes the closed form instead of a one-sample estimate.
@@ -11,7 +12,7 @@ import math
 
 import jax.numpy as jnp
 import numpyro.distributions as dist
-from jax.scipy.special import log_ndtr
+from jax.scipy.special import log_ndtr, ndtr, ndtri
 from multipledispatch import dispatch
 from numpyro.distributions.kl import kl_divergence
 from numpyro.distributions.truncated import TwoSidedTruncatedDistribution
@@ -39,6 +40,14 @@ def truncated_normal_uniform_kl(mu, sigma, low, high, width=None):
     return jnp.log(high - low if width is None else width) - entropy
 
 
+def truncated_normal_median(loc, scale, low, high):
+    """The median of ``N(loc, scale^2)`` truncated to ``[low, high]``:
+    ``loc + scale * Phi^-1((Phi(alpha) + Phi(beta)) / 2)``, ``alpha, beta`` the standardised
+    bounds."""
+    alpha, beta = (low - loc) / scale, (high - loc) / scale
+    return loc + scale * ndtri(0.5 * (ndtr(alpha) + ndtr(beta)))
+
+
 @dispatch(TwoSidedTruncatedDistribution, dist.Uniform)
 def kl_divergence(q, p):  # noqa: F811  (numpyro's dispatcher: one more signature)
     if not isinstance(q.base_dist, dist.Normal):
@@ -48,4 +57,5 @@ def kl_divergence(q, p):  # noqa: F811  (numpyro's dispatcher: one more signatur
                                        width=p.high - p.low)  # fmt: skip
 
 
-__all__ = ["kl_divergence", "log_normal_mass", "truncated_normal_uniform_kl"]
+__all__ = ["kl_divergence", "log_normal_mass", "truncated_normal_median",
+           "truncated_normal_uniform_kl"]

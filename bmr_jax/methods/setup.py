@@ -76,10 +76,7 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
         prune_classifier=bmr.prune_classifier,
     )
     if method.multipliers is not None:
-        bnet = _with_unit_multipliers(bnet, spec.sequential, method.multipliers)
-    if guide.init == "paper" and method.multipliers == "log_uniform":
-        raise ConfigError("guide.init: paper draws every latent in unconstrained space; "
-                          f"method {method.name!r} has multipliers on an interval")  # fmt: skip
+        bnet = _with_unit_multipliers(bnet, spec.sequential, method, guide)
     posterior = _make_guide(method, bnet, dataset, guide, seed)
     estimator = method.estimator if guide.estimator is None else guide.estimator
     if estimator != "reparam" and not isinstance(posterior, guides.MeanFieldGuide):
@@ -111,10 +108,10 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
     return Setup(method, bnet, posterior, trainer, between, train, bmr, seed, spec.sequential)
 
 
-def _with_unit_multipliers(bnet: BayesianNetwork, sequential: bool,
-                           theta_prior: str) -> BayesianNetwork:  # fmt: skip
-    """``bnet`` whose prior gives every removable unit a multiplier with ``theta_prior``
-    (``UnitScaledPrior``)."""
+def _with_unit_multipliers(bnet: BayesianNetwork, sequential: bool, method: Method,
+                           guide: GuideSettings) -> BayesianNetwork:  # fmt: skip
+    """``bnet`` whose prior gives every removable unit a multiplier with the method's prior
+    (``UnitScaledPrior``); the ``paper`` start is refused for multipliers on an interval."""
     from bmr_jax.bayes.priors.unit_scaled import UnitScaledPrior
     from bmr_jax.bayes.units import unit_geometries, unit_links
 
@@ -122,7 +119,10 @@ def _with_unit_multipliers(bnet: BayesianNetwork, sequential: bool,
     units = unit_geometries(bnet.view, links)
     if not units:
         raise ConfigError("method: the network has no units to give a multiplier")
-    return replace(bnet, prior=UnitScaledPrior(bnet.prior, units, theta_prior=theta_prior))
+    if guide.init == "paper" and method.multipliers == "log_uniform":
+        raise ConfigError("guide.init: paper draws every latent in unconstrained space; "
+                          f"method {method.name!r} has multipliers on an interval")  # fmt: skip
+    return replace(bnet, prior=UnitScaledPrior(bnet.prior, units, theta_prior=method.multipliers))
 
 
 def _ivon_trainer(method, bnet, posterior, dataset, train: TrainSettings, estimator, optimizer,
