@@ -43,6 +43,27 @@ def unit_delta_f(geometry: UnitGeometry, entry_delta_f, masks) -> jnp.ndarray:
     return geometry.row_sums(alive_df) + geometry.column_sums(alive_df[geometry.link.consumer])
 
 
+def remove_units(geometries: tuple[UnitGeometry, ...], rule: Rule, scores, masks, block):
+    """``(masks, info)``: ``rule`` over each link's units (``scores``: ``{label: (units,)}``,
+    the highest pruned first; a unit is alive while its rows are), the rows and reading
+    columns of every unit it removes pruned."""
+    alive = {g.label: g.alive(masks) for g in geometries}
+    keep, info = rule(scores, alive, {g.label: True for g in geometries}, block)
+    new_masks = dict(masks)
+    for g in geometries:
+        new_masks = g.remove(new_masks, keep[g.label])
+    return new_masks, info
+
+
+def _prune_within(within: Rule | None, entry_delta_f, masks, prunable, block, info) -> dict:
+    """``masks`` with ``within`` (a weight-wise rule, or None) applied to the entries' spike
+    Delta F; its info goes into ``info["within"]``."""
+    if within is None:
+        return masks
+    weights, info["within"] = within(entry_delta_f, masks, prunable, block)
+    return {name: weights[name] & masks[name] for name in masks}
+
+
 def make_group_reduce(view: LayerView, geometries: tuple[UnitGeometry, ...], rule: Rule,
                       within: Rule | None = None,
                       prior_var: Mapping[str, float] | None = None):  # fmt: skip
@@ -62,14 +83,8 @@ def make_group_reduce(view: LayerView, geometries: tuple[UnitGeometry, ...], rul
     def reduce(posterior, masks, block):
         df = {name: delta_f(*posterior[name], prior_var[name], 0.0)[0] for name in layers}
         scores = {g.label: unit_delta_f(g, df, masks) for g in geometries}
-        alive = {g.label: g.alive(masks) for g in geometries}
-        keep, info = rule(scores, alive, {g.label: True for g in geometries}, block)
-        new_masks = dict(masks)
-        for g in geometries:
-            new_masks = g.remove(new_masks, keep[g.label])
-        if within is not None:
-            weights, info["within"] = within(df, new_masks, prunable, block)
-            new_masks = {name: weights[name] & new_masks[name] for name in layers}
+        new_masks, info = remove_units(geometries, rule, scores, masks, block)
+        new_masks = _prune_within(within, df, new_masks, prunable, block, info)
         return ReduceResult(new_masks, scores, info, None)
 
     return reduce
@@ -95,15 +110,10 @@ def make_multiplier_reduce(view: LayerView, geometries: tuple[UnitGeometry, ...]
 
     def reduce(theta_posterior, posterior, masks, block):
         scores = {g.label: score(*theta_posterior[g.label]) for g in geometries}
-        alive = {g.label: g.alive(masks) for g in geometries}
-        keep, info = rule(scores, alive, {g.label: True for g in geometries}, block)
-        new_masks = dict(masks)
-        for g in geometries:
-            new_masks = g.remove(new_masks, keep[g.label])
+        new_masks, info = remove_units(geometries, rule, scores, masks, block)
         if within is not None:
             df = {name: delta_f(*posterior[name], prior_var[name], 0.0)[0] for name in layers}
-            weights, info["within"] = within(df, new_masks, prunable, block)
-            new_masks = {name: weights[name] & new_masks[name] for name in layers}
+            new_masks = _prune_within(within, df, new_masks, prunable, block, info)
         return ReduceResult(new_masks, scores, info, None)
 
     return reduce

@@ -89,7 +89,8 @@ def _method_family(config) -> tuple[str, str]:
     return config.method, style.method_style(config.method)[0]
 
 
-def _mean_sd(values) -> tuple[float, float]:
+def mean_sd(values) -> tuple[float, float]:
+    """``(mean, sample sd)`` of ``values`` (sd 0 for a single value)."""
     values = np.asarray(values, float)
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
@@ -109,9 +110,9 @@ def points(runs) -> list[Point]:
         records = [record for _, record in members]
         out.append(Point(
             name, family, label, net, tuple(sorted(run.config.seed for run, _ in members)),
-            _mean_sd([100 * (1 - r["acc"]) for r in records]),
-            _mean_sd([r["nll"] for r in records]), _mean_sd([r["ece"] for r in records]),
-            _mean_sd([r["compression"] for r in records]),
+            mean_sd([100 * (1 - r["acc"]) for r in records]),
+            mean_sd([r["nll"] for r in records]), mean_sd([r["ece"] for r in records]),
+            mean_sd([r["compression"] for r in records]),
         ))  # fmt: skip
     return out
 

@@ -17,10 +17,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bmr_jax.runs import figure_style as style
+from bmr_jax.runs.frontier import mean_sd
 
 SPEEDUP_FILE = "speedup.json"
 # Neklyudov et al. 2017 (Structured Bayesian Pruning), table 2: test error (%), measured CPU
@@ -54,11 +54,6 @@ def read_speedup(folder) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _mean_sd(values) -> tuple[float, float]:
-    values = np.asarray(values, float)
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
-
-
 def _ratios(measured: dict) -> dict:
     dense, shrunk = measured["variants"]["dense"], measured["variants"]["shrunk"]
     return {"speedup_1000": dense["latency_1000"] / shrunk["latency_1000"],
@@ -83,9 +78,9 @@ def speed_points(runs) -> list[SpeedPoint]:
         out.append(SpeedPoint(
             name, members[0][0].method, net,
             tuple(sorted(run.config.seed for run, _, _ in members)),
-            _mean_sd([100 * (1 - r["acc"]) for r in records]),
-            _mean_sd([r["nll"] for r in records]), _mean_sd([r["ece"] for r in records]),
-            *(_mean_sd([r[k] for r in ratios]) for k, _ in PANELS),
+            mean_sd([100 * (1 - r["acc"]) for r in records]),
+            mean_sd([r["nll"] for r in records]), mean_sd([r["ece"] for r in records]),
+            *(mean_sd([r[k] for r in ratios]) for k, _ in PANELS),
             members[0][2].get("units", ""),
             "validation" if members[0][0].config.data.validation else "test",
         ))  # fmt: skip

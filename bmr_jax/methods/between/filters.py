@@ -17,6 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from bmr_jax.bmr.groups import remove_units
 from bmr_jax.bmr.reduce import gamma_from_masks
 from bmr_jax.methods.between import BETWEEN_BLOCKS
 from bmr_jax.methods.between.groups import network_units
@@ -48,11 +49,7 @@ def make_filters(method, trainer, *, sequential: bool = True):
         weights = {name: -score for name, score in
                    magnitude_scores(bnet, trainer.guide, trainer.params(state)).items()}
         scores = {g.label: -filter_norms(g, weights, masks, has_bias) for g in geometries}
-        alive = {g.label: g.alive(masks) for g in geometries}
-        keep, info = rule(scores, alive, {g.label: True for g in geometries}, block)
-        new_masks = dict(masks)
-        for g in geometries:
-            new_masks = g.remove(new_masks, keep[g.label])
+        new_masks, info = remove_units(geometries, rule, scores, masks, block)
         return state, new_masks, gamma_from_masks(new_masks), info
 
     return step
