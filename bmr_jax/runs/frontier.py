@@ -131,7 +131,7 @@ def frontier_table(frontier: list[Point]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _seed_counts(frontier: list[Point]) -> str:
+def seed_counts(frontier: list[Point]) -> str:
     """How many seeds the points have, and which: "3 seeds per point (137, 138, 139)" or
     "1-3 seeds per point (137, 138, 139)"."""
     counts = sorted({len(p.seeds) for p in frontier})
@@ -226,7 +226,7 @@ def figure_frontier(runs, out) -> list[Path]:
                    title=style.net_style(net)[0])  # fmt: skip
             ax.grid(alpha=0.3, which="both")
     style.legend_outside(fig, axes)
-    seeds = _seed_counts(frontier)
+    seeds = seed_counts(frontier)
     style.caption(fig, "MNIST test set: error, NLL and ECE of the final network against its "
                   "compression (weights of dead units counted as zero), every method of a "
                   f"network at the same step budget; markers: mean over {seeds}, bars: +-1 sd "

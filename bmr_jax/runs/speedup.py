@@ -20,7 +20,7 @@ from typing import NamedTuple
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bmr_jax.runs import figure_style as style
-from bmr_jax.runs.frontier import mean_sd
+from bmr_jax.runs.frontier import mean_sd, seed_counts
 
 SPEEDUP_FILE = "speedup.json"
 # Neklyudov et al. 2017 (Structured Bayesian Pruning), table 2: test error (%), measured CPU
@@ -145,11 +145,10 @@ def figure_speedup(runs, out) -> list[Path]:
             ax.set(xlabel=xlabel, ylabel=f"{split} error (%)", title=style.net_style(net)[0])
             ax.grid(alpha=0.3, which="both")
     style.legend_outside(fig, axes)
-    seeds = sorted({s for p in points for s in p.seeds})
     splits = " and ".join(sorted({p.split for p in points}))
     style.caption(fig, f"MNIST {splits} error of the final network against the measured CPU "
                   "speed-up of its exported (smaller, dense) network over the dense one, timed "
                   "side by side in one process, and against its FLOP reduction; markers: mean "
-                  f"over seeds {', '.join(map(str, seeds))}, bars: +-1 sd; star: SBP as "
+                  f"over {seed_counts(points)}, bars: +-1 sd; star: SBP as "
                   "published (Neklyudov et al. 2017; another CPU).")  # fmt: skip
     return style.save(fig, out)
