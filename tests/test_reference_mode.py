@@ -120,11 +120,13 @@ def test_every_reference_config_selects_the_reference_behaviour_and_ours_grids_d
     from bmr_jax.runs.grid import load_grid
     from tests.runs import QUICKSTART, REPO
 
-    files = sorted(p for p in (REPO / "configs").glob("*/*.yaml")
-                   if p.parent.name != "mnist_frontier")  # issue 14's grid: ours  # fmt: skip
+    ours = ("mnist_frontier", "mnist_structured", "fashion_mnist_structured")  # issues 14, 36
+    files = sorted(p for p in (REPO / "configs").glob("*/*.yaml") if p.parent.name not in ours)
     assert len(files) == 62  # 3 datasets x 4 nets x 5 methods, and the 2 MNIST anchors
-    for path in (REPO / "configs" / "mnist_frontier").glob("lenet*.yaml"):
-        assert _choices(load_config(path)) != REFERENCE, path
+    for folder in ours:
+        for path in (REPO / "configs" / folder).glob("*.yaml"):
+            if not path.name.startswith("budget-"):
+                assert _choices(load_config(path)) != REFERENCE, path
     for path in files:
         assert _choices(load_config(path)) == REFERENCE, path
     assert _choices(load_config(QUICKSTART)) != REFERENCE  # the demo runs our defaults
