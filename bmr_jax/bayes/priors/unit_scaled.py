@@ -1,4 +1,5 @@
-"""A prior with one multiplier per unit: the structured sparsity variable group BMR reduces.
+"""A prior with one multiplier per unit: the variable that structured BMR on unit multipliers
+(``bmr_multipliers``) and BMRS reduce.
 
 For every unit ``j`` (a hidden neuron, a conv channel, an attention head, a feed-forward unit;
 :class:`bmr_jax.bayes.units.UnitGeometry`) a scalar ``theta_j`` multiplies the consumer columns
