@@ -102,9 +102,9 @@ def test_an_unknown_figure_is_one_error_line(run_paths, tmp_path, capsys):
 
 
 def test_the_caption_counts_the_seeds_of_each_point(run_paths):
-    from bmr_jax.runs.frontier import _seed_counts
+    from bmr_jax.runs.frontier import seed_counts
 
-    assert _seed_counts(points([Run(path) for path in run_paths])) == \
+    assert seed_counts(points([Run(path) for path in run_paths])) == \
         "1-2 seeds per point (137, 138)"  # fmt: skip
 
 
