@@ -201,3 +201,9 @@ def unit_geometries(view: LayerView, links) -> tuple[UnitGeometry, ...]:
         out.append(UnitGeometry(link, producer.rows, consumer.fan_in // producer.rows,
                                 consumer.has_bias))  # fmt: skip
     return tuple(out)
+
+
+def network_units(bnet, *, sequential: bool) -> tuple[UnitGeometry, ...]:
+    """The geometries of a ``BayesianNetwork``'s removable units (its module's links)."""
+    links = unit_links(bnet.initial_module(), bnet.view, sequential=sequential)
+    return unit_geometries(bnet.view, links)

@@ -113,10 +113,9 @@ def _with_unit_multipliers(bnet: BayesianNetwork, sequential: bool, method: Meth
     """``bnet`` whose prior gives every removable unit a multiplier with the method's prior
     (``UnitScaledPrior``); the ``paper`` start is refused for multipliers on an interval."""
     from bmr_jax.bayes.priors.unit_scaled import UnitScaledPrior
-    from bmr_jax.bayes.units import unit_geometries, unit_links
+    from bmr_jax.bayes.units import network_units
 
-    links = unit_links(bnet.initial_module(), bnet.view, sequential=sequential)
-    units = unit_geometries(bnet.view, links)
+    units = network_units(bnet, sequential=sequential)
     if not units:
         raise ConfigError("method: the network has no units to give a multiplier")
     if guide.init == "paper" and method.multipliers == "log_uniform":

@@ -17,10 +17,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from bmr_jax.bayes.units import network_units
 from bmr_jax.bmr.groups import remove_units
 from bmr_jax.bmr.reduce import gamma_from_masks
 from bmr_jax.methods.between import BETWEEN_BLOCKS
-from bmr_jax.methods.between.groups import network_units
 from bmr_jax.methods.between.magnitude import magnitude_scores
 
 
@@ -38,7 +38,7 @@ def filter_norms(geometry, weights, masks, has_bias) -> jax.Array:
 def make_filters(method, trainer, *, sequential: bool = True):
     """The jitted step: filter norms at the guide's point, ``method.rule`` over each layer's
     units (the lowest norm goes first), removed units' rows and reading columns pruned."""
-    geometries = network_units(trainer, sequential)
+    geometries = network_units(trainer.bnet, sequential=sequential)
     if not geometries:
         raise ValueError("L1 filter pruning: the network has no units to remove")
     bnet, rule = trainer.bnet, method.rule

@@ -7,17 +7,10 @@ from __future__ import annotations
 
 import jax
 
-from bmr_jax.bayes.units import unit_geometries, unit_links
+from bmr_jax.bayes.units import network_units
 from bmr_jax.bmr.groups import make_group_reduce
 from bmr_jax.bmr.reduce import gamma_from_masks
 from bmr_jax.methods.between import BETWEEN_BLOCKS, prior_variances
-
-
-def network_units(trainer, sequential: bool):
-    """The unit geometries of the trainer's network whose producers may be pruned."""
-    bnet = trainer.bnet
-    return unit_geometries(bnet.view, unit_links(bnet.initial_module(), bnet.view,
-                                                 sequential=sequential))  # fmt: skip
 
 
 def make_groups(method, trainer, *, sequential: bool = True):
@@ -25,7 +18,7 @@ def make_groups(method, trainer, *, sequential: bool = True):
     units (``bmr_jax.bmr.make_group_reduce``); no write-back."""
     if method.write_back:
         raise ValueError("group BMR does not write the reduced posterior back")
-    geometries = network_units(trainer, sequential)
+    geometries = network_units(trainer.bnet, sequential=sequential)
     if not geometries:
         raise ValueError("group BMR: the network has no units to remove")
     reduce = make_group_reduce(trainer.bnet.view, geometries, method.rule, method.within,
