@@ -40,10 +40,13 @@ def run_paths(tmp_path):
         (folder.path / MARKER).write_text("bmr-jax run folder\n")
         folder.config_path.write_text(dump_config(from_dict({**NET, **values})))
         folder.append_metrics({"block": 1, "step": 600, "acc": 0.5, "nll": 2.0, "ece": 0.3,
-                               "compression": 1.0})  # fmt: skip
+                               "pruned_fraction": 0.0, "compression": 1.0})  # fmt: skip
         folder.append_metrics({"block": 2, "step": 1200, "acc": None, "nll": None, "ece": None,
-                               "compression": 3.0})  # not evaluated: not the final point
+                               "pruned_fraction": 0.5, "compression": 3.0})  # not evaluated
+        # the final records, older than the counts' names: ``compression`` is the alive count,
+        # and the masks keep twice the entries still alive (half the compression by mask)
         folder.append_metrics({"block": 3, "step": 1800, "acc": acc, "nll": nll, "ece": ece,
+                               "pruned_fraction": 1 - 2 / compression,
                                "compression": compression})  # fmt: skip
         paths.append(folder.path)
     return paths
@@ -58,7 +61,8 @@ def test_points_average_the_seeds(run_paths):
     assert vd.seeds == (137, 138) and vd.label == "Sparse VD"
     # error 2.0 % and 1.8 %: mean 1.9, sample sd 0.2 / sqrt(2); compression 65 +- 10 / sqrt(2)
     assert vd.error == pytest.approx((1.9, 0.2 / 2**0.5))
-    assert vd.compression == pytest.approx((65.0, 10.0 / 2**0.5))
+    assert vd.compression_alive == pytest.approx((65.0, 10.0 / 2**0.5))
+    assert vd.compression_by_mask == pytest.approx((32.5, 5.0 / 2**0.5))
     assert vd.nll == pytest.approx((0.062, 0.004 / 2**0.5))
     assert frontier["lenet_300_100-bmr_target-100x"].label == "BMR, target"
     classifier = frontier["lenet_300_100-bmr_target-100x,bmr.prune_classifier=true"]
@@ -77,14 +81,14 @@ def test_the_table_lists_every_point_by_compression(run_paths):
         "lenet_300_100-gmp-10x", "lenet_300_100-sparse_vd", "lenet_300_100-bmr_target-100x",
         "lenet_300_100-bmr_target-100x,bmr.prune_classifier=true",
         "lenet_300_100-bmr_ss-all"]  # fmt: skip
-    assert "65.0x +- 7.1" in rows[1] and "1.900 +- 0.141" in rows[1]
+    assert "| 65.0x +- 7.1 | 32.5x +- 3.5 | 1.900 +- 0.141 |" in rows[1]
 
 
 def test_the_frontier_table_prints_from_the_cli(run_paths, capsys):
     assert main(["report", *map(str, run_paths), "--frontier"]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert rows[0].startswith("| net | method | point | seeds |") and len(rows) == 2 + 5
-    assert "lenet_300_100-sparse_vd | 137, 138 | 65.0x +- 7.1 | 1.900 +- 0.141" in rows[3]
+    assert "lenet_300_100-sparse_vd | 137, 138 | 65.0x +- 7.1 | 32.5x +- 3.5 | 1.900" in rows[3]
 
 
 def test_the_frontier_figure_renders_from_the_cli(run_paths, tmp_path, capsys):
@@ -92,6 +96,42 @@ def test_the_frontier_figure_renders_from_the_cli(run_paths, tmp_path, capsys):
     assert main(["plot", *map(str, run_paths), "--figure", "frontier", "--out", str(out)]) == 0
     for suffix in (".png", ".pdf"):
         assert (out.with_suffix(suffix)).stat().st_size > 5_000
+
+
+def test_the_frontier_figure_draws_both_counts_of_every_point(run_paths, tmp_path):
+    """Each point is filled at its alive count and hollow at its count by mask, joined by a
+    dotted line, in its family's colour; Sparse VD's published point is a star."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from bmr_jax.runs.frontier import FAMILIES, figure_frontier
+
+    captured = {}
+    original = plt.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        captured["fig"] = fig
+        return original(fig, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plt.Figure, "savefig", keep)
+        figure_frontier([Run(path) for path in run_paths], tmp_path / "f")
+    error_panel = captured["fig"].axes[0]
+    assert error_panel.get_ylabel() == "test error (%)" and error_panel.get_xscale() == "log"
+    colour = to_hex(FAMILIES["sparse_vd"][1])
+    lines = [ln for ln in error_panel.get_lines() if to_hex(ln.get_color()) == colour]
+    xs = sorted(float(x) for ln in lines for x in ln.get_xdata())
+    # Sparse VD (65x alive, 32.5x by mask, error 1.9 %), the dotted join, the published star
+    hollow = [ln for ln in lines if ln.get_marker() not in ("None", "*")
+              and ln.get_markerfacecolor() == "none"]  # fmt: skip
+    assert [list(ln.get_xdata()) for ln in hollow] == [[32.5]]
+    assert [list(ln.get_ydata()) for ln in hollow] == [pytest.approx([1.9])]
+    dotted = [ln for ln in lines if ln.get_linestyle() == ":"]
+    assert [sorted(ln.get_xdata()) for ln in dotted] == [[32.5, 65.0]]
+    assert 68.0 in xs  # Molchanov et al.'s published 68x
 
 
 def test_an_unknown_figure_is_one_error_line(run_paths, tmp_path, capsys):
@@ -131,7 +171,8 @@ def test_an_off_scale_points_bar_does_not_stretch_the_panel():
 
     def point(error, sd):
         return Point("p", "bmr_ss", "BMR-S&S (layer)", "lenet5_caffe", (137, 138),
-                     (error, sd), (0.1, 0.0), (0.01, 0.0), (100.0, 0.0))  # fmt: skip
+                     (error, sd), (0.1, 0.0), (0.01, 0.0), (100.0, 0.0),
+                     (100.0, 0.0))  # fmt: skip
 
     kept = [point(e, 0.1) for e in (0.9, 1.0, 1.0, 1.1, 1.2, 1.3, 1.5, 2.0)]
     collapsed = point(48.0, 57.5)  # one seed at 7 %, one at chance: the bar reaches -9.5

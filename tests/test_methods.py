@@ -107,7 +107,10 @@ def test_bmr_ss_prunes_most_weights_and_keeps_flat_ff_accuracy(runs):
     assert fractions[0] == 0.0 < fractions[1] < fractions[2]  # pruning is permanent
     assert fractions[-1] >= 0.5
     assert bmr_ss[-1]["dead_fraction"] >= fractions[-1]
-    assert bmr_ss[-1]["compression"] == pytest.approx(1 / (1 - bmr_ss[-1]["dead_fraction"]))
+    final = bmr_ss[-1]
+    assert final["compression_alive"] == pytest.approx(1 / (1 - final["dead_fraction"]))
+    assert final["compression_by_mask"] == pytest.approx(1 / (1 - final["pruned_fraction"]))
+    assert 1 < final["weight_compression_by_mask"]
     assert bmr_ss[-1]["acc"] >= flat_ff[-1]["acc"] - 0.01
     assert all(r["pruned_fraction"] == 0.0 for r in flat_ff)
 

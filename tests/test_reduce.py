@@ -97,7 +97,11 @@ def test_dead_units_propagate_through_dense_layers():
     counts = sparsity(masks, view, sequential=True)
     assert counts["pruned_fraction"] == pytest.approx(9 / 23)
     assert counts["dead_fraction"] == pytest.approx(11 / 23)
-    assert counts["compression"] == pytest.approx(23 / 12)
+    # 23 entries, 14 kept by the masks (5 + 1 in a, 8 in b), 12 alive; 18 weights (biases
+    # left out), 11 kept: row 0 of a's 4 and row 2's first, and b's 2 x 3
+    assert counts["compression_alive"] == pytest.approx(23 / 12)
+    assert counts["compression_by_mask"] == pytest.approx(23 / 14)
+    assert counts["weight_compression_by_mask"] == pytest.approx(18 / 11)
     assert counts["layers"]["a"] == pytest.approx(9 / 15) and counts["layers"]["b"] == 0
     assert sparsity(masks, view, sequential=False)["dead_fraction"] == pytest.approx(9 / 23)
 

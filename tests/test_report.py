@@ -23,8 +23,10 @@ def _run(root, net, method, acc_last):
         folder.append_metrics({
             "block": block, "step": 500 * block, "loss": 1.0 / block, "acc": acc,
             "nll": None if acc is None else 1 - acc, "ece": None if acc is None else 0.01,
-            "lpd": None, "pruned_fraction": 0.25 * (block - 1), "dead_fraction": 0.0,
-            "compression": 1 / (1 - 0.25 * (block - 1)), "train_seconds": 50.0,
+            "lpd": None, "pruned_fraction": 0.25 * (block - 1),
+            "dead_fraction": 0.375 * (block - 1),  # dead units: 4x alive, 2x by mask at the end
+            "compression": 1 / (1 - 0.375 * (block - 1)),  # a record older than the counts
+            "train_seconds": 50.0,
             "reduce_seconds": 0.5, "eval_seconds": 9.5 if acc is not None else 0.0,
         })  # fmt: skip
     return folder.path
@@ -38,7 +40,7 @@ def test_csv_and_markdown_from_run_folders(tmp_path, capsys):
     # paper order: MLP first; last evaluated metrics; 3 x 50.5 s + 2 x 9.5 s = 170.5 s = 2.8 min
     assert table[2] == ("| mlp-flat_ff | fashion_mnist | mlp | paper | flat_ff | 1,500 | 0.800 "
                         "| 0.010 | 0.200 "
-                        "| 0.500 | 2.0x | 2.8 | 2.8 / - |")  # fmt: skip
+                        "| 0.500 | 4.0x / 2.0x | 2.8 | 2.8 / - |")  # fmt: skip
     assert table[3].startswith(
         "| lenet5-bmr_ss | fashion_mnist | lenet5 | paper | bmr_ss | 1,500 | 0.900 |"
     )
@@ -55,7 +57,11 @@ def test_csv_and_markdown_from_run_folders(tmp_path, capsys):
         ("lenet5", "3"),
     ]
     assert rows[1]["acc"] == "" and rows[1]["seconds"] == "50.5" and rows[2]["acc"] == "0.8"
-    assert float(rows[5]["compression"]) == 2.0
+    # the older record's ``compression`` is the alive count; by mask follows from the pruned
+    # fraction; the weight count needs the masks, which an older record does not have
+    assert float(rows[5]["compression_alive"]) == 4.0
+    assert float(rows[5]["compression_by_mask"]) == 2.0
+    assert rows[5]["weight_compression_by_mask"] == ""
 
 
 def test_records_are_run_folders_without_checkpoints(tmp_path, capsys):

@@ -12,7 +12,17 @@ but it is part of the network). ``pruned_fraction`` counts the entries the rule 
 ``dead_fraction`` adds, for networks whose layers feed each other in sequence (MLP and LeNet
 variants), the weights that read a dead unit -- a unit whose whole row, bias included, is
 pruned outputs a constant 0 (every activation here maps 0 to 0), so its outgoing weights are
-dead too. ``compression`` is all entries / entries still alive after dead-unit propagation.
+dead too. Three compression ratios, named for what they count (METHOD.md 5):
+
+- ``compression_alive``: all entries / entries still alive after dead-unit propagation. The
+  exported network realises it where the export removes the dead units (``bmr-jax export``
+  shrinks whole dead rows of sequential networks); elsewhere it is an upper bound;
+- ``compression_by_mask``: all entries / entries the masks keep, no credit for dead units;
+- ``weight_compression_by_mask``: weight entries (biases left out) / weight entries the masks
+  keep -- the count of the Sparse VD paper (Molchanov et al. 2017, table 1) and of most
+  pruning papers.
+
+Records written before these names carry ``compression``, which is ``compression_alive``.
 """
 
 from __future__ import annotations
@@ -184,22 +194,43 @@ def propagate_dead_units(masks: Mapping[str, jax.Array], view: LayerView) -> dic
     return out
 
 
-def sparsity(masks: Mapping[str, jax.Array], view: LayerView, sequential: bool) -> dict:
-    """Pruned fraction per layer and in total, dead-unit fraction and compression ratio.
+COMPRESSIONS = ("compression_alive", "compression_by_mask", "weight_compression_by_mask")
 
-    Returns a dict of floats: ``pruned_fraction``, ``dead_fraction`` (pruned + dead, equal to
-    ``pruned_fraction`` for non-sequential networks), ``compression`` and
-    ``layers: {layer: pruned fraction}``.
+
+def record_compressions(record: Mapping) -> dict[str, float | None]:
+    """The three compression counts of a metrics record (module docstring), older records
+    too: their ``compression`` is ``compression_alive``, ``compression_by_mask`` is
+    ``1 / (1 - pruned_fraction)``, and the weight count, which needs the masks, is ``None``."""
+    if "compression_alive" in record:
+        return {k: record[k] for k in COMPRESSIONS}
+    by_mask = 1.0 / max(1.0 - record["pruned_fraction"], 1e-300)
+    return {"compression_alive": record["compression"], "compression_by_mask": by_mask,
+            "weight_compression_by_mask": None}  # fmt: skip
+
+
+def sparsity(masks: Mapping[str, jax.Array], view: LayerView, sequential: bool) -> dict:
+    """Pruned fraction per layer and in total, dead-unit fraction and compression ratios.
+
+    Returns a dict: ``pruned_fraction``, ``dead_fraction`` (pruned + dead, equal to
+    ``pruned_fraction`` for non-sequential networks), ``compression_alive``,
+    ``compression_by_mask``, ``weight_compression_by_mask`` (module docstring),
+    ``layers: {layer: pruned fraction}`` and ``rows: {layer: units alive}``.
     """
     masks = {k: np.asarray(m) for k, m in masks.items()}  # counted on the host, in numpy
     effective = propagate_dead_units(masks, view) if sequential else dict(masks)
     total = sum(int(m.size) for m in masks.values())
     kept = sum(int(np.sum(m)) for m in masks.values())
     alive = sum(int(np.sum(m)) for m in effective.values())
+    has_bias = {s.name: s.has_bias for s in view.layers}
+    weights = {k: m[:, :-1] if has_bias[k] else m for k, m in masks.items()}
+    kept_weights = sum(int(np.sum(m)) for m in weights.values())
     return {
         "pruned_fraction": 1.0 - kept / total,
         "dead_fraction": 1.0 - alive / total,
-        "compression": total / max(alive, 1),
+        "compression_alive": total / max(alive, 1),
+        "compression_by_mask": total / max(kept, 1),
+        "weight_compression_by_mask": sum(m.size for m in weights.values())
+        / max(kept_weights, 1),
         "layers": {k: 1.0 - float(np.mean(m)) for k, m in masks.items()},
         "rows": {k: int(np.sum(np.any(m, axis=1))) for k, m in effective.items()},
     }

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bmr_jax.bmr.reduce import sparsity
+from bmr_jax.bmr.reduce import COMPRESSIONS, sparsity
 from bmr_jax.errors import BmrJaxError, ConfigError
 from bmr_jax.inference import evaluate, parallel, shrunk
 from bmr_jax.inference.train import TrainState
@@ -115,7 +115,8 @@ def run(setup: Setup, dataset, *, evaluation: EvalSettings = EvalSettings(),
 
     Returns one record per block run: ``block``, ``step``, ``loss`` (mean per-datum negative
     ELBO of the block), ``acc``, ``nll``, ``ece``, ``lpd``, ``pruned_fraction``,
-    ``dead_fraction``, ``compression``, ``pruned_by_layer`` (``{layer: pruned fraction}``),
+    ``dead_fraction``, the three compression counts (``bmr_jax.bmr.reduce.COMPRESSIONS``),
+    ``pruned_by_layer`` (``{layer: pruned fraction}``),
     ``units_by_layer`` (``{layer: output rows still computed}``),
     ``lr``, ``train_seconds``, ``reduce_seconds`` (the
     between-blocks step), ``eval_seconds`` and ``seconds`` (their sum).
@@ -287,7 +288,7 @@ def _record(setup: Setup, block, losses, metrics, masks, state, train_seconds, b
         **metrics,
         "pruned_fraction": counts["pruned_fraction"],
         "dead_fraction": counts["dead_fraction"],
-        "compression": counts["compression"],
+        **{k: counts[k] for k in COMPRESSIONS},
         "pruned_by_layer": counts["layers"],
         "units_by_layer": counts["rows"],
         "lr": setup.trainer.learning_rate(state),

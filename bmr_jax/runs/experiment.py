@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from bmr_jax import data, methods, nets
+from bmr_jax.bmr.reduce import COMPRESSIONS
 from bmr_jax.errors import BmrJaxError, ConfigError
 from bmr_jax.runs.config import Config, differing_keys, dump_config, from_dict
 from bmr_jax.runs.folder import RunFolder, RunFolderError, block_seconds
@@ -203,7 +204,7 @@ def _interrupted(folder: RunFolder, state, records, received, config) -> RunInte
 
 def _summary(config: Config, setup, records: list[dict], seconds_this_call: float) -> dict:
     final = records[-1]
-    keys = ("acc", "nll", "ece", "lpd", "pruned_fraction", "dead_fraction", "compression")
+    keys = ("acc", "nll", "ece", "lpd", "pruned_fraction", "dead_fraction", *COMPRESSIONS)
     return {
         "method": config.method,
         "dataset": config.data.name,

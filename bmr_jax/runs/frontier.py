@@ -2,10 +2,11 @@
 
 Each frontier point is one config run with several seeds. Its runs are the folders whose
 names differ only in their ``seed=`` part. For a point, the final record gives the test
-error (1 - ACC, in %), the NLL, the ECE and the compression. The compression is all weights
-over the non-zero ones, with the weights of dead units counted as zero
-(``bmr_jax.bmr.reduce.sparsity``). Each value is a mean and a sample standard
-deviation over the seeds.
+error (1 - ACC, in %), the NLL, the ECE and two compressions (``bmr_jax.bmr.reduce``): *alive*,
+all entries over those still alive, the weights of dead units counted as zero (what the export
+of a sequential network realises: it removes dead units), and *by mask*, all entries over those
+the masks keep (no dead-unit credit, as the Sparse VD paper counts). Each value is a mean and a
+sample standard deviation over the seeds.
 
 Methods are named as :func:`point_family` reads them from the config:
 
@@ -19,7 +20,8 @@ each with ", classifier pruned" where its rule may prune the classifier too
 (``bmr.prune_classifier``), a family of its own.
 
 The figure has one panel per metric against log compression, one colour per family, and
-error bars of one sd on both axes. Each network's published Sparse VD point (Molchanov et
+error bars of one sd on both axes. A point is drawn filled at its alive count, and hollow at
+its count by mask, the two joined by a dotted line (they coincide where no unit died). Each network's published Sparse VD point (Molchanov et
 al. 2017, table 1) is an open star.
 """
 
@@ -33,6 +35,7 @@ from typing import NamedTuple
 import numpy as np
 from matplotlib.ticker import FuncFormatter
 
+from bmr_jax.bmr.reduce import record_compressions
 from bmr_jax.runs import figure_style as style
 
 # Molchanov, Ashukha & Vetrov 2017, table 1: (test error %, compression) of Sparse VD
@@ -64,7 +67,8 @@ class Point(NamedTuple):
     error: tuple[float, float]
     nll: tuple[float, float]
     ece: tuple[float, float]
-    compression: tuple[float, float]
+    compression_alive: tuple[float, float]
+    compression_by_mask: tuple[float, float]
 
 
 def point_family(config) -> tuple[str, str]:
@@ -108,23 +112,24 @@ def points(runs) -> list[Point]:
     for (net, name), members in sorted(groups.items()):
         family, label = point_family(members[0][0].config)
         records = [record for _, record in members]
+        counts = [record_compressions(r) for r in records]
         out.append(Point(
             name, family, label, net, tuple(sorted(run.config.seed for run, _ in members)),
             mean_sd([100 * (1 - r["acc"]) for r in records]),
             mean_sd([r["nll"] for r in records]), mean_sd([r["ece"] for r in records]),
-            mean_sd([r["compression"] for r in records]),
+            mean_sd([c["compression_alive"] for c in counts]),
+            mean_sd([c["compression_by_mask"] for c in counts]),
         ))  # fmt: skip
     return out
 
 
 def frontier_table(frontier: list[Point]) -> str:
-    """A markdown table of every point, by network and compression."""
-    lines = ["| net | method | point | seeds | compression | error % | NLL | ECE |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for p in sorted(frontier, key=lambda p: (p.net, p.compression[0])):
-        cells = [f"{m:.1f}x +- {s:.1f}" if k == "compression" else f"{m:.3f} +- {s:.3f}"
-                 for k, (m, s) in (("compression", p.compression), ("error", p.error),
-                                   ("nll", p.nll), ("ece", p.ece))]  # fmt: skip
+    """A markdown table of every point, by network and compression alive."""
+    lines = ["| net | method | point | seeds | compression alive | compression by mask "
+             "| error % | NLL | ECE |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for p in sorted(frontier, key=lambda p: (p.net, p.compression_alive[0])):
+        cells = [f"{m:.1f}x +- {s:.1f}" for m, s in (p.compression_alive, p.compression_by_mask)]
+        cells += [f"{m:.3f} +- {s:.3f}" for m, s in (p.error, p.nll, p.ece)]
         seeds = ", ".join(map(str, p.seeds))
         lines.append(f"| {style.net_style(p.net)[0]} | {p.label} | {p.name} | {seeds} | "
                      + " | ".join(cells) + " |")  # fmt: skip
@@ -144,14 +149,19 @@ def seed_counts(frontier: list[Point]) -> str:
 def _draw_family(ax, members, key, family, label):
     name, colour, marker = FAMILIES.get(family, (label, "#000000", "x"))
     marker = COUNTING_MARKERS.get(label, marker)  # BMR-S&S's countings: one marker each
-    members = sorted(members, key=lambda p: p.compression[0])
-    x = [p.compression[0] for p in members]
+    members = sorted(members, key=lambda p: p.compression_alive[0])
+    x = [p.compression_alive[0] for p in members]
     y = [getattr(p, key)[0] for p in members]
     joined = family.removesuffix("_classifier") in CURVES  # several targets: a curve
-    ax.errorbar(x, y, xerr=[p.compression[1] for p in members],
+    ax.errorbar(x, y, xerr=[p.compression_alive[1] for p in members],
                 yerr=[getattr(p, key)[1] for p in members], color=colour, marker=marker,
                 markersize=5, capsize=2, linewidth=1.2, linestyle="-" if joined else "none",
                 label=label)  # fmt: skip
+    by_mask = [p.compression_by_mask[0] for p in members]
+    ax.plot(by_mask, y, color=colour, marker=marker, mfc="none", markersize=5,
+            linestyle="none")  # the same points by mask: hollow
+    for alive, masked, value in zip(x, by_mask, y, strict=True):
+        ax.plot([masked, alive], [value, value], color=colour, linestyle=":", linewidth=0.8)
 
 
 def off_scale(values) -> np.ndarray:
@@ -183,7 +193,7 @@ def _mark_off_scale(ax, members, key, far, also_in_scale=()):
     span = max(tops) - min(lows)
     ax.set_ylim(min(lows) - 0.05 * span, max(tops) + 0.12 * span)
     for p in (p for p, f in zip(members, far, strict=True) if f):
-        ax.annotate(f"{getattr(p, key)[0]:.3g}\u2191", xy=(p.compression[0], 1),
+        ax.annotate(f"{getattr(p, key)[0]:.3g}\u2191", xy=(p.compression_alive[0], 1),
                     xycoords=("data", "axes fraction"), xytext=(0, -2),
                     textcoords="offset points", ha="center", va="top", fontsize=7,
                     color=FAMILIES.get(p.family, (None, "#000000"))[1])  # fmt: skip
@@ -201,7 +211,8 @@ def figure_frontier(runs, out) -> list[Path]:
     for row, net in enumerate(nets):
         mine = [p for p in frontier if p.net == net]
         labels = sorted({(p.family, p.label) for p in mine})
-        compressions = [p.compression[0] for p in mine]
+        compressions = [c for p in mine for c in (p.compression_alive[0],
+                                                  p.compression_by_mask[0])]
         compression_range = (min(compressions) / 1.25, max(compressions) * 1.25)
         for col, (key, ylabel) in enumerate(METRICS):
             ax = axes[row, col]
@@ -222,13 +233,17 @@ def figure_frontier(runs, out) -> list[Path]:
             ax.set_xscale("log")
             ax.set_xlim(*compression_range)  # every panel of a row: its off-scale points too
             ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
-            ax.set(xlabel="compression (all / non-zero weights)", ylabel=ylabel,
+            ax.set(xlabel="compression (all / kept weights)", ylabel=ylabel,
                    title=style.net_style(net)[0])  # fmt: skip
             ax.grid(alpha=0.3, which="both")
+    axes[0, 0].plot([], [], color="#606060", marker="o", mfc="none", linestyle=":",
+                    label="hollow: the same point by mask")  # the legend's key to the counts
     style.legend_outside(fig, axes)
     seeds = seed_counts(frontier)
     style.caption(fig, "MNIST test set: error, NLL and ECE of the final network against its "
-                  "compression (weights of dead units counted as zero), every method of a "
+                  "compression, filled: alive (weights of dead units counted as zero, as the "
+                  "export removes them), hollow: by mask (no dead-unit credit, the Sparse VD "
+                  "paper counts); every method of a "
                   f"network at the same step budget; markers: mean over {seeds}, bars: +-1 sd "
                   "(points with several seeds); star: Sparse VD as published (Molchanov et "
                   "al. 2017); a value with an arrow: a point above the panel's range.")  # fmt: skip

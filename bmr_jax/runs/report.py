@@ -1,8 +1,9 @@
 """Tables from run folders: a compact per-block CSV and a Markdown summary of final metrics.
 
 ``bmr-jax report RUNS... [--csv FILE]`` prints one Markdown row per run (folder name, dataset,
-network, preset, method, steps, ACC, ECE, NLL, pruned fraction, compression, wall time, and the wall
-time until 50 % and 90 % of the prunable weights were pruned) and optionally
+network, preset, method, steps, ACC, ECE, NLL, pruned fraction, compression alive and by mask
+(``bmr_jax.bmr.reduce``), wall time, and the wall time until 50 % and 90 % of the prunable
+weights were pruned) and optionally
 writes every run's per-block metrics as one CSV, the form committed under
 ``experiments/results/``. Unfinished runs are reported with the blocks they have.
 
@@ -19,11 +20,12 @@ import io
 import math
 from pathlib import Path
 
+from bmr_jax.bmr.reduce import COMPRESSIONS, record_compressions
 from bmr_jax.runs.folder import MARKER, RunFolder, atomic_write, block_seconds
 
 RUN_COLUMNS = ("run", "dataset", "net", "preset", "method")
 BLOCK_COLUMNS = ("block", "step", "loss", "acc", "nll", "ece", "lpd", "pruned_fraction",
-                 "dead_fraction", "compression", "seconds")  # fmt: skip
+                 "dead_fraction", *COMPRESSIONS, "seconds")  # fmt: skip
 # the paper's order of networks and methods (tables here, lines in bmr_jax.runs.plots)
 NET_ORDER = ("mlp", "lenet5", "vit", "mixer", "lenet_300_100", "lenet5_caffe")
 METHOD_ORDER = ("flat_map", "flat_ff", "tiered_ff", "bmr_ss", "bmr_rhs", "bmr_units")
@@ -70,6 +72,7 @@ def per_block_csv(runs) -> str:
     for identity, records in runs:
         for r in records:
             values = [identity[k] for k in RUN_COLUMNS]
+            r = {**r, **record_compressions(r)}  # older records: ``compression``
             values += [r.get(k) for k in BLOCK_COLUMNS[:-1]] + [block_seconds(r)]
             writer.writerow([_cell(v) for v in values])
     return buffer.getvalue()
@@ -95,8 +98,8 @@ def minutes_to_sparsity(records, fraction: float) -> float | None:
 def summary_markdown(runs) -> str:
     """A Markdown table of each run's last metrics, total wall time and time-to-sparsity."""
     lines = [
-        "| run | dataset | net | preset | method | steps | ACC | ECE | NLL | pruned | compression "
-        "| minutes | min to 50 % / 90 % pruned |",
+        "| run | dataset | net | preset | method | steps | ACC | ECE | NLL | pruned "
+        "| compression alive / by mask | minutes | min to 50 % / 90 % pruned |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for identity, records in runs:
@@ -107,11 +110,13 @@ def summary_markdown(runs) -> str:
         metrics = [f"{v:.3f}" if v is not None else "-" for v in (acc, ece, nll)]
         reached = [minutes_to_sparsity(records, f) for f in (0.5, 0.9)]
         reached = " / ".join(f"{m:.1f}" if m is not None else "-" for m in reached)
+        counts = record_compressions(records[-1])
+        compression = f"{counts['compression_alive']:.1f}x / {counts['compression_by_mask']:.1f}x"
         lines.append(
             f"| {identity['run']} | {identity['dataset']} | {identity['net']} "
             f"| {identity['preset']} "
             f"| {identity['method']} | {records[-1]['step']:,} | {' | '.join(metrics)} "
-            f"| {records[-1]['pruned_fraction']:.3f} | {records[-1]['compression']:.1f}x "
+            f"| {records[-1]['pruned_fraction']:.3f} | {compression} "
             f"| {minutes:.1f} | {reached} |"
         )
     return "\n".join(lines) + "\n"

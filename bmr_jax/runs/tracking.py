@@ -6,7 +6,7 @@ people already use, and nothing they do can stop or change a run:
 - ``tracking.tensorboard: true`` writes event files to ``RUN/tensorboard`` (tensorboardX):
   the loss of every SVI step (``train/loss``), and at every block's last step its metrics
   (``test/acc``, ``test/nll``, ``test/ece``, ``test/lpd`` when evaluated; ``block/loss``,
-  ``sparsity/pruned_fraction``, ``dead_fraction``, ``compression``, ``train/lr`` and the
+  ``sparsity/pruned_fraction``, ``dead_fraction``, the three compression counts, ``train/lr`` and the
   seconds) and every layer's pruned fraction (``pruned/<layer>``).
 - ``tracking.mlflow: URI`` logs to the MLflow tracking store at ``URI`` (a server, or
   ``sqlite:///path/mlflow.db``): the resolved config as params, every block's metrics at its
@@ -35,7 +35,10 @@ from bmr_jax.validate import check_fields, setting
 
 TEST_METRICS = ("acc", "nll", "ece", "lpd")
 BLOCK_METRICS = {"loss": "block/loss", "pruned_fraction": "sparsity/pruned_fraction",
-                 "dead_fraction": "sparsity/dead_fraction", "compression": "sparsity/compression",
+                 "dead_fraction": "sparsity/dead_fraction",
+                 "compression_alive": "sparsity/compression_alive",
+                 "compression_by_mask": "sparsity/compression_by_mask",
+                 "weight_compression_by_mask": "sparsity/weight_compression_by_mask",
                  "lr": "train/lr", "train_seconds": "seconds/train",
                  "reduce_seconds": "seconds/reduce", "eval_seconds": "seconds/eval"}  # fmt: skip
 
