@@ -21,8 +21,8 @@ each with ", classifier pruned" where its rule may prune the classifier too
 
 The figure has one panel per metric against log compression, one colour per family, and
 error bars of one sd on both axes. A point is drawn filled at its alive count, and hollow at
-its count by mask, the two joined by a dotted line (they coincide where no unit died). Each network's published Sparse VD point (Molchanov et
-al. 2017, table 1) is an open star.
+its count by mask, the two joined by a dotted line (they coincide where no unit died). Each
+network's published Sparse VD point (Molchanov et al. 2017, table 1) is an open star.
 """
 
 from __future__ import annotations

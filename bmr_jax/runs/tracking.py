@@ -6,8 +6,8 @@ people already use, and nothing they do can stop or change a run:
 - ``tracking.tensorboard: true`` writes event files to ``RUN/tensorboard`` (tensorboardX):
   the loss of every SVI step (``train/loss``), and at every block's last step its metrics
   (``test/acc``, ``test/nll``, ``test/ece``, ``test/lpd`` when evaluated; ``block/loss``,
-  ``sparsity/pruned_fraction``, ``dead_fraction``, the three compression counts, ``train/lr`` and the
-  seconds) and every layer's pruned fraction (``pruned/<layer>``).
+  ``sparsity/pruned_fraction``, ``dead_fraction``, the three compression counts, ``train/lr``
+  and the seconds) and every layer's pruned fraction (``pruned/<layer>``).
 - ``tracking.mlflow: URI`` logs to the MLflow tracking store at ``URI`` (a server, or
   ``sqlite:///path/mlflow.db``): the resolved config as params, every block's metrics at its
   global step, and at the end the run folder's ``summary.json``, ``config.yaml``,
