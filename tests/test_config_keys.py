@@ -29,6 +29,8 @@ NON_DEFAULT = {
     "guide.init_scale": 0.05,
     "guide.init_radius": 1.5,
     "guide.estimator": "local",
+    "guide.sparse_vd_clip": "step",  # Sparse VD only: tests/test_sparse_vd.py
+    "guide.sparse_vd_variance": "alpha",  # Sparse VD only: tests/test_sparse_vd.py
     "train.blocks": 7,
     "train.steps_per_block": 11,
     "train.batch_size": 64,
@@ -38,6 +40,8 @@ NON_DEFAULT = {
     "train.kl": "monte_carlo",
     "train.kl_warmup": [1, 3],
     "train.minibatches": "random",
+    "train.optimizer": "adam",
+    "train.lr_schedule": "linear_second_half",
     "train.on_nonfinite": "rollback",
     "train.rollback_factor": 0.3,
     "train.max_rollbacks": 1,
@@ -45,6 +49,7 @@ NON_DEFAULT = {
     "eval.chunk_size": 500,
     "eval.every": 2,
     "eval.shrink": False,
+    "eval.mean_network": True,
     "bmr.warmup_blocks": 2,
     "bmr.refit_blocks": 3,
     "bmr.rule": "evidence",
@@ -102,7 +107,7 @@ def _handed(monkeypatch, tmp_path, overrides):
 def test_every_key_reaches_the_run(monkeypatch, tmp_path):
     overrides = [f"{k}={v}" for k, v in NON_DEFAULT.items()
                  if k not in ("bmr.inclusion_rate", "bmr.within")
-                 and not k.startswith("tracking.")]  # fmt: skip
+                 and not k.startswith(("tracking.", "guide.sparse_vd"))]  # fmt: skip
     config, seen = _handed(monkeypatch, tmp_path, [o.replace("'", "") for o in overrides])
     setup = seen["setup"]
     assert config.plugins == ("json",)
@@ -111,12 +116,13 @@ def test_every_key_reaches_the_run(monkeypatch, tmp_path):
     assert len(seen["dataset"].train) == 55_000 and len(seen["dataset"].test) == 5_000
     assert seen["dataset"].evaluated_on.startswith("validation")
     assert seen["evaluation"] == methods.EvalSettings(samples=3, chunk_size=500, every=2,
-                                                      shrink=False)
+                                                      shrink=False, mean_network=True)
     assert setup.train == config.train and setup.bmr == config.bmr and setup.seed == 5
     assert setup.train == methods.TrainSettings(
         blocks=7, steps_per_block=11, batch_size=64, lr=0.003, keep_checkpoints=5,
         data_parallel=True, kl="monte_carlo", kl_warmup=(1.0, 3.0), minibatches="random",
-        on_nonfinite="rollback", rollback_factor=0.3, max_rollbacks=1)
+        on_nonfinite="rollback", rollback_factor=0.3, max_rollbacks=1, optimizer="adam",
+        lr_schedule="linear_second_half")
     assert setup.method.prior == "horseshoe" and type(setup.bnet.prior).__name__ == \
         "HorseshoePrior"  # fmt: skip
     assert setup.bnet.prior.weight_wise and setup.bnet.prior.tau0 == 0.05
@@ -131,6 +137,10 @@ def test_every_key_reaches_the_run(monkeypatch, tmp_path):
     assert trainer.batch_size == 64 and trainer.mesh is not None
     assert trainer.estimator == "local" and trainer.kl_warmup == (1.0, 3.0)
     assert trainer.learning_rate(trainer.init()) == pytest.approx(0.003)
+    # Adam with the linear decay (tests/test_sparse_vd.py checks its steps): the scheduled
+    # transformation's step count and Adam's moments sit in the optimiser state
+    opt_state = repr(trainer.init().opt_state)
+    assert "ScaleByAdamState" in opt_state and "ScaleByScheduleState" in opt_state
 
 
 def test_inclusion_rate_and_the_method_reach_the_run(monkeypatch, tmp_path):

@@ -169,11 +169,12 @@ def test_defaults_are_merged_not_copied():
 
 FRONTIER = "mnist_frontier"  # issue 14's grid: our choices, 200 epochs
 STRUCTURED = ("mnist_structured", "fashion_mnist_structured")  # issue 36's grids
+SPARSE_VD = "mnist_sparse_vd"  # issue 37: Sparse VD as its paper runs it, and one at a time
 
 
 def test_every_shipped_config_is_valid():
     files = sorted(p for p in (REPO / "configs").rglob("*.yaml")
-                   if p.parent.name not in (FRONTIER, *STRUCTURED))  # fmt: skip
+                   if p.parent.name not in (FRONTIER, *STRUCTURED, SPARSE_VD))  # fmt: skip
     assert len(files) == 1 + 1 + 1 + 60 + 2  # base, reference, quickstart, the grid, anchors
     for path in files:
         config = load_config(path)
@@ -195,6 +196,29 @@ def test_every_frontier_config_has_the_same_budget():
             assert (train.blocks, train.steps_per_block, train.batch_size) == (blocks, 600, 100)
             assert (config.data.name, config.net.name, config.net.preset) == (
                 "mnist", net, "paper")
+
+
+def test_the_sparse_vd_variants_have_the_frontier_budget_and_differ_in_one_choice():
+    """Issue 37: ours (with the deterministic metrics), the paper code's four choices at once,
+    and each alone, all on the frontier's LeNet-300-100 budget."""
+    def choices(config):
+        return {"clip": config.guide.sparse_vd_clip, "variance": config.guide.sparse_vd_variance,
+                "optimizer": (config.train.optimizer, config.train.lr_schedule)}
+
+    ours = {"clip": "block", "variance": "sigma", "optimizer": ("adabelief", "constant")}
+    paper = {"clip": "step", "variance": "alpha", "optimizer": ("adam", "linear_second_half")}
+    expected = {"sparse_vd": ours, "sparse_vd-reference": paper,
+                **{f"sparse_vd-{name}": {**ours, key: paper[key]} for name, key in (
+                    ("clip_step", "clip"), ("alpha_variance", "variance"),
+                    ("adam_decay", "optimizer"))}}  # fmt: skip
+    files = sorted((REPO / "configs" / SPARSE_VD).glob("*.yaml"))
+    assert sorted(p.stem.removeprefix("lenet_300_100-") for p in files) == sorted(expected)
+    for path in files:
+        config = load_config(path)
+        train = config.train
+        assert (train.blocks, train.steps_per_block, train.batch_size) == (200, 600, 100)
+        assert config.method == "sparse_vd" and config.eval.mean_network
+        assert choices(config) == expected[path.stem.removeprefix("lenet_300_100-")]
 
 
 def test_the_structured_frontier_has_the_frontier_budget():

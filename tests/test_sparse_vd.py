@@ -89,16 +89,96 @@ def test_improper_prior_refuses_a_monte_carlo_kl():
 def test_sparse_vd_learns_and_prunes_on_mnist():
     """LeNet-300-100 (small), 3 blocks x 200 steps, the KL at full weight from the start and
     lr 1e-2 so that a short run reaches the pruning threshold. Measured here (seed 137):
-    pruned 0, 0.48, 0.69 after blocks 1-3, accuracy 0.953 from 10 samples."""
+    pruned 0, 0.48, 0.69 after blocks 1-3, accuracy 0.953 from 10 samples. The deterministic
+    network's metrics (``eval.mean_network``) are checked against a forward pass written
+    here in numpy from the guide's means and the masks."""
     ds = data.load("mnist", image_size=nets.get_net_spec("lenet_300_100").image_size)
     train = methods.TrainSettings(blocks=3, steps_per_block=200, kl_warmup=[0, 0], lr=1e-2)
     setup = methods.build("sparse_vd", ds, net="lenet_300_100", preset="small", seed=137,
                           train=train)  # fmt: skip
     assert setup.trainer.estimator == "local"
     assert float(setup.guide.init_scale) == pytest.approx(np.exp(-5.0))
-    records = methods.run(setup, ds, evaluation=methods.EvalSettings(samples=10, every=3),
-                          hooks=methods.RunHooks(progress=False))  # fmt: skip
+    evaluation = methods.EvalSettings(samples=10, every=3, mean_network=True)
+    records = methods.run(setup, ds, evaluation=evaluation, hooks=methods.RunHooks(progress=False))
     fractions = [r["pruned_fraction"] for r in records]
     assert fractions[0] == 0.0 and 0.3 < fractions[1] < fractions[2]
     assert records[-1]["acc"] >= 0.935 and records[-1]["ece"] < 0.05
     assert records[-1]["pruned_by_layer"]["head"] > 0  # the classifier is pruned too
+    assert records[0]["mean_acc"] is None  # block 1 is not evaluated (eval.every = 3)
+    params = setup.trainer.params(setup.state)
+    x = np.asarray(ds.test.images).reshape(len(ds.test), -1)
+    for i, layer in enumerate(("hidden.0", "hidden.1", "head")):
+        matrix = np.where(np.asarray(setup.masks[layer]), np.asarray(params[f"{layer}/z/loc"]), 0)
+        x = x @ matrix[:, :-1].T + matrix[:, -1]  # (rows, fan_in + 1): the bias last
+        x = np.maximum(x, 0) if i < 2 else x
+    probs = np.exp(x - x.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    labels = np.asarray(ds.test.labels)
+    assert records[-1]["mean_acc"] == pytest.approx(np.mean(probs.argmax(1) == labels), abs=1e-4)
+    nll = -np.mean(np.log(probs[np.arange(len(labels)), labels]))
+    assert records[-1]["mean_nll"] == pytest.approx(nll, rel=1e-3)
+
+
+def test_the_paper_codes_clipping_and_variance_by_hand():
+    """``LocalReparamModel``'s Sparse VD options on four weights, theta = 1 and log alpha
+    -10, 0, 4 and 9 (sigma = exp(log alpha / 2)): the mean is zeroed at log alpha >= 3 under
+    ``clip="step"``; a dense layer keeps the zeroed weights' noise, a convolution does not;
+    ``variance="alpha"`` is exp(log alpha clipped to [-8, 8]) theta^2."""
+    from types import SimpleNamespace
+
+    from bmr_jax.bayes.local import LocalReparamModel
+
+    log_a = np.array([-10.0, 0.0, 4.0, 9.0])
+    loc, sd = jnp.ones(4), jnp.exp(jnp.asarray(log_a) / 2)
+    dense, conv = "dense", "conv"  # applied once per datum, and at 64 positions
+    layers = {dense: SimpleNamespace(positions=1), conv: SimpleNamespace(positions=64)}
+    sigma2, alpha = np.exp(log_a), np.exp(np.clip(log_a, -8, 8))
+    cases = {  # (clip, variance, layer): (mean, variance)
+        ("block", "sigma", dense): ([1, 1, 1, 1], sigma2),
+        ("step", "sigma", dense): ([1, 1, 0, 0], sigma2),
+        ("step", "sigma", conv): ([1, 1, 0, 0], sigma2 * [1, 1, 0, 0]),
+        ("block", "alpha", conv): ([1, 1, 1, 1], alpha),
+        ("step", "alpha", dense): ([1, 1, 0, 0], alpha),
+        ("step", "alpha", conv): ([1, 1, 0, 0], alpha * [1, 1, 0, 0]),
+    }
+    for (clip, variance, layer), (mean, var) in cases.items():
+        model = LocalReparamModel.__new__(LocalReparamModel)
+        model.clip, model.variance = clip, variance
+        got_mean, got_var = model._clipped(layers[layer], loc, sd)
+        np.testing.assert_allclose(got_mean, mean, err_msg=f"{clip} {variance}")
+        np.testing.assert_allclose(got_var, var, rtol=1e-5, err_msg=f"{clip} {variance}")
+
+
+def test_the_reference_options_reach_the_trainer_and_are_refused_elsewhere():
+    ds = data.load("mnist_mini", image_size=28)
+    guide = methods.GuideSettings(sparse_vd_clip="step", sparse_vd_variance="alpha")
+    setup = methods.build("sparse_vd", ds, net="lenet_300_100", preset="small", guide=guide)
+    model = setup.trainer.model.fn  # inside the ELBO's per-datum scaling
+    assert (model.clip, model.variance) == ("step", "alpha")
+    with pytest.raises(ConfigError, match="guide.sparse_vd_clip: step: needs Sparse VD"):
+        methods.build("flat_ff", ds, net="lenet_300_100", preset="small", guide=guide)
+    with pytest.raises(ConfigError, match="local estimator"):
+        methods.build("sparse_vd", ds, net="lenet_300_100", preset="small",
+                      guide=methods.GuideSettings(sparse_vd_variance="alpha", estimator="reparam"))
+
+
+def test_adam_with_the_papers_linear_decay_over_the_second_half():
+    """``train.optimizer: adam`` with ``train.lr_schedule: linear_second_half``: on a constant
+    gradient Adam's bias-corrected step is the learning rate itself, so step ``t`` of ``T``
+    moves the parameter by ``lr * min(1, 2 - 2 t / T)`` (the Sparse VD code's rate, epoch by
+    epoch: ``lr * min(2 - epoch / 100, 1)`` over 200 epochs)."""
+    import optax
+
+    from bmr_jax.methods.setup import _optimizer
+
+    train = methods.TrainSettings(blocks=4, steps_per_block=5, optimizer="adam",
+                                  lr_schedule="linear_second_half")  # fmt: skip
+    optimizer = _optimizer(train, 0.1)
+    param, state, moves = jnp.zeros(()), optimizer.init(jnp.zeros(())), []
+    for _ in range(20):
+        update, state = optimizer.update(jnp.ones(()), state, param)
+        param, moves = optax.apply_updates(param, update), [*moves, float(-update)]
+    expected = [0.1 * min(1.0, 2 - 2 * t / 20) for t in range(20)]
+    np.testing.assert_allclose(moves, expected, rtol=1e-4)
+    assert float(state.hyperparams["learning_rate"]) == pytest.approx(0.1)  # rollbacks scale it
+    assert _optimizer(methods.TrainSettings(), 0.1) is None  # AdaBelief, the trainer's own

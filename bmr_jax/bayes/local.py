@@ -37,6 +37,20 @@ gradient are those of ``reparam``.
 The KL term is untouched: the model keeps its ``Z`` sample sites so the ELBO takes their KL from
 the guide (analytically with ``train.kl: analytic``); the guide's weight draw is then unused and
 compiled away.
+
+Two options follow the Sparse VD paper's code (Molchanov, Ashukha and Vetrov 2017; read for
+facts, its section 4 and its Lasagne layers) where this library's Sparse VD differs:
+
+- ``clip="step"``: at every step the means of the weights with ``log alpha >= 3`` are set to 0
+  (the code's ``train_clip``), while the layer's prior multipliers ``gamma`` are ignored, so a
+  weight comes back as soon as its ``log alpha`` falls below 3. The noise of a clipped weight
+  stays in a layer applied once per datum (a dense layer: its variance reads the unclipped
+  mean) and goes in one applied at several positions (a convolution reads the clipped one),
+  as in that code. ``clip="block"`` (ours) leaves pruning to the masks set between blocks,
+  which remove mean and noise.
+- ``variance="alpha"``: the variance is ``exp(log alpha) theta^2`` with ``log alpha`` clipped
+  to ``[-8, 8]`` (the code's), so a weight's noise is bounded by ``e^8 theta^2`` and, at the
+  clip, no longer moves with ``sigma``. ``variance="sigma"`` (ours) is ``sigma^2`` itself.
 """
 
 from __future__ import annotations
@@ -52,8 +66,11 @@ from numpyro.distributions import constraints
 
 from bmr_jax.bayes.layers import from_matrix
 from bmr_jax.bayes.model import BayesianNetwork, z_site
+from bmr_jax.bayes.priors.log_uniform import PRUNE_LOG_ALPHA, log_alpha
 
 ESTIMATORS = ("reparam", "local", "local_dense")
+CLIPS = ("block", "step")  # Sparse VD: prune between blocks (ours) or clip every step (its code)
+VARIANCES = ("sigma", "alpha")  # the noise variance: sigma^2 (ours) or exp(clip(log alpha)) theta^2
 
 
 @dataclass(frozen=True)
@@ -108,8 +125,12 @@ class LocalReparamModel:
     sample weights (:mod:`bmr_jax.inference.evaluate`).
     """
 
-    def __init__(self, bnet: BayesianNetwork, dense_only: bool = False):
-        self.bnet = bnet
+    def __init__(self, bnet: BayesianNetwork, dense_only: bool = False, *, clip: str = "block",
+                 variance: str = "sigma"):  # fmt: skip
+        if clip not in CLIPS or variance not in VARIANCES:
+            raise ValueError(f"clip must be one of {CLIPS} and variance one of {VARIANCES}, "
+                             f"got {clip!r} and {variance!r}")  # fmt: skip
+        self.bnet, self.clip, self.variance = bnet, clip, variance
         self.local = {spec.name for spec in bnet.view.bayesian_layers
                       if not dense_only or spec.positions == 1}  # fmt: skip
 
@@ -130,9 +151,23 @@ class LocalReparamModel:
             loc = numpyro.param(f"{site}/loc", jnp.zeros(spec.shape))
             sd = numpyro.param(f"{site}/scale", jnp.ones(spec.shape),
                                constraint=constraints.softplus_positive)  # fmt: skip
-            means[spec.name] = multiplier * loc
-            variances[spec.name] = jnp.square(multiplier * sd)
+            if self.clip == "step":  # the weights' own clipping replaces gamma's masks
+                multiplier = scales[spec.name]
+            mean, variance = self._clipped(spec, loc, sd)
+            means[spec.name] = multiplier * mean
+            variances[spec.name] = jnp.square(multiplier) * variance
         return means, variances
+
+    def _clipped(self, spec, loc, sd) -> tuple[jax.Array, jax.Array]:
+        """A layer's ``Z`` mean and variance under the ``clip`` and ``variance`` options
+        (module docstring)."""
+        if self.clip == "block" and self.variance == "sigma":
+            return loc, jnp.square(sd)
+        log_a = log_alpha(loc, sd)  # clipped to [-8, 8]
+        kept = log_a < PRUNE_LOG_ALPHA if self.clip == "step" else jnp.ones(loc.shape, bool)
+        noisy = kept | (spec.positions == 1)  # a dense layer keeps a clipped weight's noise
+        variance = jnp.exp(log_a) * jnp.square(loc) if self.variance == "alpha" else jnp.square(sd)
+        return jnp.where(kept, loc, 0.0), jnp.where(noisy, variance, 0.0)
 
     def __call__(self, x, y=None, gamma=None, num_data=None, train: bool = True):
         bnet = self.bnet

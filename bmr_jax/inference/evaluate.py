@@ -22,15 +22,18 @@ from bmr_jax.bayes.model import BayesianNetwork
 from bmr_jax.inference import metrics, parallel
 
 
-def make_predictive(bnet: BayesianNetwork, guide: Guide, mesh=None, apply=None):
+def make_predictive(bnet: BayesianNetwork, guide: Guide, mesh=None, apply=None, *,
+                    point: bool = False):  # fmt: skip
     """A jitted ``probs(params, gamma, keys, x, aux=None) -> (len(x), C)`` averaging over
     ``keys``; with a ``mesh`` the inputs are split over its devices. ``apply(net_params, x,
     aux)`` computes the network's outputs from a draw of its parameters (default:
     ``bnet.apply``, without ``aux``; see :func:`bmr_jax.inference.shrunk.shrunk_apply`, whose
-    ``aux`` is the kept rows and columns)."""
+    ``aux`` is the kept rows and columns). ``point``: the network at the posterior median
+    (``guide.median``) instead of draws, the same for every key: the deterministic masked
+    network the Sparse VD paper evaluates (Molchanov et al. 2017, section 5)."""
 
     def one_sample(params, gamma, key, x, aux):
-        latents = sample_latents(guide, params, key)
+        latents = guide.median(params) if point else sample_latents(guide, params, key)
         with handlers.substitute(data={**params, **latents}):
             net_params = bnet.network_params(gamma)
         outputs = (apply(net_params, x, aux) if apply is not None

@@ -84,6 +84,9 @@ class SVITrainer:
         rises linearly to 1 at ``end`` and stays 1 (continuous in the step: epoch =
         ``position / num_batches``); ``None``: always 1. The loss it reports is the weighted
         objective.
+      local_options: keyword arguments of the local estimator
+        (:class:`bmr_jax.bayes.local.LocalReparamModel`: Sparse VD's ``clip`` and
+        ``variance``).
     """
 
     prior_in_loss = True  # the loss is the negative ELBO (False: the likelihood term only)
@@ -92,7 +95,8 @@ class SVITrainer:
                  optimizer: optax.GradientTransformation | None = None, lr: float = 1e-2,
                  batch_size: int = 120, seed: int = 0, elbo=None, mesh=None,
                  minibatches: str = "epochs", estimator: str = "reparam",
-                 kl_warmup: tuple[float, float] | None = None):  # fmt: skip
+                 kl_warmup: tuple[float, float] | None = None,
+                 local_options: dict | None = None):  # fmt: skip
         if not 1 <= batch_size <= len(train):
             raise ValueError(f"batch_size must be in [1, {len(train)}], got {batch_size}")
         if minibatches not in ("epochs", "random"):
@@ -109,7 +113,7 @@ class SVITrainer:
         self.elbo = elbo or default_elbo(guide)
         scale = 1.0 / self.num_data  # loss per datum
         model = bnet.model if estimator == "reparam" else LocalReparamModel(
-            bnet, dense_only=estimator == "local_dense")
+            bnet, dense_only=estimator == "local_dense", **(local_options or {}))
         self.model = handlers.scale(model, scale=scale)
         self.scaled_guide = handlers.scale(guide, scale=scale)
         place = None

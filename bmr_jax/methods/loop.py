@@ -228,19 +228,32 @@ def _evaluation(setup: Setup, dataset, evaluation: EvalSettings, progress: bool)
     the blocks that are not evaluated), compiled once per set of kept units."""
     samples = evaluation.samples or setup.method.eval_samples
     predictive_for = _predictives(setup, dataset, evaluation)
+    mean_network = evaluate.make_predictive(setup.bnet, setup.guide, setup.trainer.mesh,
+                                            point=True) if evaluation.mean_network else None
     _, block_key = run_keys(setup.seed)
 
     def evaluate_block(state, masks, gamma, block):
         if block % evaluation.every and block != setup.train.blocks:
-            return dict.fromkeys(evaluate.CLASSIFICATION_METRICS)
+            names = evaluate.CLASSIFICATION_METRICS
+            if mean_network is not None:
+                names += tuple(f"mean_{k}" for k in names)
+            return dict.fromkeys(names)
         key = jax.random.split(jax.random.fold_in(block_key, block))[1]
         predictive, chunk_size = predictive_for(masks)
+        params = setup.trainer.params(state)
         probs = evaluate.predictive_probs(
-            setup.bnet, setup.guide, setup.trainer.params(state), dataset.test.images, key=key,
+            setup.bnet, setup.guide, params, dataset.test.images, key=key,
             samples=samples, gamma=gamma, chunk_size=chunk_size, predictive=predictive,
             progress=progress, description=f"evaluate {block}",
         )  # fmt: skip
-        return evaluate.classification_metrics(probs, dataset.test.labels)
+        out = evaluate.classification_metrics(probs, dataset.test.labels)
+        if mean_network is not None:  # the deterministic masked network (eval.mean_network)
+            probs = evaluate.predictive_probs(
+                setup.bnet, setup.guide, params, dataset.test.images, key=key, samples=1,
+                gamma=gamma, chunk_size=evaluation.chunk_size, predictive=mean_network)
+            mean = evaluate.classification_metrics(probs, dataset.test.labels)
+            out.update({f"mean_{k}": v for k, v in mean.items()})
+        return out
 
     return evaluate_block
 

@@ -51,6 +51,9 @@ class TrainSettings:
       kl_warmup: ``[start, end]`` epochs over which the KL term's weight rises linearly from
         0 to 1 (0 before ``start``; ``[0, 0]``: always 1); ``None`` takes the method's (Sparse
         VD: ``[5, 20]``, as its paper; the others: none).
+      optimizer: ``adabelief`` (ours) or ``adam`` (the Sparse VD paper's, beta1 0.9).
+      lr_schedule: ``constant`` or ``linear_second_half``: the rate held for the first half of
+        the run's steps, then falling linearly to 0 at the last (the Sparse VD paper's code).
       on_nonfinite: ``stop`` (an error naming block and step) or ``rollback`` (back to the
         last good state with the learning rate times ``rollback_factor``, at most
         ``max_rollbacks`` times).
@@ -65,6 +68,8 @@ class TrainSettings:
     kl: str = setting("analytic", choices=lambda: ["analytic", "monte_carlo"])
     minibatches: str = setting("epochs", choices=lambda: ["epochs", "random"])
     kl_warmup: list | None = setting(None)
+    optimizer: str = setting("adabelief", choices=lambda: ["adabelief", "adam"])
+    lr_schedule: str = setting("constant", choices=lambda: ["constant", "linear_second_half"])
     on_nonfinite: str = setting("stop", choices=lambda: ["stop", "rollback"])
     rollback_factor: float = setting(0.5, above=0, below=1)
     max_rollbacks: int = setting(3, minimum=0)
@@ -91,12 +96,20 @@ class GuideSettings:
         the dense layers, a shared weight draw on convolutions: faster than ``local`` on
         conv nets, the same objective as ``reparam``); ``None`` takes the method's
         (``local`` for Sparse VD, ``reparam`` for the others).
+      sparse_vd_clip: Sparse VD with the local estimator: ``block`` (ours: weights with
+        ``log alpha > 3`` masked between blocks, mean and noise) or ``step`` (its paper's code:
+        their means zeroed at every step, their noise kept in dense layers;
+        :mod:`bmr_jax.bayes.local`).
+      sparse_vd_variance: Sparse VD with the local estimator: the noise variance ``sigma^2``
+        (``sigma``, ours) or ``exp(clip(log alpha)) theta^2`` (``alpha``, its paper's code).
     """
 
     init: str = setting("network", choices=lambda: ["network", "paper"])
     init_scale: float | None = setting(None, above=0)
     init_radius: float = setting(2.0, above=0)
     estimator: str | None = setting(None, choices=lambda: ["reparam", "local", "local_dense"])
+    sparse_vd_clip: str = setting("block", choices=lambda: ["block", "step"])
+    sparse_vd_variance: str = setting("sigma", choices=lambda: ["sigma", "alpha"])
 
     def __post_init__(self):
         check_fields(self, "guide")
@@ -121,12 +134,16 @@ class EvalSettings:
       shrink: evaluate on the network without the units the masks leave unused
         (:mod:`bmr_jax.inference.shrunk`): the same metrics to float tolerance, cheaper as
         the network prunes.
+      mean_network: also evaluate the deterministic network at the posterior median with the
+        masks applied (no noise), as the Sparse VD paper reports its test error; recorded as
+        ``mean_acc``, ``mean_nll``, ``mean_ece`` and ``mean_lpd`` beside the Bayesian ones.
     """
 
     samples: int | None = setting(None, minimum=1)
     chunk_size: int = setting(1000, minimum=1)
     every: int = setting(1, minimum=1)
     shrink: bool = setting(True)
+    mean_network: bool = setting(False)
 
     def __post_init__(self):
         check_fields(self, "eval")

@@ -88,17 +88,22 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
     if train.batch_size > len(dataset.train):
         raise ConfigError(f"train.batch_size: {train.batch_size} is more than the "
                           f"{len(dataset.train)} training images")  # fmt: skip
+    _check_sparse_vd_options(guide, estimator, bnet)
     if mesh is None and train.data_parallel:
         mesh = parallel.data_mesh()
+    lr = method.lr if train.lr is None else train.lr
+    if method.trainer != "ivon" and optimizer is None:
+        optimizer = _optimizer(train, lr)
     if method.trainer == "ivon":
         trainer = _ivon_trainer(method, bnet, posterior, dataset, train, estimator, optimizer,
                                 seed, mesh)  # fmt: skip
     else:
-        trainer = SVITrainer(bnet, posterior, dataset.train, optimizer=optimizer,
-                             lr=method.lr if train.lr is None else train.lr,
+        trainer = SVITrainer(bnet, posterior, dataset.train, optimizer=optimizer, lr=lr,
                              batch_size=train.batch_size, seed=seed, mesh=mesh,
                              elbo=Trace_ELBO() if train.kl == "monte_carlo" else None,
                              minibatches=train.minibatches, estimator=estimator,
+                             local_options={"clip": guide.sparse_vd_clip,
+                                            "variance": guide.sparse_vd_variance},
                              kl_warmup=method.kl_warmup if train.kl_warmup is None
                              else train.kl_warmup)  # fmt: skip
     try:
@@ -106,6 +111,40 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
     except ValueError as e:
         raise ConfigError(f"method {method.name!r}: {e}") from None
     return Setup(method, bnet, posterior, trainer, between, train, bmr, seed, spec.sequential)
+
+
+def _check_sparse_vd_options(guide: GuideSettings, estimator: str, bnet) -> None:
+    """Refuses ``guide.sparse_vd_clip`` / ``sparse_vd_variance`` where they mean nothing:
+    they act in the local estimator, on a log-uniform prior's ``log alpha``."""
+    chosen = [f"guide.{key}: {value}" for key, value, ours in (
+        ("sparse_vd_clip", guide.sparse_vd_clip, "block"),
+        ("sparse_vd_variance", guide.sparse_vd_variance, "sigma")) if value != ours]  # fmt: skip
+    if chosen and (estimator == "reparam" or not isinstance(bnet.prior, priors.LogUniformPrior)):
+        raise ConfigError(f"{chosen[0]}: needs Sparse VD's log-uniform prior and a local "
+                          f"estimator (guide.estimator: local or local_dense), not {estimator}")
+
+
+def _optimizer(train: TrainSettings, lr: float) -> optax.GradientTransformation | None:
+    """``train.optimizer`` at ``lr`` under ``train.lr_schedule``, the base rate kept in the
+    state (``optax.inject_hyperparams``) so that a rollback can lower it; ``None`` for the
+    trainer's own default (AdaBelief, constant rate), whose state older checkpoints hold. The
+    Sparse VD paper's code holds Adam's rate for the first half of its epochs and lowers it
+    linearly to 0 at the last (Molchanov et al. 2017): ``lr * min(1, 2 - 2 t / T)`` at step
+    ``t`` of ``T``."""
+    if (train.optimizer, train.lr_schedule) == ("adabelief", "constant"):
+        return None
+    base = {"adabelief": optax.adabelief, "adam": optax.adam}[train.optimizer]
+    total = train.blocks * train.steps_per_block
+
+    def factor(step):
+        return jnp.clip(2.0 - 2.0 * step / total, 0.0, 1.0)
+
+    def make(learning_rate):
+        if train.lr_schedule == "constant":
+            return base(learning_rate)
+        return optax.chain(base(learning_rate), optax.scale_by_schedule(factor))
+
+    return optax.inject_hyperparams(make)(learning_rate=lr)
 
 
 def _with_unit_multipliers(bnet: BayesianNetwork, sequential: bool, method: Method,
@@ -131,6 +170,8 @@ def _ivon_trainer(method, bnet, posterior, dataset, train: TrainSettings, estima
                "train.kl: monte_carlo": train.kl == "monte_carlo",
                "train.kl_warmup": train.kl_warmup is not None,
                "an optimizer": optimizer is not None,
+               f"train.optimizer: {train.optimizer}": train.optimizer != "adabelief",
+               f"train.lr_schedule: {train.lr_schedule}": train.lr_schedule != "constant",
                "a write-back of the reduced posterior": method.write_back}  # fmt: skip
     for what, given in refused.items():
         if given:

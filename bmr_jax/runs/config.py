@@ -48,6 +48,11 @@ Keys (defaults in brackets):
   local reparameterisation trick, one draw per pre-activation and datum (mean-field guides;
   ``bmr_jax.bayes.local``), or the trick on the dense layers only (convolutions keep the weight
   draw); null takes the method's (local for sparse_vd, else reparam).
+- ``guide.sparse_vd_clip`` [block]: block | step: Sparse VD with a local estimator -- weights
+  with log alpha > 3 masked between blocks, mean and noise (ours), or their means zeroed at
+  every step with their noise kept in dense layers (its paper's code; ``bmr_jax.bayes.local``).
+- ``guide.sparse_vd_variance`` [sigma]: sigma | alpha: Sparse VD's noise variance, sigma^2
+  (ours) or exp(log alpha clipped to [-8, 8]) theta^2 (its paper's code).
 - ``train.blocks`` [50]: training blocks (BMR reduces between blocks).
 - ``train.steps_per_block`` [500]: SVI steps per block.
 - ``train.batch_size`` [120]: minibatch size.
@@ -58,6 +63,9 @@ Keys (defaults in brackets):
 - ``train.kl_warmup`` [null]: ``[start, end]`` epochs: the KL term's weight is 0 before
   ``start`` and rises linearly to 1 at ``end`` (``bmr_jax.inference.kl_warmup``); null takes
   the method's (``[5, 20]`` for sparse_vd, else none); ``[0, 0]``: always 1.
+- ``train.optimizer`` [adabelief]: adabelief | adam (the Sparse VD paper's).
+- ``train.lr_schedule`` [constant]: constant | linear_second_half: the rate held for the first
+  half of the run's steps, then lowered linearly to 0 at the last (the Sparse VD paper's code).
 - ``train.minibatches`` [epochs]: epochs | random: a fresh permutation per epoch cut into
   batches, or an independent subsample every step (the reference code's, METHOD.md 4.7; the
   reference configs select it).
@@ -101,6 +109,9 @@ Keys (defaults in brackets):
   smaller network, so the metrics agree to float tolerance and an evaluation costs less as
   the network prunes (false: always the full network). It shrinks once that halves the
   network's FLOPs (a new structure costs a compilation).
+- ``eval.mean_network`` [false]: also evaluate the deterministic network at the posterior
+  median with the masks applied, as the Sparse VD paper reports its test error: ``mean_acc``,
+  ``mean_nll``, ``mean_ece``, ``mean_lpd`` beside the Bayesian metrics.
 - ``tracking.tensorboard`` [false]: write TensorBoard event files to ``RUN/tensorboard`` (the
   loss of every step, every block's metrics and per-layer pruned fractions;
   ``bmr_jax.runs.tracking``, the extra ``bmr-jax[tracking]``).
