@@ -66,7 +66,8 @@ def main(argv=None) -> int:
         masks = reduce(posterior, state.masks, 2).masks  # block 2: past the schedule's end
         counts = sparsity(masks, setup.bnet.view, setup.sequential)
         m = evaluated(run, params, predictive, masks, args.samples)
-        print(f"| {label} | {counts['compression']:.1f}x | {100 * (1 - m['acc']):.2f} | "
+        print(f"| {label} | {counts['compression_alive']:.1f}x | "
+              f"{100 * (1 - m['acc']):.2f} | "
               f"{m['nll']:.3f} | {m['ece']:.3f} |")  # fmt: skip
     return 0
 

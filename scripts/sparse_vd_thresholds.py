@@ -62,7 +62,8 @@ def main(argv=None) -> int:
                                           predictive=predictive)  # fmt: skip
         m = evaluate.classification_metrics(probs, jnp.asarray(test.labels))
         counts = sparsity(masks, setup.bnet.view, setup.sequential)
-        print(f"| {threshold:g} | {counts['compression']:.1f}x | {100 * (1 - m['acc']):.2f} | "
+        print(f"| {threshold:g} | {counts['compression_alive']:.1f}x | "
+              f"{100 * (1 - m['acc']):.2f} | "
               f"{m['nll']:.3f} | {m['ece']:.3f} |")  # fmt: skip
     return 0
 
