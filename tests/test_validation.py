@@ -191,3 +191,28 @@ def test_parse_override_examples():
     assert parse_override("train.blocks=5") == {"train": {"blocks": 5}}
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_override("blocks")
+
+
+@pytest.mark.parametrize("written, number", [("1e-3", 0.001), ("1E10", 1e10), ("2.5E-4", 2.5e-4),
+                                              ("1.0e-3", 0.001), ("5e0", 5.0)])  # fmt: skip
+def test_numbers_are_read_as_people_write_them(tmp_path, written, number):
+    """Issue 38: YAML 1.1's float pattern needs a dot, so ``1e-3`` was the string '1e-3' and
+    refused as a learning rate; in an override, in a config file and in a grid's product it
+    is the number (YAML 1.2's and JSON's reading)."""
+    assert parse_override(f"train.lr={written}") == {"train": {"lr": number}}
+    assert parse_override(f"x=-{written}") == {"x": -number}
+    path = tmp_path / "c.yaml"
+    path.write_text(f"defaults: [{QUICKSTART}]\ntrain: {{lr: {written}}}\n")
+    assert load_config(path).train.lr == pytest.approx(number)
+    assert load_config(QUICKSTART, [f"train.lr={written}"]).train.lr == pytest.approx(number)
+    grid = tmp_path / "g.yaml"
+    grid.write_text(f"configs: [{QUICKSTART}]\nproduct: {{train.lr: [{written}]}}\n")
+    from bmr_jax.runs.grid import load_grid
+
+    assert [run.config.train.lr for run in load_grid(grid)] == [pytest.approx(number)]
+
+
+def test_what_is_not_a_number_stays_refused():
+    for text in ("1e", "e5", "1e-3x"):
+        with pytest.raises(ConfigError, match=f"train.lr: expected a number, got '{text}'"):
+            load_config(QUICKSTART, [f"train.lr={text}"])

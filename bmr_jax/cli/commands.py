@@ -147,8 +147,10 @@ def _grid_backend(args, grid):
 def _yaml_value(text: str):
     import yaml
 
+    from bmr_jax.runs.config_files import load_yaml
+
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         return text
 

@@ -134,7 +134,7 @@ import yaml
 
 from bmr_jax.errors import ConfigError
 from bmr_jax.methods.settings import BmrSettings, EvalSettings, GuideSettings, TrainSettings
-from bmr_jax.runs.config_files import merge, parse_override, read_yaml
+from bmr_jax.runs.config_files import load_yaml, merge, parse_override, read_yaml
 from bmr_jax.runs.tracking import TrackingSettings
 from bmr_jax.validate import check_bounds, check_fields, check_type, setting
 
@@ -271,7 +271,7 @@ def differing_keys(config: Config, yaml_text: str) -> list[str]:
     resolves to something else than ``config``; keys added to the schema since it was written
     take their defaults. ``["config.yaml"]`` if it no longer resolves at all."""
     try:
-        old = from_dict(yaml.safe_load(yaml_text) or {})
+        old = from_dict(load_yaml(yaml_text) or {})
     except (ConfigError, yaml.YAMLError):
         return ["config.yaml"]
     mine, theirs = flat_settings(config.to_dict()), flat_settings(old.to_dict())

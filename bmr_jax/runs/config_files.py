@@ -1,14 +1,36 @@
 """Config files: YAML mappings whose ``defaults: [other.yaml, ...]`` (paths relative to the file)
 are read first and overridden key by key, and ``section.key=value`` overrides from the command
-line (the value parsed as YAML). Every problem raises a one-line :class:`ConfigError`."""
+line (the value parsed as YAML). Every problem raises a one-line :class:`ConfigError`.
+
+Numbers are read the way people write them: ``1e-3`` and ``1E10`` are floats, as in YAML 1.2
+and JSON, where PyYAML's YAML 1.1 float pattern needs a dot (``1.0e-3``) and would read them as
+strings (:func:`load_yaml`).
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 
 from bmr_jax.errors import ConfigError
+
+
+class NumberLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats: an exponent without a dot is a float."""
+
+
+NumberLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str | bytes):
+    """``yaml.safe_load`` with :class:`NumberLoader`'s floats."""
+    return yaml.load(text, Loader=NumberLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def merge(base: dict, update: dict) -> dict:
@@ -37,7 +59,7 @@ def read_yaml(path: Path, seen: tuple = ()) -> dict:
     except (ValueError, UnicodeDecodeError) as e:  # a NUL in the name, or not text
         raise ConfigError(f"{path}: cannot read config ({type(e).__name__})") from None
     try:
-        content = yaml.safe_load(text)
+        content = load_yaml(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if content is None:  # not a silent 50 x 500 default run
@@ -62,7 +84,7 @@ def parse_override(text: str) -> dict:
         raise ConfigError(f"override {text!r}: expected key=value")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw else None
+        value = load_yaml(raw) if raw else None
     except yaml.YAMLError:
         value = raw
     out: dict = value

@@ -14,12 +14,11 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
-
 from bmr_jax import data, methods, nets
 from bmr_jax.bmr.reduce import COMPRESSIONS
 from bmr_jax.errors import BmrJaxError, ConfigError
 from bmr_jax.runs.config import Config, differing_keys, dump_config, from_dict
+from bmr_jax.runs.config_files import load_yaml
 from bmr_jax.runs.folder import RunFolder, RunFolderError, block_seconds
 from bmr_jax.runs.tracking import Tracking
 
@@ -68,7 +67,7 @@ def claim_folder(folder: RunFolder, config: Config, *, force: bool, log) -> None
     text = dump_config(config)
     old = folder.read_config_text()
     differ = [] if old is None else differing_keys(config, old)
-    fewer = "train.blocks" in differ and from_dict(yaml.safe_load(old)).train.blocks > \
+    fewer = "train.blocks" in differ and from_dict(load_yaml(old)).train.blocks > \
         config.train.blocks  # fmt: skip
     if fewer or [k for k in differ if k not in EXTENDABLE]:
         if not force:

@@ -116,13 +116,14 @@ class RunFolder:
         import yaml
 
         from bmr_jax.runs.config import ConfigError, from_dict
+        from bmr_jax.runs.config_files import load_yaml
 
         if not self.config_path.is_file() or not self.metrics_path.is_file():
             raise RunFolderError(
                 f"{self.path}: not a run folder with config.yaml and metrics.jsonl"
             )
         try:
-            values = yaml.safe_load(self.config_path.read_bytes())
+            values = load_yaml(self.config_path.read_bytes())
         except OSError as e:
             reason = e.strerror or type(e).__name__
             raise RunFolderError(f"{self.config_path}: cannot read ({reason})") from None

@@ -37,6 +37,7 @@ import yaml
 
 from bmr_jax.runs.backends import LocalBackend, Resources
 from bmr_jax.runs.config import Config, ConfigError, load_config
+from bmr_jax.runs.config_files import load_yaml
 from bmr_jax.runs.folder import RunFolder
 from bmr_jax.runs.member import Outcome, member_state
 
@@ -70,7 +71,7 @@ def read_grid(path: str | Path, extra_overrides: list[str] = (), out: str | Path
     """:func:`load_grid` with the grid's output folder and ``resources``."""
     path = Path(path)
     try:
-        spec = yaml.safe_load(path.read_text()) or {}
+        spec = load_yaml(path.read_text()) or {}
     except OSError as e:
         raise ConfigError(f"{path}: cannot read grid ({e.strerror})") from None
     except yaml.YAMLError as e:
