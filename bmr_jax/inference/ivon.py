@@ -148,10 +148,13 @@ def ivon(
       learning_rate: step size (IVON takes larger ones than Adam, e.g. 0.05-0.2), or a schedule.
       ess: effective sample size ``lambda``, normally the number of training examples.
       weight_decay: ``delta``; the prior precision is ``lambda delta``.
-      b1, b2: momenta of the gradient and of the Hessian estimate.
-      hess_init: initial Hessian ``h0`` (sets the initial posterior spread); seed: the noise's.
-      hess_min, clip_radius: if set, ``h >= hess_min`` and every entry of the Newton step is
-        clipped to ``clip_radius`` (the safeguards of the module docstring).
+      b1: momentum of the gradient.
+      b2: momentum of the Hessian estimate.
+      hess_init: initial Hessian ``h0`` (sets the initial posterior spread).
+      seed: seeds the weight noise.
+      hess_min: if set, ``h >= hess_min`` (a safeguard of the module docstring).
+      clip_radius: if set, every entry of the Newton step is clipped to ``clip_radius`` (the
+        other safeguard).
     """
     if ess <= 0 or weight_decay <= 0 or hess_init <= 0:
         raise ValueError("ess, weight_decay and hess_init must be > 0")
