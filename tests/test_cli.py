@@ -85,6 +85,23 @@ def test_unknown_dataset_exits_2_with_one_line(capsys):
     assert err.count("\n") == 1 and "unknown dataset 'imagenet'" in err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--steps", "-5"], "argument --steps: must be >= 1, got -5"),
+    (["demo", "--lr", "nan"], "argument --lr: must be a finite number > 0, got nan"),
+    (["demo", "--lr", "0"], "argument --lr: must be a finite number > 0, got 0"),
+    (["nets", "--classes", "0"], "argument --classes: must be >= 1, got 0"),
+    (["nets", "--input-shape", "-1", "-1", "-1"], "argument --input-shape: must be >= 1, got -1"),
+])  # fmt: skip
+def test_bad_numbers_on_the_command_line_exit_2(argv, message, capsys):
+    """Issue 38: these were tracebacks (or, for ``--lr nan``, a run with loss nan and exit 0);
+    one error line, exit 2, nothing run."""
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--quiet"] if argv[0] == "demo" else argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
 def test_datasets_list_and_verify(capsys, data_dir, tmp_path):
     shutil.copytree(data_dir / "mnist", tmp_path / "mnist")  # what shared/data holds may grow
     assert main(["datasets", "list", "--data-dir", str(tmp_path)]) == 0

@@ -67,6 +67,10 @@ def test_bad_grids_fail_before_running(tmp_path, capsys):
         load_grid(_grid(tmp_path, "config: x.yaml\n"))
     with pytest.raises(ConfigError, match="matches no file"):
         load_grid(_grid(tmp_path, "configs: [nothing-*.yaml]\n"))
+    # issue 38: an empty list made a grid of no runs that exited 0
+    empty = _grid(tmp_path, f"configs: [{QUICKSTART}]\nproduct: {{seed: []}}\n")
+    assert main(["grid", str(empty)]) == 2
+    assert "product: seed has no values" in capsys.readouterr().err
 
 
 def test_shipped_grids_expand():

@@ -9,6 +9,7 @@ leave it. The rerun must complete that member with the results of an uninterrupt
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -111,6 +112,18 @@ def test_bad_backend_arguments_exit_2(tmp_path, capsys):
     assert "expected KEY=VALUE" in capsys.readouterr().err
     assert main(["grid", path, "--backend", "ray", "--cpus-per-run", "0"]) == 2
     assert "resources.cpus_per_run: must be >= 1" in capsys.readouterr().err
+    # issue 38: a bad --slurm key, and SLURM itself missing, are refused before any run
+    pytest.importorskip("submitit")
+    args = ["grid", path, "--backend", "slurm", "--slurm-cluster", "local", "--quiet"]
+    assert main([*args, "--slurm", "no_such_parameter=1"]) == 2
+    err = capsys.readouterr().err
+    assert "resources.slurm" in err and err.count("\n") == 1
+    started = [p.name for p in (tmp_path / "out").glob("*") if p.name != "submitit"]
+    assert started == []  # no run folder: refused before the grid began
+    if shutil.which("srun") is None:  # this machine has no SLURM: one line, not a traceback
+        assert main(["grid", path, "--backend", "slurm", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "--backend slurm:" in err and "no SLURM" in err and err.count("\n") == 1
 
 
 @pytest.fixture(scope="module")

@@ -112,6 +112,10 @@ def test_folders_that_are_not_ours(tmp_path, capsys):
         ("bmr.rule_options={tau: 1}", "bmr.rule_options: spike_and_slab: "),
         ("bmr.rule_options=[1]", "bmr.rule_options: expected a mapping"),
         ("train.rollback_factor=1", "train.rollback_factor: must be < 1, got 1.0"),
+        # issue 38: an overflowing seed was a traceback after the folder was written
+        ("seed=9223372036854775808", "seed: must be < 4294967296, got 9223372036854775808"),
+        ("seed=-1", "seed: must be >= 0, got -1"),
+        ("train.steps_per_block=1000000000000000", "is more than the 2^31 - 1 a run can count"),
         (
             "bmr.inclusion_rate=weights",
             "bmr.inclusion_rate: unknown value 'weights'; allowed: layer, alive",

@@ -105,6 +105,11 @@ def test_unknown_prior_and_shape_mismatch_through_the_api():
          "prior_options: flat: "),
         (lambda m: m.configured("flat_ff", prior="horseshoe", prior_options={"tau": 1}),
          "prior_options: horseshoe: "),
+        # issue 38: the prior registry's own door, and the step counter's range
+        (lambda m: __import__("bmr_jax.bayes.priors").bayes.priors.create_prior(
+            "horseshoe", nonsense=1), "prior_options: horseshoe: "),
+        (lambda m: m.TrainSettings(steps_per_block=10**15),
+         "train.blocks x train.steps_per_block: 50 x 1000000000000000 steps is more than"),
     ],
 )  # fmt: skip
 def test_the_python_api_validates_as_the_config_does(make, message):

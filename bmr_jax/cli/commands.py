@@ -141,7 +141,9 @@ def _grid_backend(args, grid):
     if args.backend == "ray":
         return RayBackend(args.address, resources)
     logs = Path(args.slurm_logs) if args.slurm_logs else grid.out / "submitit"
-    return SlurmBackend(logs, resources, cluster=args.slurm_cluster)
+    backend = SlurmBackend(logs, resources, cluster=args.slurm_cluster)
+    backend.executor()  # SLURM present and every --slurm key known, before any run starts
+    return backend
 
 
 def _yaml_value(text: str):

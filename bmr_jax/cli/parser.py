@@ -15,15 +15,37 @@ def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive_int(text: str) -> int:
+    """An integer >= 1 (steps, batch sizes, classes, image sides)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """A finite number > 0 (learning rates)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def _add_demo(sub) -> None:
 
     demo = sub.add_parser("demo", help="train a network briefly on the embedded default data")
     demo.add_argument("--dataset", default="mnist_mini")
     demo.add_argument("--net", default="lenet5")
     demo.add_argument("--preset", default="paper", choices=("paper", "small"))
-    demo.add_argument("--steps", type=int, default=1000)
-    demo.add_argument("--batch-size", type=int, default=128)
-    demo.add_argument("--lr", type=float, default=1e-3)
+    demo.add_argument("--steps", type=_positive_int, default=1000)
+    demo.add_argument("--batch-size", type=_positive_int, default=128)
+    demo.add_argument("--lr", type=_positive_float, default=1e-3)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_data_dir(demo)
@@ -157,14 +179,23 @@ def _add_datasets(sub) -> None:
 def _add_nets(sub) -> None:
     nets_parser = sub.add_parser("nets", help="list the model zoo with parameter counts")
     nets_parser.add_argument(
-        "--input-shape", type=int, nargs=3, default=(28, 28, 1), metavar=("H", "W", "C")
+        "--input-shape", type=_positive_int, nargs=3, default=(28, 28, 1),
+        metavar=("H", "W", "C")
     )
-    nets_parser.add_argument("--classes", type=int, default=10)
+    nets_parser.add_argument("--classes", type=_positive_int, default=10)
     nets_parser.set_defaults(func=commands._cmd_nets)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line and exit 2 (``bmr-jax run: error: ...``),
+    as every other bad input of the CLI; ``--help`` still shows the usage."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="bmr-jax",
         description="Bayesian sparsification of deep networks with Bayesian model reduction.",
     )

@@ -76,6 +76,10 @@ class TrainSettings:
 
     def __post_init__(self):
         check_fields(self, "train")
+        if self.blocks * self.steps_per_block >= 2**31:  # the step counter is int32
+            raise ConfigError(f"train.blocks x train.steps_per_block: {self.blocks} x "
+                              f"{self.steps_per_block} steps is more than the 2^31 - 1 a run "
+                              "can count")  # fmt: skip
         if self.kl_warmup is not None:
             object.__setattr__(self, "kl_warmup", epoch_range("train.kl_warmup", self.kl_warmup))
 

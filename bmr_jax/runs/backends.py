@@ -144,7 +144,12 @@ class SlurmBackend:
 
     def executor(self):
         submitit = _require("submitit")
-        executor = submitit.AutoExecutor(folder=str(Path(self.logs) / "%j"), cluster=self.cluster)
+        try:
+            executor = submitit.AutoExecutor(folder=str(Path(self.logs) / "%j"),
+                                             cluster=self.cluster)  # fmt: skip
+        except RuntimeError as e:  # no SLURM here: submitit finds no srun
+            raise ConfigError(f"--backend slurm: {str(e).splitlines()[0]} (no SLURM on this "
+                              "machine; --slurm-cluster local runs the jobs here)") from None
         gpus = self.resources.gpus_per_run
         if gpus != int(gpus):
             raise ConfigError(f"--gpus-per-run: SLURM takes whole GPUs, got {gpus}")

@@ -11,7 +11,7 @@ command line).
 
 Keys (defaults in brackets):
 
-- ``seed`` [137]: seeds initialisation, data order and posterior sampling.
+- ``seed`` [137]: seeds initialisation, data order and posterior sampling (0 <= seed < 2^32).
 - ``plugins`` [[]]: Python modules imported before the rest of the config is checked, so that
   priors (or networks, datasets, methods) they register can be named (docs/extending.md).
 - ``prior`` [null]: a registered prior replacing the method's own (flat | horseshoe |
@@ -175,7 +175,7 @@ class NetConfig:
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = setting(137)
+    seed: int = setting(137, minimum=0, below=2**32)  # JAX's PRNG seeds are 32-bit
     plugins: tuple[str, ...] = ()
     method: str = setting("bmr_ss", choices=_names("method"))
     prior: str | None = setting(None, choices=_names("prior"))

@@ -102,6 +102,9 @@ def read_grid(path: str | Path, extra_overrides: list[str] = (), out: str | Path
     product = spec.get("product") or {}
     if not isinstance(product, dict) or not all(isinstance(v, list) for v in product.values()):
         raise ConfigError(f"{path}: product must map keys to lists of values")
+    empty = [key for key, values in product.items() if not values]
+    if empty:  # the product would have no run, and the grid would "finish" having run none
+        raise ConfigError(f"{path}: product: {empty[0]} has no values")
     overrides = [*(spec.get("overrides") or []), *extra_overrides]
     variants = _variants(path, spec.get("variants"))
     runs = []

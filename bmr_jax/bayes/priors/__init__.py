@@ -11,6 +11,7 @@ from bmr_jax.bayes.priors.base import Prior, layer_scales_at
 from bmr_jax.bayes.priors.flat import FlatPrior
 from bmr_jax.bayes.priors.horseshoe import HorseshoePrior, half_cauchy
 from bmr_jax.bayes.priors.log_uniform import LogUniformPrior
+from bmr_jax.errors import ConfigError
 from bmr_jax.registry import Registry
 
 PRIORS: Registry[type[Prior]] = Registry("prior")
@@ -27,8 +28,14 @@ def register_prior(name: str, *, overwrite: bool = False):
 
 
 def create_prior(name: str, **options) -> Prior:
-    """An instance of the prior registered as ``name`` with ``options`` as its attributes."""
-    return PRIORS.get(name)(**options)
+    """An instance of the prior registered as ``name`` with ``options`` as its attributes;
+    :class:`bmr_jax.errors.ConfigError` (one line) for an option the prior does not have or a
+    value it refuses."""
+    cls = PRIORS.get(name)
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"prior_options: {name}: {e}") from None
 
 
 register_prior("flat")(FlatPrior)
