@@ -113,9 +113,13 @@ def test_missing_file_with_downloads_off(data_dir, tmp_path):
 
 
 def test_data_dir_precedence(monkeypatch, tmp_path):
+    (tmp_path / "env").mkdir()
+    (tmp_path / "arg").mkdir()
     monkeypatch.setenv("BMR_JAX_DATA", str(tmp_path / "env"))
     assert data.resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
     assert data.resolve_data_dir() == tmp_path / "env"
+    with pytest.raises(MissingDataFileError, match="the data folder .--data-dir. does not"):
+        data.resolve_data_dir(tmp_path / "typo")  # a named folder must exist
     monkeypatch.delenv("BMR_JAX_DATA")
     assert data.resolve_data_dir() == data.default_data_dir().resolve()
 

@@ -266,3 +266,19 @@ def test_default_run_folder_keeps_the_dataset():
     assert default_run_folder("/tmp/elsewhere/my.yaml", ["data.name=a/b"]) == Path(
         "runs/my,data.name=a%2Fb"
     )
+
+
+def test_a_data_folder_that_does_not_exist_is_one_line_and_writes_nothing(tmp_path, capsys,
+                                                                          monkeypatch):
+    """Issue 38: ``--data-dir /nonexistent`` made that folder and tried to download into it,
+    and a failed start left a claimed run folder that refused the corrected command."""
+    missing, out = tmp_path / "nonexistent", tmp_path / "run"
+    config = str(REPO / "configs" / "fashion_mnist" / "mlp-bmr_ss.yaml")
+    assert main(["run", config, "--data-dir", str(missing), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}: the data folder (--data-dir) does not exist" in err
+    assert err.count("\n") == 1 and not missing.exists() and not out.exists()
+    monkeypatch.setenv("BMR_JAX_DATA", str(missing))
+    assert main(["run", config, "--out", str(out), "--quiet"]) == 2
+    assert "the data folder (BMR_JAX_DATA) does not exist" in capsys.readouterr().err
+    assert not missing.exists() and not out.exists()

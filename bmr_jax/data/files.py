@@ -49,10 +49,17 @@ def default_data_dir() -> Path:
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """``data_dir`` if given, else ``$BMR_JAX_DATA``, else :func:`default_data_dir`."""
-    if data_dir is None:
-        data_dir = os.environ.get(DATA_DIR_ENV) or default_data_dir()
-    return Path(data_dir).expanduser().resolve()
+    """``data_dir`` if given, else ``$BMR_JAX_DATA``, else :func:`default_data_dir`. A folder
+    named by the first two must exist (:class:`MissingDataFileError` otherwise: a mistyped
+    path is not a place to download into); the cache folder is made when needed."""
+    named = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
+    if not named:
+        return default_data_dir().expanduser().resolve()
+    path = Path(named).expanduser().resolve()
+    if not path.is_dir():
+        source = "--data-dir" if data_dir is not None else DATA_DIR_ENV
+        raise MissingDataFileError(f"{path}: the data folder ({source}) does not exist")
+    return path
 
 
 def downloads_allowed(download: bool | None = None) -> bool:

@@ -100,15 +100,14 @@ def run_experiment(config: Config, out: str | Path, *, data_dir=None, progress: 
     ``evaluate``) and ``metrics`` and ``checkpoint`` after each is written.
     """
     folder = RunFolder(out)
+    # a new folder is written only once the data loads and the method builds: a bad data
+    # folder or setting leaves nothing behind that would refuse the corrected command
+    prepared = _prepare(config, data_dir) if folder.read_config_text() is None else None
     claim_folder(folder, config, force=force, log=log)
     if folder.is_finished():
         log(f"{folder.path}: already finished")
         return folder.read_summary()
-    dataset = load_dataset(config, data_dir)
-    setup = methods.build(config.method, dataset, net=config.net.name, preset=config.net.preset,
-                          train=config.train, bmr=config.bmr, prior=config.prior,
-                          prior_options=config.prior_options,
-                          seed=config.seed, guide=config.guide)  # fmt: skip
+    dataset, setup = prepared or _prepare(config, data_dir)
     log(_start_line(folder, config, setup))
     resume, records = _resume(folder, setup, config, log)
     folder.write_metrics(records)  # drops lines written after the checkpoint
@@ -141,6 +140,16 @@ def run_experiment(config: Config, out: str | Path, *, data_dir=None, progress: 
     finally:
         tracking.close()
     return summary
+
+
+def _prepare(config: Config, data_dir=None):
+    """``(dataset, setup)`` of ``config``: its data loaded and its method built."""
+    dataset = load_dataset(config, data_dir)
+    setup = methods.build(config.method, dataset, net=config.net.name, preset=config.net.preset,
+                          train=config.train, bmr=config.bmr, prior=config.prior,
+                          prior_options=config.prior_options,
+                          seed=config.seed, guide=config.guide)  # fmt: skip
+    return dataset, setup
 
 
 def load_dataset(config: Config, data_dir=None):
