@@ -267,6 +267,22 @@ def test_the_export_command_prints_a_line_per_layer(tiny_run, tmp_path, capsys, 
     assert (tmp_path / "e" / "weights.npz").is_file()
 
 
+def test_the_same_run_exports_to_the_same_files(tiny_run, tmp_path, capsys, data_dir):
+    """Issue 38: ``--sparse auto`` was the default and decided by a timing taken in the
+    process, so two exports of one run could differ in architecture.json; the default now
+    decides without one."""
+    for name in ("a", "b"):
+        assert main(["export", str(tiny_run), "--out", str(tmp_path / name),
+                     "--data-dir", str(data_dir)]) == 0  # fmt: skip
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    description = export.read_description(tmp_path / "a")
+    assert description["sparse_layers"] == []
+    assert not any(" us" in line for line in description["compute"])  # no timing decided it
+
+
 def test_bad_export_input_exits_2_with_one_line(tiny_run, tmp_path, capsys):
     unfinished = tmp_path / "unfinished"
     shutil.copytree(tiny_run, unfinished)

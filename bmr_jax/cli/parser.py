@@ -156,8 +156,9 @@ def _add_export(sub) -> None:
     export.add_argument("--posterior", action="store_true",
                         help="also the standard deviation of every kept weight (mean-field)")
     export.add_argument("--format", default="safetensors", choices=("safetensors", "npz"))
-    export.add_argument("--sparse", default="auto", choices=("auto", "never", "always"),
-                        help="sparse compute of dense layers: measured (auto), always, never")
+    export.add_argument("--sparse", default="never", choices=("auto", "never", "always"),
+                        help="sparse compute of dense layers: never (the default: the same run "
+                        "gives the same files), always, or auto (timed on this machine)")
     export.add_argument("--batch", type=int, default=1000,
                         help="batch size at which auto measures dense against sparse")
     _add_data_dir(export)

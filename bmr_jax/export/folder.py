@@ -43,8 +43,10 @@ def dense_layers(module: nnx.Module, order=()) -> dict[str, nnx.Linear]:
 
 def compute_choices(module: nnx.Module, sparse: str, batch: int, order=()) -> list[ComputeChoice]:
     """Dense or sparse compute for every dense layer (in the layer ``order`` given):
-    ``auto`` measures (:func:`bmr_jax.export.sparse.choose_compute`), ``always`` / ``never``
-    do not."""
+    ``never`` (the default) and ``always`` decide without a measurement, so the same network
+    gives the same files; ``auto`` times both on this machine
+    (:func:`bmr_jax.export.sparse.choose_compute`), so two exports may differ, and records the
+    times it decided by in ``architecture.json``."""
     if sparse not in SPARSE_MODES:
         raise ConfigError(f"sparse: expected one of {', '.join(SPARSE_MODES)}, got {sparse!r}")
     choices = []
@@ -59,7 +61,7 @@ def compute_choices(module: nnx.Module, sparse: str, batch: int, order=()) -> li
     return choices
 
 
-def save(exported: Exported, out, *, file_format: str = "safetensors", sparse: str = "auto",
+def save(exported: Exported, out, *, file_format: str = "safetensors", sparse: str = "never",
          batch: int = 1000, source: dict | None = None) -> list[ComputeChoice]:  # fmt: skip
     """Writes ``exported`` to the folder ``out``; returns the per-layer compute choices.
 
