@@ -139,7 +139,8 @@ class ExportReport:
 
 
 def export_run(run, out, *, posterior: bool = False, file_format: str = "safetensors",
-               sparse: str = "never", batch: int = 1000, data_dir=None) -> ExportReport:  # fmt: skip
+               sparse: str = "never", batch: int = 1000,
+               data_dir=None) -> ExportReport:  # fmt: skip
     """Exports the finished run in folder ``run`` to folder ``out``: :func:`read_run`, then
     :func:`bmr_jax.export.export_network` and :func:`bmr_jax.export.save` (``sparse``,
     ``batch`` and ``file_format`` as there)."""
