@@ -71,3 +71,35 @@ def test_bmr_rhs_runs_end_to_end():
                           hooks=methods.RunHooks(progress=False))  # fmt: skip
     assert all(np.isfinite(r["loss"]) and np.isfinite(r["nll"]) for r in records)
     assert records[-1]["acc"] > 0.8 and records[1]["reduce_seconds"] > 0
+
+
+def test_bmr_rhs_through_two_reduce_steps_changes_gamma_and_the_masks():
+    """Issue 38: a real run through the reduce steps before blocks 2 and 3, watched at the
+    between-blocks call: each gets its own key (the fit draws from it), gamma moves at each
+    and the loop hands it on, and weights are pruned."""
+    import jax
+
+    ds = data.load("mnist_mini", image_size=28)
+    setup = methods.build("bmr_rhs", ds, net="lenet_300_100", preset="small", seed=0,
+                          train=methods.TrainSettings(blocks=3, steps_per_block=100))
+    seen, between = [], setup.between
+
+    def watched(state, masks, gamma, block, key):
+        out = between(state, masks, gamma, block, key)
+        seen.append((block, np.asarray(jax.random.key_data(key)), jax.device_get(gamma),
+                     jax.device_get(out[2]), jax.device_get(out[1])))  # fmt: skip
+        return out
+
+    setup.between = watched
+    records = methods.run(setup, ds, evaluation=methods.EvalSettings(samples=2, every=3),
+                          hooks=methods.RunHooks(progress=False))  # fmt: skip
+    assert [block for block, *_ in seen] == [2, 3]
+    (_, key2, before2, gamma2, masks2), (_, key3, before3, gamma3, masks3) = seen
+    assert not np.array_equal(key2, key3)
+    layer = "hidden.0"
+    assert np.all(before2[layer] == 1.0) and not np.allclose(gamma2[layer], 1.0)
+    np.testing.assert_array_equal(before3[layer], gamma2[layer])  # handed on to the next block
+    assert not np.allclose(gamma3[layer], gamma2[layer])
+    pruned = [1 - float(np.mean(m[layer])) for m in (masks2, masks3)]
+    assert 0 < pruned[0] <= pruned[1]
+    assert records[-1]["pruned_fraction"] > 0
