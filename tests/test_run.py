@@ -39,16 +39,22 @@ def test_run_writes_the_contract(uninterrupted):
 
 def test_posterior_npz_is_scale_gamma_z_at_the_guide_median(uninterrupted):
     """posterior.npz holds W = scale * gamma * Z per layer: zero exactly where pruned (gamma
-    1e-12 times |Z| < 10 is below 1e-11) and the guide's loc times the flat prior's scale 1
-    elsewhere."""
+    1e-12 times |Z| < 10 is below 1e-11) and, where kept, the guide's loc (read from the final
+    checkpoint) times one scale per layer."""
+    from bmr_jax.export.from_run import restore_run
+
+    run = restore_run(uninterrupted)
+    params = run.setup.trainer.params(run.state.train)
     with np.load(uninterrupted / "posterior.npz") as saved:
         layers = [str(x) for x in saved["layers"]]
-        assert layers[-1].endswith(layers[-1]) and len(layers) == 3  # LeNet-300-100: 3 dense
+        assert layers == ["hidden.0", "hidden.1", "head"]  # LeNet-300-100, in forward order
         for layer in layers:
             w, mask = saved[f"weight/{layer}"], saved[f"mask/{layer}"]
             assert w.shape == mask.shape
             assert np.all(np.abs(w[~mask]) < 1e-11)
             assert np.count_nonzero(w[mask]) == mask.sum()
+            ratio = w[mask] / np.asarray(params[f"{layer}/z/loc"])[mask]
+            np.testing.assert_allclose(ratio, ratio[0], rtol=1e-4)  # one scale per layer
 
 
 def test_extending_a_finished_run_continues_it(uninterrupted, tmp_path, capsys):
