@@ -19,7 +19,7 @@ def kl_weight(position, num_batches: int, start: float, end: float) -> jax.Array
     ``end``, then 1 (a step function at ``start`` when ``start == end``)."""
     epoch = position / num_batches
     ramp = (epoch - start) / max(end - start, 1e-12)
-    return jnp.clip(ramp, 0.0, 1.0) if end > start else (epoch >= start).astype(jnp.float32)
+    return jnp.clip(ramp, 0.0, 1.0) if end > start else jnp.asarray(epoch >= start, jnp.float32)
 
 
 class ScaleLatents(Messenger):
