@@ -288,3 +288,16 @@ def test_a_data_folder_that_does_not_exist_is_one_line_and_writes_nothing(tmp_pa
     assert main(["run", config, "--out", str(out), "--quiet"]) == 2
     assert "the data folder (BMR_JAX_DATA) does not exist" in capsys.readouterr().err
     assert not missing.exists() and not out.exists()
+
+
+def test_a_reference_start_says_why_nothing_is_pruned_yet(tmp_path):
+    """Issue 38: a reference-mode run shows 'pruned 0.000' for its first blocks; its start
+    says why, where the user looks. A run with our start does not."""
+    lines = {}
+    for init in ("paper", "network"):
+        config = load_config(QUICKSTART, [*TINY, "train.blocks=1", f"guide.init={init}"])
+        out = []
+        run_experiment(config, tmp_path / init, progress=False, log=out.append)
+        lines[init] = "\n".join(out)
+    assert "the reference start (guide.init: paper) leaves few weights prunable" in lines["paper"]
+    assert "reference start" not in lines["network"]

@@ -170,9 +170,14 @@ def _start_line(folder: RunFolder, config: Config, setup) -> str:
     kind = f"{len(devices)} x {devices[0].device_kind}" if len(devices) > 1 else \
         devices[0].device_kind  # fmt: skip
     parameters = sum(s.size for s in setup.bnet.view.layers)
-    return (f"{folder.path}: {config.method} on {config.data.name}, {config.net.name} "
+    line = (f"{folder.path}: {config.method} on {config.data.name}, {config.net.name} "
             f"({config.net.preset}, {parameters:,} parameters), {config.train.blocks} x "
             f"{config.train.steps_per_block} steps, {devices[0].platform} ({kind})")  # fmt: skip
+    if config.guide.init == "paper" and setup.method.rule is not None:
+        line += ("\nthe reference start (guide.init: paper) leaves few weights prunable in "
+                 "the first blocks (the paper: LeNet-5 from about block 5, the MLP about 18): "
+                 "'pruned 0.000' until then is expected (experiments/README.md)")
+    return line
 
 
 def _resume(folder: RunFolder, setup, config: Config, log):
