@@ -13,6 +13,7 @@ from flax import nnx
 from bmr_jax import data, nets
 from bmr_jax.bmr import PolynomialSchedule
 from bmr_jax.bmr.pruning import (
+    _path_name,
     global_masks,
     kernels_and_biases_except,
     magnitude,
@@ -73,3 +74,26 @@ def test_magnitude_pruning_reaches_the_schedule_on_real_data(mini):
     assert np.all(np.asarray(state.params["head"]["kernel"][...]) != 0)  # head never pruned
     nnx.update(net, state.params, state.rest)
     assert baseline.accuracy(net, mini.test) > 0.8  # 100 steps, 90 % pruned: still learns
+
+
+def test_the_predicate_selects_equinox_weights_and_refuses_to_select_none():
+    """Issue 38: on an Equinox MLP (leaves ``weight``/``bias``) the predicate matched biases
+    only, so pruning left every weight while the pruned share looked like the network's."""
+    import equinox as eqx
+
+    model = eqx.nn.MLP(4, 3, 8, 2, key=jax.random.key(0))  # layers 0-2: 4-8, 8-8, 8-3
+    params = eqx.filter(model, eqx.is_array)
+    prunable = kernels_and_biases_except(["layers.2"])
+    chosen = sorted(jax.tree_util.keystr(p) for p, x in jax.tree_util.tree_leaves_with_path(
+        params) if prunable(_path_name(p), x))  # fmt: skip
+    assert chosen == [".layers[0].bias", ".layers[0].weight", ".layers[1].bias",
+                      ".layers[1].weight"]  # fmt: skip
+    optimizer = prune_by_score(optax.adam(1e-3), score=magnitude,
+                               schedule=PolynomialSchedule(final=0.5), every=1,
+                               prunable=prunable)  # fmt: skip
+    optimizer.init(params)  # selects weight matrices: accepted
+    only_biases = prune_by_score(optax.adam(1e-3), score=magnitude,
+                                 schedule=PolynomialSchedule(final=0.5), every=1,
+                                 prunable=lambda name, leaf: name.endswith("bias"))  # fmt: skip
+    with pytest.raises(ValueError, match="selects no weight matrix .*leaf names are: bias"):
+        only_biases.init(params)

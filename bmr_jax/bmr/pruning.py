@@ -55,17 +55,34 @@ def weight_matrices(name: str, leaf) -> bool:
     return jnp.ndim(leaf) >= 2
 
 
+WEIGHT_NAMES = ("kernel", "weight")  # Flax's and Equinox's (and PyTorch-style) weight leaves
+
+
 def kernels_and_biases_except(excluded: Iterable[str] = ()) -> Callable[[str, jax.Array], bool]:
-    """Predicate: every ``kernel``/``bias`` leaf whose dotted path does not start with one of
-    ``excluded`` (e.g. the classifier head, which BMR does not prune either)."""
+    """Predicate: every weight (``kernel`` in Flax, ``weight`` in Equinox) and ``bias`` leaf
+    whose dotted path does not start with one of ``excluded`` (e.g. the classifier head,
+    which BMR does not prune either)."""
     excluded = tuple(excluded)
 
     def prunable(name: str, leaf) -> bool:
         last = name.rsplit(".", 1)[-1]
         kept = any(name == e or name.startswith(e + ".") for e in excluded)
-        return last in ("kernel", "bias") and not kept
+        return last in (*WEIGHT_NAMES, "bias") and not kept
 
     return prunable
+
+
+def check_selects_weights(params, prunable) -> None:
+    """ValueError unless ``prunable`` selects at least one leaf of two or more dimensions: a
+    predicate that matches only biases (or nothing) would prune little and report a share of
+    what it selected as if it were the network's."""
+    named = jax.tree_util.tree_leaves_with_path(params)
+    chosen = [(_path_name(p), x) for p, x in named if prunable(_path_name(p), x)]
+    if not any(jnp.ndim(x) >= 2 for _, x in chosen):
+        seen = ", ".join(sorted({_path_name(p).rsplit(".", 1)[-1] for p, _ in named}))
+        raise ValueError(f"the prunable predicate selects no weight matrix (it selects "
+                         f"{len(chosen)} leaves, none with 2 or more dimensions; the leaf names "
+                         f"are: {seen})")  # fmt: skip
 
 
 def _prunable_tree(params, prunable):
@@ -119,6 +136,7 @@ def prune(
     prunable = prunable or weight_matrices
 
     def init(params):
+        check_selects_weights(params, prunable)
         masks = jax.tree.map(lambda p: jnp.ones(jnp.shape(p), bool), params)
         return PruningState(inner.init(params), masks, jnp.zeros((), jnp.int32))
 
