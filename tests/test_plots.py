@@ -60,6 +60,60 @@ def test_every_figure_renders_as_png_and_pdf(figure, fixture_runs, tmp_path):
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _drawn(monkeypatch, runs, figure, out):
+    """The matplotlib figure ``plot`` saves (its objects, not its file)."""
+    import matplotlib.pyplot as plt
+
+    captured, original = [], plt.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        captured.append(fig)
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(plt.Figure, "savefig", keep)
+    plot(runs, figure, out)
+    return captured[0]
+
+
+def _lines(ax):
+    """``{label: (colour, ydata)}`` of the labelled lines of a panel."""
+    from matplotlib.colors import to_hex
+
+    return {ln.get_label(): (to_hex(ln.get_color()), list(ln.get_ydata()))
+            for ln in ax.get_lines() if not ln.get_label().startswith("_")}  # fmt: skip
+
+
+def test_figure_1_draws_every_metric_of_every_method_in_its_colour(fixture_runs, tmp_path,
+                                                                   monkeypatch):  # fmt: skip
+    """Rows MLP then LeNet-5, columns ACC, ECE, NLL; in each panel Flat-FF and BMR-S&S in
+    their colours, at the values the fixture wrote (ACC 0.8 + 0.02 block + 0.01 seed)."""
+    from bmr_jax.runs.figure_style import METHODS
+
+    fig = _drawn(monkeypatch, fixture_runs, 1, tmp_path / "f1")
+    axes = [ax for ax in fig.axes if ax.get_ylabel()]
+    assert [ax.get_title(loc="left") for ax in axes] == ["MLP"] * 3 + ["LeNet-5"] * 3
+    assert [ax.get_ylabel() for ax in axes[:3]] == ["test accuracy", "ECE", "NLL (nats per image)"]
+    for ax in axes:
+        lines = _lines(ax)
+        assert sorted(lines) == ["BMR-S&S", "Flat-FF"]
+        assert lines["BMR-S&S"][0] == METHODS["bmr_ss"][1]
+        assert lines["Flat-FF"][0] == METHODS["flat_ff"][1]
+    # the MLP's Flat-FF is seed 0, its BMR-S&S seed 1 (the fixture's order)
+    np.testing.assert_allclose(_lines(axes[0])["Flat-FF"][1], [0.82, 0.84, 0.86])
+    np.testing.assert_allclose(_lines(axes[0])["BMR-S&S"][1], [0.83, 0.85, 0.87])
+    np.testing.assert_allclose(_lines(axes[2])["Flat-FF"][1], [0.55, 0.5, 0.45])
+
+
+def test_figure_2_draws_the_pruned_fraction_of_each_net(fixture_runs, tmp_path, monkeypatch):
+    fig = _drawn(monkeypatch, fixture_runs, 2, tmp_path / "f2")
+    ax = fig.axes[0]
+    assert ax.get_title() == "Fashion-MNIST" and ax.get_ylabel() == "pruned fraction of weights"
+    lines = _lines(ax)
+    assert lines["MLP"][1] == pytest.approx([0.0, 0.3, 0.6])  # BMR-S&S only
+    assert lines["LeNet-5"][1] == pytest.approx([0.0, 0.3, 0.6])
+    assert {"MLP: paper", "LeNet-5: paper"} <= set(lines)  # the paper's values beside them
+
+
 def test_plot_cli_and_errors(fixture_runs, tmp_path, capsys):
     assert main(["plot", *map(str, fixture_runs), "--figure", "2", "--out",
                  str(tmp_path / "f2")]) == 0  # fmt: skip
