@@ -119,8 +119,9 @@ def test_plot_cli_and_errors(fixture_runs, tmp_path, capsys):
                  str(tmp_path / "f2")]) == 0  # fmt: skip
     assert capsys.readouterr().out.count("f2.") == 2
     other = _fixture_run(tmp_path, "cifar10", "mlp", "flat_ff")
-    with pytest.raises(PlotError, match="one dataset at a time"):
-        plot([*fixture_runs, other], 1, tmp_path / "f1")
+    for figure in (1, 3, 4):  # issue 38: 3 and 4 drew two datasets' rows under one name
+        with pytest.raises(PlotError, match=f"figure {figure} draws one dataset at a time"):
+            plot([*fixture_runs, other], figure, tmp_path / f"f{figure}")
     assert main(["plot", str(tmp_path), "--figure", "1", "--out", str(tmp_path / "x")]) == 2
     assert "not a run folder" in capsys.readouterr().err
     flat = [p for p in fixture_runs if "bmr_ss" not in p.name]
