@@ -240,8 +240,9 @@ def test_default_run_folder_is_one_per_set_of_overrides():
 
 def test_run_without_out_prints_its_own_folder_first(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    empty = str(tmp_path / "no-data")  # the run stops at its data, before writing its folder
-    folders = []
+    empty = tmp_path / "no-data"  # the run stops at its data (offline in the tests), before
+    empty.mkdir()  # writing its folder
+    empty, folders = str(empty), []
     for seed in ("5", "6"):
         args = ["run", QUICKSTART, "data.name=fashion_mnist", f"seed={seed}", "--quiet"]
         assert main([*args, "--data-dir", empty]) == 2

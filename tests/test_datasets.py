@@ -118,8 +118,10 @@ def test_data_dir_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("BMR_JAX_DATA", str(tmp_path / "env"))
     assert data.resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
     assert data.resolve_data_dir() == tmp_path / "env"
-    with pytest.raises(MissingDataFileError, match="the data folder .--data-dir. does not"):
-        data.resolve_data_dir(tmp_path / "typo")  # a named folder must exist
+    monkeypatch.setenv("BMR_JAX_DATA", str(tmp_path / "typo"))
+    with pytest.raises(MissingDataFileError, match="the data folder .BMR_JAX_DATA. does not"):
+        data.resolve_data_dir()  # the environment must name an existing folder
+    assert data.resolve_data_dir(tmp_path / "new") == tmp_path / "new"  # the API's: made later
     monkeypatch.delenv("BMR_JAX_DATA")
     assert data.resolve_data_dir() == data.default_data_dir().resolve()
 

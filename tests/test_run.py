@@ -280,9 +280,11 @@ def test_a_data_folder_that_does_not_exist_is_one_line_and_writes_nothing(tmp_pa
     and a failed start left a claimed run folder that refused the corrected command."""
     missing, out = tmp_path / "nonexistent", tmp_path / "run"
     config = str(REPO / "configs" / "fashion_mnist" / "mlp-bmr_ss.yaml")
-    assert main(["run", config, "--data-dir", str(missing), "--out", str(out), "--quiet"]) == 2
+    with pytest.raises(SystemExit) as info:  # argparse refuses it, before anything runs
+        main(["run", config, "--data-dir", str(missing), "--out", str(out), "--quiet"])
+    assert info.value.code == 2
     err = capsys.readouterr().err
-    assert f"{missing}: the data folder (--data-dir) does not exist" in err
+    assert f"argument --data-dir: {missing}: the data folder does not exist" in err
     assert err.count("\n") == 1 and not missing.exists() and not out.exists()
     monkeypatch.setenv("BMR_JAX_DATA", str(missing))
     assert main(["run", config, "--out", str(out), "--quiet"]) == 2

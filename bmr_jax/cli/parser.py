@@ -7,9 +7,19 @@ import argparse
 from bmr_jax.cli import commands
 
 
+def _existing_folder(text: str) -> str:
+    """A folder that exists (a mistyped --data-dir is not a place to download into)."""
+    from pathlib import Path
+
+    if not Path(text).expanduser().is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: the data folder does not exist")
+    return text
+
+
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
+        type=_existing_folder,
         default=None,
         help="data folder laid out like shared/data (default: $BMR_JAX_DATA or the user cache)",
     )

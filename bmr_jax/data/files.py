@@ -49,16 +49,18 @@ def default_data_dir() -> Path:
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """``data_dir`` if given, else ``$BMR_JAX_DATA``, else :func:`default_data_dir`. A folder
-    named by the first two must exist (:class:`MissingDataFileError` otherwise: a mistyped
-    path is not a place to download into); the cache folder is made when needed."""
-    named = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
+    """``data_dir`` if given (made when a download needs it), else ``$BMR_JAX_DATA``, which
+    must name an existing folder (:class:`MissingDataFileError` otherwise: a mistyped path is
+    not a place to download into), else :func:`default_data_dir`. The command line's
+    ``--data-dir`` must exist too (``bmr_jax.cli.parser``)."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser().resolve()
+    named = os.environ.get(DATA_DIR_ENV)
     if not named:
         return default_data_dir().expanduser().resolve()
     path = Path(named).expanduser().resolve()
     if not path.is_dir():
-        source = "--data-dir" if data_dir is not None else DATA_DIR_ENV
-        raise MissingDataFileError(f"{path}: the data folder ({source}) does not exist")
+        raise MissingDataFileError(f"{path}: the data folder ({DATA_DIR_ENV}) does not exist")
     return path
 
 
