@@ -153,8 +153,7 @@ def ivon(
       hess_init: initial Hessian ``h0`` (sets the initial posterior spread).
       seed: seeds the weight noise.
       hess_min: if set, ``h >= hess_min`` (a safeguard of the module docstring).
-      clip_radius: if set, every entry of the Newton step is clipped to ``clip_radius`` (the
-        other safeguard).
+      clip_radius: if set, each Newton-step entry is clipped to it (the other safeguard).
     """
     if ess <= 0 or weight_decay <= 0 or hess_init <= 0:
         raise ValueError("ess, weight_decay and hess_init must be > 0")
@@ -178,8 +177,7 @@ def ivon(
         h_hat = jax.tree.map(lambda g, e, s: g * e / s, grads, u, sigma)
         momentum = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.momentum, grads)
 
-        hessian = jax.tree.map(lambda h, hh: _new_hessian(h, hh, b2, delta), state.hessian,
-                               h_hat)  # fmt: skip
+        hessian = jax.tree.map(lambda h, hh: _new_hessian(h, hh, b2, delta), state.hessian, h_hat)
         if hess_min is not None:
             hessian = jax.tree.map(lambda h: jnp.maximum(h, hess_min), hessian)
         count = state.count + 1

@@ -91,26 +91,32 @@ def build(method: str | Method, dataset: Dataset, *, net: str = "lenet5", preset
     _check_sparse_vd_options(guide, estimator, bnet)
     if mesh is None and train.data_parallel:
         mesh = parallel.data_mesh()
-    lr = method.lr if train.lr is None else train.lr
-    if method.trainer != "ivon" and optimizer is None:
-        optimizer = _optimizer(train, lr)
     if method.trainer == "ivon":
         trainer = _ivon_trainer(method, bnet, posterior, dataset, train, estimator, optimizer,
                                 seed, mesh)  # fmt: skip
     else:
-        trainer = SVITrainer(bnet, posterior, dataset.train, optimizer=optimizer, lr=lr,
-                             batch_size=train.batch_size, seed=seed, mesh=mesh,
-                             elbo=Trace_ELBO() if train.kl == "monte_carlo" else None,
-                             minibatches=train.minibatches, estimator=estimator,
-                             local_options={"clip": guide.sparse_vd_clip,
-                                            "variance": guide.sparse_vd_variance},
-                             kl_warmup=method.kl_warmup if train.kl_warmup is None
-                             else train.kl_warmup)  # fmt: skip
+        trainer = _svi_trainer(method, bnet, posterior, dataset, train, guide, estimator,
+                               optimizer, seed, mesh)  # fmt: skip
     try:
         between = make_between_blocks(method, trainer, sequential=spec.sequential)
     except ValueError as e:
         raise ConfigError(f"method {method.name!r}: {e}") from None
     return Setup(method, bnet, posterior, trainer, between, train, bmr, seed, spec.sequential)
+
+
+def _svi_trainer(method, bnet, posterior, dataset, train: TrainSettings, guide: GuideSettings,
+                 estimator, optimizer, seed, mesh) -> SVITrainer:  # fmt: skip
+    """The SVI trainer of ``method`` under the ``train`` and ``guide`` settings (the
+    optimiser: ``optimizer``, else ``train.optimizer`` under ``train.lr_schedule``)."""
+    lr = method.lr if train.lr is None else train.lr
+    return SVITrainer(bnet, posterior, dataset.train, optimizer=optimizer or _optimizer(train, lr),
+                      lr=lr, batch_size=train.batch_size, seed=seed, mesh=mesh,
+                      elbo=Trace_ELBO() if train.kl == "monte_carlo" else None,
+                      minibatches=train.minibatches, estimator=estimator,
+                      local_options={"clip": guide.sparse_vd_clip,
+                                     "variance": guide.sparse_vd_variance},
+                      kl_warmup=method.kl_warmup if train.kl_warmup is None
+                      else train.kl_warmup)  # fmt: skip
 
 
 def _check_sparse_vd_options(guide: GuideSettings, estimator: str, bnet) -> None:

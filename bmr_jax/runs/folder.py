@@ -13,10 +13,9 @@
 Every file is written atomically (a temporary file in the same folder, flushed, then renamed),
 so an interrupted run never leaves a half-written file. A checkpoint holds everything needed to
 continue bit for bit (:mod:`bmr_jax.runs.checkpoints`): the training state (guide parameters,
-optimiser moments, the step counter that is also the data cursor), masks and prior
-multipliers, the losses of a partly run block and the metrics so far; on resume,
-metrics.jsonl is rewritten from it (dropping lines written after it). An unreadable newest
-checkpoint falls back to the one before.
+optimiser moments, the step counter that is also the data cursor), masks and prior multipliers,
+the losses of a partly run block and the metrics so far; on resume, metrics.jsonl is rewritten
+from it (dropping later lines). An unreadable newest checkpoint falls back to the one before.
 """
 
 from __future__ import annotations
