@@ -32,7 +32,8 @@ def test_extending_tutorial_runs(tmp_path, monkeypatch, capsys):
             priors.PRIORS.unregister("half_normal")
         sys.modules.pop("my_priors", None)
     out = capsys.readouterr().out
-    assert re.search(r"acc 0\.\d+, pruned 0\.\d+", out)
+    acc, pruned = map(float, re.search(r"acc (0\.\d+), pruned (0\.\d+)", out).groups())
+    assert acc > 0.8 and pruned > 0.1  # the tutorial's prior trains and prunes (chance: 0.1)
 
 
 def test_prune_flax_example_is_short_and_prunes(capsys):
