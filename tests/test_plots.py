@@ -114,6 +114,16 @@ def test_figure_2_draws_the_pruned_fraction_of_each_net(fixture_runs, tmp_path, 
     assert {"MLP: paper", "LeNet-5: paper"} <= set(lines)  # the paper's values beside them
 
 
+def test_figure_2_panels_share_one_step_unit(fixture_runs, tmp_path, monkeypatch):
+    """Issue 38: a panel of short runs was in steps and one of long runs in thousands."""
+    long = _fixture_run(tmp_path, "cifar10", "lenet5", "bmr_ss")
+    RunFolder(long).append_metrics({"block": 4, "step": 6000, "acc": 0.9, "ece": 0.01,
+                                    "nll": 0.3, "pruned_fraction": 0.9})  # fmt: skip
+    fig = _drawn(monkeypatch, [*fixture_runs, long], 2, tmp_path / "f2")
+    labels = [ax.get_xlabel() for ax in fig.axes if ax.get_ylabel()]
+    assert labels == ["training steps (thousands)"] * 2
+
+
 def test_plot_cli_and_errors(fixture_runs, tmp_path, capsys):
     assert main(["plot", *map(str, fixture_runs), "--figure", "2", "--out",
                  str(tmp_path / "f2")]) == 0  # fmt: skip

@@ -154,10 +154,11 @@ def draw(ax, steps, mean, sd, *, colour, marker, linestyle="-", label=None):
         ax.fill_between(steps, mean - sd, mean + sd, color=colour, alpha=0.18, linewidth=0)
 
 
-def step_axis(ax):
+def step_axis(ax, high: float | None = None):
     """Training steps on an axis of whole ticks -- steps, or thousands of steps past 3,000 --
-    at most about six of them (call after drawing: the ticks follow the data's range)."""
-    high = max(ax.dataLim.x1, 1.0)
+    at most about six of them (call after drawing: the ticks follow the data's range, or
+    ``high``, the largest step of every panel that must share the unit)."""
+    high = max(ax.dataLim.x1 if high is None else high, 1.0)
     unit = 1000 if high >= 3000 else 1
     base = next(b * unit * 10**k for k in range(8) for b in (1, 2, 5)
                 if high / (b * unit * 10**k) <= 6)  # fmt: skip

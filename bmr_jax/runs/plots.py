@@ -145,7 +145,6 @@ def _samples_text(runs) -> str:
 
 
 def figure1(runs: list[Run], out) -> list[Path]:
-    datasets = {r.dataset for r in runs}  # one: plot() refuses several
     series = style.group_series(runs)
     nets = _order([s.net for s in series], NET_ORDER)
     fig, axes = style.subplots(len(nets), 3, figsize=(10, 2.5 * len(nets)))
@@ -168,7 +167,7 @@ def figure1(runs: list[Run], out) -> list[Path]:
             style.step_axis(ax)
             ax.grid(alpha=0.3)
     style.legend_outside(fig, axes)
-    dataset = style.dataset_name(datasets.pop())
+    dataset = style.dataset_name(runs[0].dataset)  # one: plot() refuses several
     style.caption(fig, f"{dataset} test set: accuracy, expected calibration error and negative "
                   f"log-likelihood of the posterior predictive ({_samples_text(runs)}) "
                   f"against training steps; {style.seeds_text(series)}.")  # fmt: skip
@@ -207,8 +206,9 @@ def figure2(runs: list[Run], out) -> list[Path]:
             _paper_pruned(ax, dataset, s.net)
         ax.set(title=style.dataset_name(dataset), ylabel="pruned fraction of weights",
                ylim=(0, 1.02))  # fmt: skip
-        style.step_axis(ax)
         ax.grid(alpha=0.3)
+    for ax in axes[0]:  # one unit for every panel
+        style.step_axis(ax, max(a.dataLim.x1 for a in axes[0]))
     style.legend_outside(fig, axes)
     style.caption(fig, "BMR-S&S: fraction of all weights and biases of the Bayesian layers (the "
                   "classifier, never pruned, included) pruned after each block, against "
