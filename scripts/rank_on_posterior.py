@@ -29,7 +29,6 @@ import jax.numpy as jnp
 from matplotlib.ticker import FuncFormatter, NullFormatter
 from numpyro import handlers
 
-from bmr_jax import methods
 from bmr_jax.bmr.reduce import gamma_from_masks, sparsity
 from bmr_jax.bmr.scores import SCORES, prune_to, weight_scores
 from bmr_jax.errors import BmrJaxError
@@ -38,6 +37,7 @@ from bmr_jax.inference import evaluate
 from bmr_jax.inference.train import TrainState
 from bmr_jax.methods.between import prior_variances
 from bmr_jax.runs import figure_style as style
+from bmr_jax.runs.experiment import build_setup
 from bmr_jax.runs.folder import atomic_write
 
 COLOURS = {"delta_f": "#d62728", "magnitude": "#7f7f7f", "snr": "#bcbd22", "random": "#1f77b4"}
@@ -61,13 +61,9 @@ def posterior_of(run):
 def refit_trainer(run):
     """The run's trainer at its base learning rate, held constant, with Sparse VD's per-step
     clipping replaced by the masks (the refit must keep them)."""
-    config = run.config
-    return methods.build(config.method, run.dataset, net=config.net.name,
-                         preset=config.net.preset,
-                         train=replace(config.train, lr_schedule="constant"), bmr=config.bmr,
-                         prior=config.prior, prior_options=config.prior_options,
-                         seed=config.seed,
-                         guide=replace(config.guide, sparse_vd_clip="block")).trainer
+    config = replace(run.config, train=replace(run.config.train, lr_schedule="constant"),
+                     guide=replace(run.config.guide, sparse_vd_clip="block"))
+    return build_setup(config, run.dataset).trainer
 
 
 def refit(trainer, run, masks, steps):

@@ -30,7 +30,7 @@ from bmr_jax.export.archive import ExportError
 from bmr_jax.export.folder import save
 from bmr_jax.export.network import Exported, export_network
 from bmr_jax.export.sparse import ComputeChoice
-from bmr_jax.runs.experiment import load_dataset
+from bmr_jax.runs.experiment import build_setup, load_dataset
 from bmr_jax.runs.folder import MARKER, RunFolder
 
 
@@ -78,10 +78,7 @@ def restore_run(path, *, data_dir=None) -> RestoredRun:
         raise ExportError(f"{folder.path}: the run is not finished (no summary.json); run it "
                           "to the end first")  # fmt: skip
     dataset = load_dataset(config, data_dir)
-    setup = methods.build(config.method, dataset, net=config.net.name, preset=config.net.preset,
-                          train=config.train, bmr=config.bmr, prior=config.prior,
-                          prior_options=config.prior_options,
-                          seed=config.seed, guide=config.guide)  # fmt: skip
+    setup = build_setup(config, dataset)
     saved = folder.load_checkpoint(methods.initial_state(setup), log=lambda line: None)
     if saved is None or saved[0].block != config.train.blocks or saved[0].step:
         raise ExportError(f"{folder.path}: the final checkpoint is missing or unreadable")

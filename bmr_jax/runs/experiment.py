@@ -145,11 +145,15 @@ def run_experiment(config: Config, out: str | Path, *, data_dir=None, progress: 
 def _prepare(config: Config, data_dir=None):
     """``(dataset, setup)`` of ``config``: its data loaded and its method built."""
     dataset = load_dataset(config, data_dir)
-    setup = methods.build(config.method, dataset, net=config.net.name, preset=config.net.preset,
-                          train=config.train, bmr=config.bmr, prior=config.prior,
-                          prior_options=config.prior_options,
-                          seed=config.seed, guide=config.guide)  # fmt: skip
-    return dataset, setup
+    return dataset, build_setup(config, dataset)
+
+
+def build_setup(config: Config, dataset):
+    """``config``'s method built on ``dataset`` (:func:`bmr_jax.methods.build`)."""
+    return methods.build(config.method, dataset, net=config.net.name, preset=config.net.preset,
+                         train=config.train, bmr=config.bmr, prior=config.prior,
+                         prior_options=config.prior_options,
+                         seed=config.seed, guide=config.guide)  # fmt: skip
 
 
 def load_dataset(config: Config, data_dir=None):
