@@ -98,6 +98,7 @@ def test_evidence_rule_prunes_where_delta_f_exceeds_its_threshold(trained, mnist
                                                                    prune_classifier):  # fmt: skip
     setup, state = trained(prune_classifier=prune_classifier)
     assert _prunable(setup)["head"] is prune_classifier  # bmr.prune_classifier (METHOD.md 4.4)
+    # bmr.rule / bmr.rule_options: the evidence rule at this threshold
     setup = _with_rule(setup, rule="evidence", rule_options={"threshold": threshold})
     df = _spike_delta_f(setup, state)
     _, masks, gamma, _ = _apply(setup, state)

@@ -43,6 +43,8 @@ def test_spike_and_slab_matches_an_independent_implementation(rate_over):
 
 
 def test_inclusion_rate_over_the_layer_or_the_survivors_by_hand():
+    """``bmr.inclusion_rate``: the learned rate counts the whole layer, the survivors or
+    every entry, by hand."""
     # 8 of 10 weights pruned; the 2 alive have overwhelming evidence for inclusion (q = 1)
     df, alive = jnp.array([-30.0, -30.0] + [0.0] * 8), jnp.arange(10) < 2
     _, layer = spike_and_slab(df, alive, iterations=1)

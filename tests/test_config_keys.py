@@ -105,6 +105,10 @@ def _handed(monkeypatch, tmp_path, overrides):
 
 
 def test_every_key_reaches_the_run(monkeypatch, tmp_path):
+    """Every key is handed on; where the built run shows it, its effect too: ``prior`` and
+    ``prior_options`` (a horseshoe scale per weight of the first layer), ``data.validation``
+    (55,000 training images, 5,000 evaluated on), ``net.name`` and ``net.preset`` (the small
+    MLP's layer sizes)."""
     overrides = [f"{k}={v}" for k, v in NON_DEFAULT.items()
                  if k not in ("bmr.inclusion_rate", "bmr.within")
                  and not k.startswith(("tracking.", "guide.sparse_vd"))]  # fmt: skip

@@ -12,6 +12,8 @@ BLOCK = re.compile(r"```(python|yaml)\n(.*?)```", re.S)
 
 
 def test_extending_tutorial_runs(tmp_path, monkeypatch, capsys):
+    """The tutorial's prior, registered by a module its config names in ``plugins``, runs
+    and prunes (docs/extending.md)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))  # the tutorial adds "." to it
     blocks = BLOCK.findall((REPO / "docs" / "extending.md").read_text())

@@ -39,6 +39,7 @@ def test_scores_are_minus_the_weight_magnitudes(run):
 
 
 def test_the_cubic_schedule_then_a_refit_with_frozen_masks(run):
+    """The cubic schedule, then ``bmr.refit_blocks: 1``: the last block keeps the masks."""
     setup, records = run
     sizes = {s.name: s.size for s in setup.bnet.view.bayesian_layers}
     prunable = sum(n for name, n in sizes.items() if name != "head")

@@ -70,6 +70,8 @@ DRIVER = textwrap.dedent("""
 
 
 def test_four_devices_agree_with_one(tmp_path):
+    """``train.data_parallel``: a run split over 4 simulated devices agrees with one device
+    (the test below checks that the batch really is split)."""
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     env = {**os.environ, "PYTHONPATH": str(REPO),

@@ -46,6 +46,9 @@ def test_uniform_start_has_the_moments_of_uniform_minus_two_two():
 
 
 def test_guide_start_reaches_the_guide(mini):
+    """``guide.init``: the network's initial weights, or the paper's uniform draw;
+    ``guide.init_scale``: every posterior standard deviation starts there (0.05), else at the
+    start's own (0.01 network, 0.1 paper)."""
     network, paper = _build(mini), _build(mini, guide=GuideSettings(init="paper"))
     narrow = _build(mini, guide=GuideSettings(init="paper", init_scale=0.05))
     start = {name: network.trainer.params(network.trainer.init()) for name in ["network"]}
@@ -66,9 +69,9 @@ def test_guide_start_reaches_the_guide(mini):
 
 
 def test_monte_carlo_kl_is_unbiased_for_the_analytic_kl(mini):
-    """Both ELBOs draw the same posterior sample from a key, so their difference is the
-    one-sample KL estimate minus the closed-form KL: mean 0 over keys (5 standard errors),
-    and not identically 0 (the estimate is really one sample)."""
+    """``train.kl``: both ELBOs draw the same posterior sample from a key, so their
+    difference is the one-sample KL estimate minus the closed-form KL: mean 0 over keys (5
+    standard errors), and not identically 0 (the estimate is really one sample)."""
     analytic = _build(mini, method="flat_ff", guide=GuideSettings(init="paper"))
     sampled = _build(mini, method="flat_ff", guide=GuideSettings(init="paper"), kl="monte_carlo")
     params = analytic.trainer.params(analytic.trainer.init())

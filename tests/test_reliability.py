@@ -178,6 +178,8 @@ def _poison(block_to_poison, times):
 
 
 def test_nonfinite_loss_stops_naming_block_and_step(tmp_path, monkeypatch, capsys):
+    """``train.on_nonfinite: stop`` (the default): exit 3 naming block and step, the last good
+    checkpoint kept."""
     monkeypatch.setattr(train.SVITrainer, "run_block", _poison(2, times=1))
     out = tmp_path / "run"
     assert main(["run", QUICKSTART, *TINY, "--out", str(out), "--quiet"]) == 3
@@ -189,6 +191,8 @@ def test_nonfinite_loss_stops_naming_block_and_step(tmp_path, monkeypatch, capsy
 
 
 def test_nonfinite_loss_rolls_back_with_a_lower_learning_rate(tmp_path, monkeypatch, capsys):
+    """``train.on_nonfinite: rollback`` with ``train.rollback_factor: 0.25``: block 2 fails
+    twice, and each time the run goes back with the rate times 0.25."""
     monkeypatch.setattr(train.SVITrainer, "run_block", _poison(2, times=2))
     out = tmp_path / "run"
     args = [*TINY, "train.on_nonfinite=rollback", "train.rollback_factor=0.25"]
@@ -196,6 +200,20 @@ def test_nonfinite_loss_rolls_back_with_a_lower_learning_rate(tmp_path, monkeypa
     assert capsys.readouterr().out.count("non-finite loss or parameters at step 27") == 2
     lrs = [r["lr"] for r in records(out)]
     np.testing.assert_allclose(lrs, [1e-2, 1e-2 / 16, 1e-2 / 16], rtol=1e-6)
+
+
+def test_max_rollbacks_bounds_the_rollbacks(tmp_path, monkeypatch, capsys):
+    """``train.max_rollbacks: 1`` with block 2 failing twice: one rollback, then the error
+    (exit 3) naming block and step, the last good checkpoint kept (the default, 3, goes on:
+    the test above)."""
+    monkeypatch.setattr(train.SVITrainer, "run_block", _poison(2, times=2))
+    out = tmp_path / "run"
+    args = [*TINY, "train.on_nonfinite=rollback", "train.max_rollbacks=1"]
+    assert main(["run", QUICKSTART, *args, "--out", str(out), "--quiet"]) == 3
+    captured = capsys.readouterr()
+    assert captured.out.count("non-finite loss or parameters at step 27") == 1
+    assert "non-finite loss or parameters in block 2 at step 27" in captured.err
+    assert [r["block"] for r in records(out)] == [1]
 
 
 def test_real_divergence_is_caught():

@@ -122,8 +122,9 @@ def test_sparse_vd_learns_and_prunes_on_mnist():
 def test_the_paper_codes_clipping_and_variance_by_hand():
     """``LocalReparamModel``'s Sparse VD options on four weights, theta = 1 and log alpha
     -10, 0, 4 and 9 (sigma = exp(log alpha / 2)): the mean is zeroed at log alpha >= 3 under
-    ``clip="step"``; a dense layer keeps the zeroed weights' noise, a convolution does not;
-    ``variance="alpha"`` is exp(log alpha clipped to [-8, 8]) theta^2."""
+    ``clip="step"`` (``guide.sparse_vd_clip``); a dense layer keeps the zeroed weights' noise,
+    a convolution does not; ``variance="alpha"`` (``guide.sparse_vd_variance``) is
+    exp(log alpha clipped to [-8, 8]) theta^2."""
     from types import SimpleNamespace
 
     from bmr_jax.bayes.local import LocalReparamModel
@@ -150,6 +151,8 @@ def test_the_paper_codes_clipping_and_variance_by_hand():
 
 
 def test_the_reference_options_reach_the_trainer_and_are_refused_elsewhere():
+    """``guide.sparse_vd_clip`` and ``guide.sparse_vd_variance`` reach the local estimator
+    (whose effect the test above checks by hand) and are refused by other methods."""
     ds = data.load("mnist_mini", image_size=28)
     guide = methods.GuideSettings(sparse_vd_clip="step", sparse_vd_variance="alpha")
     setup = methods.build("sparse_vd", ds, net="lenet_300_100", preset="small", guide=guide)

@@ -20,7 +20,7 @@ from bmr_jax.inference.kl_warmup import ScaleLatents, kl_weight
 
 
 def test_the_kl_weight_ramps_from_its_start_epoch():
-    """10 batches an epoch, warm-up over epochs 1-3: 0 until epoch 1, 0.5 at epoch 2, 1 from
+    """``train.kl_warmup: [1, 3]`` with 10 batches an epoch: 0 until epoch 1, 0.5 at epoch 2, 1 from
     epoch 3 (a ramp that ignored its start would give 2/3 at epoch 2)."""
     weights = [float(kl_weight(p, 10, 1.0, 3.0)) for p in (0, 5, 10, 15, 20, 30, 100)]
     assert weights == pytest.approx([0.0, 0.0, 0.0, 0.25, 0.5, 1.0, 1.0])
@@ -82,6 +82,7 @@ def watched_run():
 
 
 def test_every_kth_block_and_the_last_are_evaluated_each_with_its_own_key(watched_run):
+    """``eval.every: 2`` of 3 blocks: blocks 2 and 3 are evaluated, block 1 is not."""
     records, keys = watched_run
     assert [r["acc"] is not None for r in records] == [False, True, True]  # 2 and the last, 3
     assert len(keys) == 2 and not np.array_equal(keys[0], keys[1])
@@ -96,8 +97,9 @@ def test_a_records_seconds_are_training_reduce_and_evaluation(watched_run):
 
 
 def test_init_radius_bounds_the_paper_start():
-    """``guide.init=paper`` draws every location uniformly in [-r, r]: all within 0.5 and
-    the largest near it at r = 0.5 (the default r = 2 puts most of them beyond 0.5)."""
+    """``guide.init=paper`` draws every location uniformly in [-r, r] (``guide.init_radius``):
+    all within 0.5 and the largest near it at r = 0.5 (the default r = 2 puts most of them
+    beyond 0.5)."""
     ds = data.load("mnist_mini", image_size=28)
     for radius in (0.5, 2.0):
         guide = methods.GuideSettings(init="paper", init_radius=radius)
@@ -109,8 +111,9 @@ def test_init_radius_bounds_the_paper_start():
 
 
 def test_padding_sets_the_border_of_a_padded_image():
-    """LeNet-5 pads 28x28 images to 32x32: ``zero`` pads after standardising (a border of
-    exactly 0), ``black`` before (the border is a black pixel standardised: -mean/std)."""
+    """LeNet-5 pads 28x28 images to 32x32 (``data.padding``): ``zero`` pads after
+    standardising (a border of exactly 0), ``black`` before (the border is a black pixel
+    standardised: -mean/std)."""
     from bmr_jax.runs.config import from_dict
     from bmr_jax.runs.experiment import load_dataset
 
@@ -129,7 +132,7 @@ def test_padding_sets_the_border_of_a_padded_image():
 
 
 def test_the_trainer_warms_up_both_model_and_guide():
-    """The first step of Flat-FF (epoch 0) with the warm-up starting at epoch 5 is the
+    """The first step of Flat-FF (epoch 0) with ``train.kl_warmup`` starting at epoch 5 is the
     likelihood term alone: about ln 10 nats a datum for an untrained classifier, with the
     analytic KL and with the one-sample estimate (``train.kl: monte_carlo``, where the model's
     ln p(z) and the guide's ln q(z) enter separately). Without the warm-up the KL of 81,840
