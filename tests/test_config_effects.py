@@ -33,6 +33,7 @@ HERE = "test_config_effects.py"
 EFFECTS = {
     "seed": [f"{HERE}::test_seed_sets_the_start_and_the_data_order"],
     "plugins": [f"{HERE}::test_a_plugins_prior_is_the_runs_prior",
+                f"{HERE}::test_a_plugin_in_the_current_directory_is_found_by_the_command",
                 "test_docs.py::test_extending_tutorial_runs"],
     "method": ["test_config_keys.py::test_inclusion_rate_and_the_method_reach_the_run"],
     "prior": ["test_config_keys.py::test_every_key_reaches_the_run"],
@@ -355,3 +356,21 @@ def test_prune_classifier_lets_the_rule_prune_the_head(watched_run, tiny_run):
     _, got = watched_run
     assert got[2]["pruned_by_layer"]["head"] == pytest.approx(0.5, abs=0.01)
     assert records(tiny_run)[-1]["pruned_by_layer"]["head"] == 0.0
+
+
+def test_a_plugin_in_the_current_directory_is_found_by_the_command(tmp_path):
+    """``plugins`` names a module saved where ``bmr-jax`` runs: the installed script's
+    import path starts at its own folder, not the current one, yet the plugin is found (the
+    prior it registers is a known name) and the run starts."""
+    import subprocess
+
+    (tmp_path / "effects_plugin_here.py").write_text(PLUGIN.replace("effects_fixed_scale",
+                                                                    "effects_here"))  # fmt: skip
+    script = Path(sys.executable).parent / "bmr-jax"
+    done = subprocess.run([str(script), "run", QUICKSTART, *TINY, "train.blocks=1",
+                           "train.steps_per_block=2", "eval.samples=1",
+                           "plugins=[effects_plugin_here]", "prior=effects_here",
+                           "prior_options={scale: 0.5}", "--out", "run", "--quiet"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "prior: effects_here" in (tmp_path / "run" / "config.yaml").read_text()

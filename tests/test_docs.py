@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+AFTER_EXAMPLE = "# after examples/prune_flax.py"
 BLOCK = re.compile(r"```(python|yaml)\n(.*?)```", re.S)
 
 
@@ -22,6 +23,8 @@ def test_extending_tutorial_runs(tmp_path, monkeypatch, capsys):
     try:
         for language, code in blocks:
             first = code.splitlines()[0]
+            if first.startswith(AFTER_EXAMPLE):  # run by the example's test below
+                continue
             if first.startswith("# file: "):
                 (tmp_path / first.removeprefix("# file: ").strip()).write_text(code)
             else:
@@ -38,14 +41,28 @@ def test_extending_tutorial_runs(tmp_path, monkeypatch, capsys):
     assert acc > 0.8 and pruned > 0.1  # the tutorial's prior trains and prunes (chance: 0.1)
 
 
-def test_prune_flax_example_is_short_and_prunes(capsys):
+def test_prune_flax_example_is_short_and_prunes_and_exports(capsys):
+    """The example trains and prunes; docs/extending.md's export of its result, run on the
+    example's own variables, hands back a network that computes what the masked one does."""
+    import jax.numpy as jnp
+    import numpy as np
+
     path = REPO / "examples" / "prune_flax.py"
     code = [line for line in path.read_text().splitlines()
             if line.strip() and not line.startswith('"""')]  # fmt: skip
     assert len(code) < 20
-    runpy.run_path(str(path), run_name="__main__")
+    namespace = runpy.run_path(str(path), run_name="__main__")
     out = capsys.readouterr().out
     accuracy, pruned = map(
         float, re.search(r"test accuracy ([\d.]+), pruned ([\d.]+)%", out).groups()
     )
     assert accuracy > 0.85 and 10 < pruned < 99.9
+    [export] = [code for _, code in BLOCK.findall((REPO / "docs" / "extending.md").read_text())
+                if code.startswith(AFTER_EXAMPLE)]  # fmt: skip
+    exec(compile(export, "docs/extending.md", "exec"), namespace)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["layers.1", "layers.3"]
+    x = jnp.asarray(namespace["ds"].test.images[:256])
+    masked = namespace["nnx"].merge(namespace["graphdef"], namespace["params"])(x)
+    np.testing.assert_allclose(np.asarray(namespace["small"].module(x)), np.asarray(masked),
+                               rtol=1e-4, atol=1e-4)  # fmt: skip

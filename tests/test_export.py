@@ -300,3 +300,83 @@ def test_bad_export_input_exits_2_with_one_line(tiny_run, tmp_path, capsys):
         assert len(err.splitlines()) == 1 and message in err, err
     with pytest.raises(export.ExportError, match="not a bmr-jax export"):
         export.load(tmp_path)
+
+
+def _user_mlp():
+    """A user's Flax MLP, as examples/prune_flax.py writes it: no ``activation`` attribute,
+    the ReLU a function between the layers of an ``nnx.Sequential``."""
+    return nnx.Sequential(lambda x: x.reshape(len(x), -1),
+                          nnx.Linear(784, 30, rngs=nnx.Rngs(0)), nnx.relu,
+                          nnx.Linear(30, 10, rngs=nnx.Rngs(1)))  # fmt: skip
+
+
+def _numpy_forward(params, masks, x):
+    """The masked MLP by hand: relu(x W1 + b1) W2 + b2 with the pruned entries zero."""
+    layer = {i: {k: np.asarray(params["layers"][i][k][...]) * np.asarray(masks["layers"][i][k][...])
+                 for k in ("kernel", "bias")} for i in (1, 3)}  # fmt: skip
+    hidden = np.maximum(x.reshape(len(x), -1) @ layer[1]["kernel"] + layer[1]["bias"], 0)
+    return hidden @ layer[3]["kernel"] + layer[3]["bias"]
+
+
+def test_a_users_sequential_mlp_exports_from_the_optimisers_masks(images):
+    """The masks an optax pruning wrapper keeps (a pytree like the parameters,
+    ``bmr_jax.bmr.pruning``) with 12 of 30 hidden units pruned whole: the export has 18, the
+    classifier reads 18 inputs (+ bias), and its logits are the masked network's computed in
+    numpy. Before, nothing was removed (no ``activation`` attribute) and such masks were
+    refused."""
+    import optax
+
+    from bmr_jax.bmr import pruning
+
+    model = _user_mlp()
+    params = nnx.state(model, nnx.Param)
+    masks = pruning.prune_by_score(optax.sgd(0.1), score=pruning.magnitude,
+                                   schedule=lambda block: 0.0, every=1).init(params).masks  # fmt: skip
+    dead = np.zeros(30, bool)
+    dead[::5] = dead[1::5] = True  # 12 units
+    masks["layers"][1]["kernel"] = nnx.Param(jnp.asarray(np.broadcast_to(~dead, (784, 30))))
+    masks["layers"][1]["bias"] = nnx.Param(jnp.asarray(~dead))
+    masks["layers"][3]["kernel"] = nnx.Param(jnp.asarray(np.random.default_rng(0).random((30, 10))
+                                                         > 0.3))  # fmt: skip
+    out = export.export_network(model, (28, 28, 1), masks, net="users_mlp", preset="-",
+                                num_classes=10, sequential=True)  # fmt: skip
+    assert [(c.before, c.after) for c in out.layers] == [((30, 785), (18, 785)),
+                                                         ((10, 31), (10, 19))]  # fmt: skip
+    x = np.asarray(images[28], np.float32)
+    np.testing.assert_allclose(np.asarray(out.module(jnp.asarray(x))),
+                               _numpy_forward(params, masks, x), rtol=1e-4, atol=1e-4)  # fmt: skip
+
+
+class _TwoLayers(nnx.Module):
+    """A user's module of its own: nothing says what lies between its layers."""
+
+    def __init__(self):
+        self.first = nnx.Linear(784, 30, rngs=nnx.Rngs(0))
+        self.second = nnx.Linear(30, 10, rngs=nnx.Rngs(1))
+
+    def __call__(self, x):
+        return self.second(jnp.tanh(self.first(x.reshape(len(x), -1))))
+
+
+def test_an_unknown_activation_warns_and_a_given_one_removes_the_units(images):
+    """A module of the user's own with 10 of 30 hidden units pruned: without an activation
+    the export cannot know the units output 0, keeps them and says so; with
+    ``activation=jnp.tanh`` it removes them and computes the same logits."""
+    model = _TwoLayers()
+    view = build_layer_view(model, (28, 28, 1))
+    masks = {"first": np.ones((30, 785), bool), "second": np.ones((10, 31), bool)}
+    masks["first"][:10] = False
+    args = dict(net="two_layers", preset="-", num_classes=10, sequential=True)
+    with pytest.warns(UserWarning, match=r"units of first \(10 units\) unused"):
+        kept = export.export_network(model, (28, 28, 1), masks, **args)
+    assert kept.layers[0].after == (30, 785)
+    removed = export.export_network(model, (28, 28, 1), masks, activation=jnp.tanh, **args)
+    assert [c.after for c in removed.layers] == [(20, 785), (10, 21)]
+    x = jnp.asarray(images[28])
+    np.testing.assert_allclose(np.asarray(removed.module(x)), np.asarray(kept.module(x)),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    assert view.names() == ["first", "second"]
+    with pytest.raises(ValueError, match="masks: no layer 'hidden.0'; the layers are first"):
+        export.export_network(model, (28, 28, 1), {"hidden.0": masks["first"]}, **args)
+    with pytest.raises(ValueError, match=r"masks\['first'\]: shape \(785, 30\)"):
+        export.export_network(model, (28, 28, 1), {"first": masks["first"].T}, **args)

@@ -81,15 +81,21 @@ class UnitLink:
         return (positions + self.rows_of(unit)[None, :]).reshape(-1)
 
 
-def unit_links(module: nnx.Module, view: LayerView, *, sequential: bool) -> list[UnitLink]:
+def unit_links(module: nnx.Module, view: LayerView, *, sequential: bool,
+               activation: Callable | None = None) -> list[UnitLink]:  # fmt: skip
     """The units of ``module`` (see the module docstring), in the order of the forward pass.
 
     ``sequential``: the network's weight layers read each other in sequence (the registry's
     ``NetSpec.sequential``); otherwise the links are found by module type (FeedForward and
     MultiHeadAttention), and any other unit is kept.
+
+    ``activation``: the non-linearity between a sequential network's layers (it must map 0
+    to 0); default: the module's ``activation`` attribute (this library's networks), or, in
+    an ``nnx.Sequential``, the plain functions between two weight layers composed (a gap
+    holding a module, or a function that does not act on a scalar, links nothing).
     """
     if sequential:
-        return _sequential_links(module, view)
+        return _sequential_links(module, view, activation)
     modules = dict(nnx.iter_modules(module))
     layer_names = set(view.names())
     links = []
@@ -110,19 +116,48 @@ def _plain_attention(attention: nnx.MultiHeadAttention) -> bool:
             and attention.use_bias)  # fmt: skip
 
 
-def _sequential_links(module: nnx.Module, view: LayerView) -> list[UnitLink]:
+def _sequential_links(module: nnx.Module, view: LayerView,
+                      activation: Callable | None) -> list[UnitLink]:  # fmt: skip
     modules = dict(nnx.iter_modules(module))
-    activation = getattr(module, "activation", None)
-    if activation is None or float(activation(0.0)) != 0.0:
-        return []
+    activation = activation or getattr(module, "activation", None)
     links = []
     for producer, consumer in zip(view.layers[:-1], view.layers[1:], strict=True):
+        between = activation or _sequential_gap(module, producer.path, consumer.path)
+        if between is None or not _zero_to_zero(between):
+            continue
         if consumer.fan_in % producer.rows:
             continue  # the consumer does not read the producer's units in sequence
         foldable = _position_free(modules[consumer.path])
-        links.append(UnitLink((producer.name,), consumer.name, 1, producer.name, activation,
+        links.append(UnitLink((producer.name,), consumer.name, 1, producer.name, between,
                               foldable))  # fmt: skip
     return links
+
+
+def _sequential_gap(module: nnx.Module, producer: tuple, consumer: tuple) -> Callable | None:
+    """The plain functions an ``nnx.Sequential`` applies between two of its weight layers,
+    composed; ``None`` when ``module`` is no ``nnx.Sequential`` or the gap holds a module."""
+    if not isinstance(module, nnx.Sequential) or producer[:-1] != consumer[:-1]:
+        return None
+    if len(producer) != 2 or producer[0] != "layers":
+        return None
+    gap = list(module.layers)[producer[1] + 1 : consumer[1]]
+    if any(isinstance(f, nnx.Module) or not callable(f) for f in gap):
+        return None
+
+    def composed(x):
+        for f in gap:
+            x = f(x)
+        return x
+
+    return composed
+
+
+def _zero_to_zero(activation: Callable) -> bool:
+    """``activation(0) == 0`` on a scalar (a reshape or a pooling fails on one: ``False``)."""
+    try:
+        return float(activation(jnp.zeros(()))) == 0.0
+    except Exception:  # any function that is not elementwise
+        return False
 
 
 def _position_free(consumer) -> bool:

@@ -11,7 +11,8 @@ W_s)`` (METHOD.md section 5) with ``W_s ~ N(loc, scale^2)`` independently per we
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import jax
@@ -60,24 +61,37 @@ class Exported:
     scales: dict | None = None
 
 
-def export_network(module: nnx.Module, input_shape, masks: Mapping[str, np.ndarray], *,
-                   net: str, preset: str, num_classes: int, sequential: bool,
-                   scales: Mapping[str, np.ndarray] | None = None) -> Exported:  # fmt: skip
+def export_network(module: nnx.Module, input_shape, masks, *, net: str, preset: str,
+                   num_classes: int, sequential: bool,
+                   scales: Mapping[str, np.ndarray] | None = None,
+                   activation: Callable | None = None) -> Exported:  # fmt: skip
     """The network ``module`` without the units that ``masks`` leave unused
     (:mod:`bmr_jax.bayes.shrink`); ``net`` and ``preset`` name it in the registry, from which
     :func:`bmr_jax.export.load` rebuilds it (any other network exports too, and loads with
     ``template=``).
 
     Args:
-      masks: ``{layer: (rows, cols)}`` True = kept; missing layers are dense.
-      sequential: the registry's ``NetSpec.sequential`` (how units are found).
+      masks: True = kept, either ``{layer: (rows, cols)}`` for the layers of the module's
+        layer view (missing layers are dense), or a pytree shaped like the module's
+        ``nnx.Param`` state with a mask per kernel and bias (what
+        :mod:`bmr_jax.bmr.pruning` keeps in the optimiser state, ``state.masks``).
+      sequential: the weight layers read each other in sequence (the registry's
+        ``NetSpec.sequential``; an MLP or a LeNet of the user's: ``True``).
       scales: ``{layer: (rows, cols)}`` posterior standard deviations; with them constants
         are not folded (a random bias does not fold) and the result keeps the kept entries'.
+      activation: the non-linearity between the layers of a sequential network, mapping 0
+        to 0 (:func:`bmr_jax.bayes.units.unit_links`); default: the module's ``activation``
+        attribute, or the functions between the layers of an ``nnx.Sequential``.
+
+    Warns (``UserWarning``) when the masks leave units unused that cannot be removed,
+    because nothing says how the layer's output reaches the next one.
     """
     view = build_layer_view(module, input_shape)
     params = nnx.state(module, nnx.Param)
     matrices = {k: np.asarray(v) for k, v in jax.device_get(view.matrices(params)).items()}
-    links = unit_links(module, view, sequential=sequential)
+    masks = layer_masks(view, masks)
+    links = unit_links(module, view, sequential=sequential, activation=activation)
+    _warn_unlinked(view, links, masks)
     result = shrink(view, links, matrices, masks, scales=scales, fold_constants=scales is None)
     shapes = {name: m.shape for name, m in result.matrices.items()}
     description = arch.describe(net, preset, num_classes, input_shape, view, shapes)
@@ -93,6 +107,40 @@ def export_network(module: nnx.Module, input_shape, masks: Mapping[str, np.ndarr
     kept_scales = None if result.scales is None else _param_scales(small, input_shape,
                                                                    result.scales)  # fmt: skip
     return Exported(small, description, changes, result.units, kept_scales)
+
+
+def layer_masks(view, masks) -> dict[str, np.ndarray]:
+    """``{layer: (rows, cols)}`` bool masks from either that form (checked against the view's
+    layers and shapes) or a mask pytree shaped like the module's ``nnx.Param`` state."""
+    if isinstance(masks, nnx.State) or any(isinstance(v, Mapping) for v in masks.values()):
+        try:
+            read = view.matrices(masks)
+        except (KeyError, TypeError, IndexError) as e:
+            raise ValueError(f"masks: a pytree that is not shaped like the module's parameters "
+                             f"({type(e).__name__}: {e})") from None  # fmt: skip
+        return {k: np.asarray(v, bool) for k, v in jax.device_get(read).items()}
+    shapes = {s.name: s.shape for s in view.layers}
+    for name, mask in masks.items():
+        if name not in shapes:
+            raise ValueError(f"masks: no layer {name!r}; the layers are {', '.join(shapes)}")
+        if np.shape(mask) != shapes[name]:
+            raise ValueError(f"masks[{name!r}]: shape {np.shape(mask)}, the layer's (rows, cols) "
+                             f"matrix is {shapes[name]}")  # fmt: skip
+    return {k: np.asarray(v, bool) for k, v in masks.items()}
+
+
+def _warn_unlinked(view, links, masks) -> None:
+    """A warning naming the layers whose unused units no link lets the export remove."""
+    linked = {p for link in links for p in link.producers}
+    lost = {s.name: int((~masks[s.name].any(axis=1)).sum()) for s in view.layers[:-1]
+            if s.name in masks and s.name not in linked}  # fmt: skip
+    lost = {k: n for k, n in lost.items() if n}
+    if lost:
+        where = ", ".join(f"{k} ({n} units)" for k, n in lost.items())
+        warnings.warn(f"export_network: the masks leave units of {where} unused, but how those "
+                      "layers reach the next is unknown, so they stay: pass sequential=True "
+                      "and activation=..., or give the module an `activation` attribute",
+                      stacklevel=3)  # fmt: skip
 
 
 def _param_scales(module, input_shape, scales: Mapping[str, np.ndarray]) -> dict:

@@ -13,7 +13,9 @@ Keys (defaults in brackets):
 
 - ``seed`` [137]: seeds initialisation, data order and posterior sampling (0 <= seed < 2^32).
 - ``plugins`` [[]]: Python modules imported before the rest of the config is checked, so that
-  priors (or networks, datasets, methods) they register can be named (docs/extending.md).
+  priors (or networks, datasets, methods) they register can be named (docs/extending.md);
+  found on Python's import path (installed packages, ``PYTHONPATH``) or in the current
+  directory.
 - ``prior`` [null]: a registered prior replacing the method's own (flat | horseshoe |
   log_uniform | ...).
 - ``prior_options`` [{}]: keyword arguments of the prior (the method's own, or ``prior``'s),
@@ -127,6 +129,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,10 +218,25 @@ def _import_plugins(value) -> tuple[str, ...]:
         raise ConfigError(f"plugins: expected a list of module names, got {value!r}")
     for module in value:
         try:
-            importlib.import_module(module)
+            _import_from_here(module)
         except Exception as e:  # the plugin's own error, reported on one line
             raise ConfigError(f"plugins: cannot import {module!r} ({type(e).__name__}: {e})") from e
     return tuple(value)
+
+
+def _import_from_here(module: str) -> None:
+    """Imports ``module`` from Python's import path with the current directory on it, as
+    ``python -m bmr_jax`` has it and the ``bmr-jax`` script (whose path starts at its own
+    folder) does not: a plugin saved where the command runs is found either way."""
+    here = os.getcwd()
+    added = here not in sys.path and "" not in sys.path
+    if added:
+        sys.path.append(here)
+    try:
+        importlib.import_module(module)
+    finally:
+        if added:
+            sys.path.remove(here)
 
 
 def _build(cls, values: dict, prefix: str):
