@@ -124,6 +124,84 @@ def test_figure_2_panels_share_one_step_unit(fixture_runs, tmp_path, monkeypatch
     assert labels == ["training steps (thousands)"] * 2
 
 
+def test_figure_2_shows_a_short_run_that_prunes_nothing(fixture_runs, tmp_path, monkeypatch):
+    """Issue 38: a one-block, 600-step run at pruned fraction 0 sat on the corner of the
+    axes, hidden by the spines: its point lies inside the panel's limits, off both axes."""
+    short = RunFolder(tmp_path / "short" / "fashion_mnist" / "mlp-bmr_ss,train.blocks=1")
+    short.path.mkdir(parents=True)
+    (short.path / MARKER).write_text("bmr-jax run folder\n")
+    config = from_dict({"method": "bmr_ss", "data": {"name": "fashion_mnist"},
+                        "net": {"name": "mlp"}, "train": {"blocks": 1}})  # fmt: skip
+    short.config_path.write_text(dump_config(config))
+    short.append_metrics({"block": 1, "step": 600, "acc": 0.8, "ece": 0.05, "nll": 0.6,
+                          "pruned_fraction": 0.0})  # fmt: skip
+    fig = _drawn(monkeypatch, [*fixture_runs[:2], short.path], 2, tmp_path / "f2")
+    ax = fig.axes[0]
+    [line] = [ln for ln in ax.get_lines() if list(ln.get_xdata()) == [600]]
+    assert line.get_marker() not in ("", "None") and list(line.get_ydata()) == [0.0]
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    assert x0 < 0 < 600 < x1 and y0 < 0 < y1
+
+
+def _fixture_posterior(net, seed):
+    """The weights and masks ``_fixture_run`` wrote, drawn again from the same seed."""
+    rng = np.random.default_rng(seed)
+    weights = {k: rng.normal(0, 0.1, s) for k, s in SHAPES[net].items()}
+    masks = {k: rng.uniform(size=s) > 0.3 for k, s in SHAPES[net].items()}
+    return weights, masks
+
+
+FIXTURE_SEEDS = {("mlp", "flat_ff"): 0, ("mlp", "bmr_ss"): 1, ("lenet5", "flat_ff"): 2,
+                 ("lenet5", "bmr_ss"): 3}  # fmt: skip
+
+
+def test_figure_3_draws_each_layers_kept_weights_as_a_cdf(fixture_runs, tmp_path, monkeypatch):
+    """A row per net (MLP, LeNet-5), a panel per layer in forward order, a line per method in
+    its colour: x the sorted |w| of the kept non-zero weights, y = i / n."""
+    from matplotlib.colors import to_hex
+
+    from bmr_jax.runs.figure_style import METHODS
+
+    fig = _drawn(monkeypatch, fixture_runs, 3, tmp_path / "f3")
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    titles = ["MLP: hidden.0", "MLP: head", "LeNet-5: convs.0", "LeNet-5: head"]
+    assert [ax.get_title() for ax in panels] == titles
+    for ax in panels:
+        net = "mlp" if ax.get_title().startswith("MLP") else "lenet5"
+        layer = ax.get_title().split(": ")[1]
+        assert ax.get_xscale() == "log" and ax.get_xlabel() == "|posterior median weight|"
+        drawn = {ln.get_label(): ln for ln in ax.get_lines()}
+        assert sorted(drawn) == ["BMR-S&S", "Flat-FF"]
+        for method, name in (("flat_ff", "Flat-FF"), ("bmr_ss", "BMR-S&S")):
+            weights, masks = _fixture_posterior(net, FIXTURE_SEEDS[net, method])
+            kept = np.sort(np.abs(weights[layer][masks[layer]]))
+            line = drawn[name]
+            assert to_hex(line.get_color()) == METHODS[method][1]
+            np.testing.assert_allclose(line.get_xdata(), kept)
+            np.testing.assert_allclose(line.get_ydata(), np.arange(1, kept.size + 1) / kept.size)
+
+
+def test_figure_4_shows_the_first_six_filters_of_each_run(fixture_runs, tmp_path, monkeypatch):
+    """A row per run (nets, then methods, in the paper's order), labelled by both; six
+    images: the first layer's first six units' incoming weights as a square (MLP 28 x 28,
+    LeNet-5 5 x 5), on one symmetric colour scale per row."""
+    fig = _drawn(monkeypatch, fixture_runs, 4, tmp_path / "f4")
+    image_axes = [ax for ax in fig.axes if ax.images]
+    rows = [("mlp", "flat_ff"), ("mlp", "bmr_ss"), ("lenet5", "flat_ff"), ("lenet5", "bmr_ss")]
+    assert len(image_axes) == 6 * len(rows)
+    labels = [ax.get_ylabel() for ax in image_axes[::6]]
+    assert labels == ["MLP\nFlat-FF", "MLP\nBMR-S&S", "LeNet-5\nFlat-FF", "LeNet-5\nBMR-S&S"]
+    for row, (net, method) in enumerate(rows):
+        weights, _ = _fixture_posterior(net, FIXTURE_SEEDS[net, method])
+        first = next(iter(weights.values()))[:, :-1]
+        side = {"mlp": 28, "lenet5": 5}[net]
+        limit = np.abs(first[:6]).max()
+        for k, ax in enumerate(image_axes[6 * row : 6 * row + 6]):
+            [image] = ax.images
+            np.testing.assert_allclose(image.get_array(), first[k].reshape(side, side))
+            assert image.get_clim() == pytest.approx((-limit, limit))
+
+
 def test_plot_cli_and_errors(fixture_runs, tmp_path, capsys):
     assert main(["plot", *map(str, fixture_runs), "--figure", "2", "--out",
                  str(tmp_path / "f2")]) == 0  # fmt: skip

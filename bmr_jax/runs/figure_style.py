@@ -165,7 +165,7 @@ def step_axis(ax, high: float | None = None):
     ax.xaxis.set_major_locator(MultipleLocator(base))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / unit:g}"))
     ax.set_xlabel("training steps" + (" (thousands)" if unit > 1 else ""))
-    ax.set_xlim(left=0)
+    ax.set_xlim(left=-0.02 * high)  # a short run's points stay off the spine at 0
 
 
 def legend_outside(fig, axes):
