@@ -44,9 +44,9 @@ from bmr_jax.export import archive
 from bmr_jax.export.folder import compute_choices, parameters
 from bmr_jax.export.sparse import to_sparse
 from bmr_jax.export.timing import latencies
+from bmr_jax.results.speedup import SPEEDUP_FILE
 from bmr_jax.runs.experiment import load_dataset
 from bmr_jax.runs.folder import atomic_write
-from bmr_jax.runs.speedup import SPEEDUP_FILE
 
 VARIANTS = ("dense", "masked", "shrunk", "sparse")
 

@@ -36,7 +36,7 @@ from bmr_jax.export.from_run import restore_run
 from bmr_jax.inference import evaluate
 from bmr_jax.inference.train import TrainState
 from bmr_jax.methods.between import prior_variances
-from bmr_jax.runs import figure_style as style
+from bmr_jax.results import figure_style as style
 from bmr_jax.runs.experiment import build_setup
 from bmr_jax.runs.folder import atomic_write
 

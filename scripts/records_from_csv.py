@@ -23,10 +23,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from bmr_jax.results.report import BLOCK_COLUMNS
 from bmr_jax.runs.config import dump_config
 from bmr_jax.runs.folder import MARKER, RunFolder, atomic_write
 from bmr_jax.runs.grid import load_grid
-from bmr_jax.runs.report import BLOCK_COLUMNS
 
 INTEGER_COLUMNS = ("block", "step")
 FINAL_KEYS = ("acc", "nll", "ece", "lpd", "pruned_fraction", "dead_fraction", "compression")

@@ -330,8 +330,9 @@ def test_a_users_sequential_mlp_exports_from_the_optimisers_masks(images):
 
     model = _user_mlp()
     params = nnx.state(model, nnx.Param)
-    masks = pruning.prune_by_score(optax.sgd(0.1), score=pruning.magnitude,
-                                   schedule=lambda block: 0.0, every=1).init(params).masks  # fmt: skip
+    wrapped = pruning.prune_by_score(optax.sgd(0.1), score=pruning.magnitude,
+                                     schedule=lambda block: 0.0, every=1)  # fmt: skip
+    masks = wrapped.init(params).masks
     dead = np.zeros(30, bool)
     dead[::5] = dead[1::5] = True  # 12 units
     masks["layers"][1]["kernel"] = nnx.Param(jnp.asarray(np.broadcast_to(~dead, (784, 30))))

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from bmr_jax.cli import main
+from bmr_jax.results.frontier import frontier_table, points
+from bmr_jax.results.records import Run
 from bmr_jax.runs.config import dump_config, from_dict
 from bmr_jax.runs.folder import MARKER, RunFolder
-from bmr_jax.runs.frontier import frontier_table, points
-from bmr_jax.runs.plots import Run
 
 NET = {"data": {"name": "mnist"}, "net": {"name": "lenet_300_100"}}
 TARGET = {"rule": "target", "rule_options": {"schedule": {"final": 0.99, "end": 3}}}
@@ -107,7 +107,7 @@ def test_the_frontier_figure_draws_both_counts_of_every_point(run_paths, tmp_pat
     import matplotlib.pyplot as plt
     from matplotlib.colors import to_hex
 
-    from bmr_jax.runs.frontier import FAMILIES, figure_frontier
+    from bmr_jax.results.frontier import FAMILIES, figure_frontier
 
     captured = {}
     original = plt.Figure.savefig
@@ -142,14 +142,14 @@ def test_an_unknown_figure_is_one_error_line(run_paths, tmp_path, capsys):
 
 
 def test_the_caption_counts_the_seeds_of_each_point(run_paths):
-    from bmr_jax.runs.frontier import seed_counts
+    from bmr_jax.results.frontier import seed_counts
 
     assert seed_counts(points([Run(path) for path in run_paths])) == \
         "1-2 seeds per point (137, 138)"  # fmt: skip
 
 
 def test_only_a_point_that_would_squash_the_panel_is_left_off_scale():
-    from bmr_jax.runs.frontier import off_scale
+    from bmr_jax.results.frontier import off_scale
 
     # quartiles 1.0 and 1.5 (numpy's linear interpolation over 9 values): fence 1.5 + 3 * 0.5 = 3.0
     errors = [0.9, 1.0, 1.0, 1.1, 1.2, 1.3, 1.5, 2.0, 7.3]
@@ -167,7 +167,7 @@ def test_an_off_scale_points_bar_does_not_stretch_the_panel():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bmr_jax.runs.frontier import Point, _mark_off_scale, off_scale
+    from bmr_jax.results.frontier import Point, _mark_off_scale, off_scale
 
     def point(error, sd):
         return Point("p", "bmr_ss", "BMR-S&S (layer)", "lenet5_caffe", (137, 138),

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from bmr_jax.cli import main
+from bmr_jax.results.plots import PlotError, plot
 from bmr_jax.runs.config import dump_config, from_dict
 from bmr_jax.runs.folder import MARKER, RunFolder
-from bmr_jax.runs.plots import PlotError, plot
 from tests.runs import QUICKSTART
 from tests.test_cli import UNWRITABLE, files_under, one_error_line, unwritable
 
@@ -87,7 +87,7 @@ def test_figure_1_draws_every_metric_of_every_method_in_its_colour(fixture_runs,
                                                                    monkeypatch):  # fmt: skip
     """Rows MLP then LeNet-5, columns ACC, ECE, NLL; in each panel Flat-FF and BMR-S&S in
     their colours, at the values the fixture wrote (ACC 0.8 + 0.02 block + 0.01 seed)."""
-    from bmr_jax.runs.figure_style import METHODS
+    from bmr_jax.results.figure_style import METHODS
 
     fig = _drawn(monkeypatch, fixture_runs, 1, tmp_path / "f1")
     axes = [ax for ax in fig.axes if ax.get_ylabel()]
@@ -160,7 +160,7 @@ def test_figure_3_draws_each_layers_kept_weights_as_a_cdf(fixture_runs, tmp_path
     its colour: x the sorted |w| of the kept non-zero weights, y = i / n."""
     from matplotlib.colors import to_hex
 
-    from bmr_jax.runs.figure_style import METHODS
+    from bmr_jax.results.figure_style import METHODS
 
     fig = _drawn(monkeypatch, fixture_runs, 3, tmp_path / "f3")
     panels = [ax for ax in fig.axes if ax.get_title()]
@@ -233,8 +233,8 @@ def test_figures_from_a_real_run(tmp_path):
 
 
 def test_methods_and_nets_follow_the_papers_order():
-    from bmr_jax.runs.report import METHOD_ORDER, NET_ORDER
-    from bmr_jax.runs.report import paper_rank as _rank
+    from bmr_jax.results.records import METHOD_ORDER, NET_ORDER
+    from bmr_jax.results.records import paper_rank as _rank
 
     methods = ["bmr_ss", "flat_map", "tiered_ff", "zzz_custom", "flat_ff"]
     assert sorted(methods, key=lambda m: _rank(m, METHOD_ORDER)) == [
@@ -246,7 +246,7 @@ def test_methods_and_nets_follow_the_papers_order():
 
 
 def test_posterior_layers_come_in_forward_order(tmp_path):
-    from bmr_jax.runs.plots import Run
+    from bmr_jax.results.records import Run
 
     path = _fixture_run(tmp_path, "fashion_mnist", "mlp", "bmr_ss")
     folder = RunFolder(path)
@@ -293,7 +293,7 @@ def test_plot_of_a_corrupt_posterior_exits_2(fixture_runs, tmp_path, capsys):
 def test_the_caption_names_each_series_seeds_when_they_differ():
     from types import SimpleNamespace
 
-    from bmr_jax.runs import figure_style as style
+    from bmr_jax.results import figure_style as style
 
     def run(net, seed):
         return SimpleNamespace(dataset="fashion_mnist", net=net, method="bmr_ss",

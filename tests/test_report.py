@@ -7,9 +7,9 @@ import csv
 import pytest
 
 from bmr_jax.cli import main
+from bmr_jax.results.report import BLOCK_COLUMNS, RUN_COLUMNS
 from bmr_jax.runs.config import dump_config, from_dict
 from bmr_jax.runs.folder import MARKER, RunFolder
-from bmr_jax.runs.report import BLOCK_COLUMNS, RUN_COLUMNS
 from tests.test_cli import UNWRITABLE, files_under, make_unreadable, one_error_line, unwritable
 
 

@@ -10,11 +10,11 @@ import matplotlib.pyplot as plt
 import pytest
 
 from bmr_jax.cli import main
-from bmr_jax.runs import figure_style
+from bmr_jax.results import figure_style
+from bmr_jax.results.records import Run
+from bmr_jax.results.speedup import SPEEDUP_FILE, speed_points, speedup_table
 from bmr_jax.runs.config import dump_config, from_dict
 from bmr_jax.runs.folder import MARKER, RunFolder
-from bmr_jax.runs.plots import Run
-from bmr_jax.runs.speedup import SPEEDUP_FILE, speed_points, speedup_table
 
 NET = {"data": {"name": "mnist"}, "net": {"name": "lenet5_caffe"}}
 RUNS = [  # (folder, config, acc, dense / shrunk latency at 1000 and at 1 (ms), flops, units)

@@ -158,7 +158,7 @@ def _yaml_value(text: str):
 
 
 def _cmd_plot(args) -> int:
-    from bmr_jax.runs.plots import plot
+    from bmr_jax.results.plots import plot
 
     for path in plot(args.runs, args.figure, args.out):
         print(path)
@@ -166,7 +166,7 @@ def _cmd_plot(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from bmr_jax.runs.report import report
+    from bmr_jax.results.report import report
 
     print(report(args.runs, args.csv, args.records, frontier=args.frontier,
                  speedup=args.speedup), end="")

@@ -128,9 +128,6 @@ resumed; any other change makes it another run (``bmr-jax run`` refuses its fold
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,8 +135,8 @@ import yaml
 
 from bmr_jax.errors import ConfigError
 from bmr_jax.methods.settings import BmrSettings, EvalSettings, GuideSettings, TrainSettings
-from bmr_jax.runs.config_files import load_yaml, merge, parse_override, read_yaml
-from bmr_jax.runs.tracking import TrackingSettings
+from bmr_jax.runs.config_files import import_plugins, load_yaml, merge, parse_override, read_yaml
+from bmr_jax.runs.tracking_settings import TrackingSettings
 from bmr_jax.validate import check_bounds, check_fields, check_type, setting
 
 __all__ = ["Config", "ConfigError", "DataConfig", "NetConfig", "differing_keys", "dump_config",
@@ -211,39 +208,11 @@ _SECTIONS = {"data": DataConfig, "net": NetConfig, "guide": GuideSettings, "trai
              "eval": EvalSettings, "bmr": BmrSettings, "tracking": TrackingSettings}  # fmt: skip
 
 
-def _import_plugins(value) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"plugins: expected a list of module names, got {value!r}")
-    for module in value:
-        try:
-            _import_from_here(module)
-        except Exception as e:  # the plugin's own error, reported on one line
-            raise ConfigError(f"plugins: cannot import {module!r} ({type(e).__name__}: {e})") from e
-    return tuple(value)
-
-
-def _import_from_here(module: str) -> None:
-    """Imports ``module`` from Python's import path with the current directory on it, as
-    ``python -m bmr_jax`` has it and the ``bmr-jax`` script (whose path starts at its own
-    folder) does not: a plugin saved where the command runs is found either way."""
-    here = os.getcwd()
-    added = here not in sys.path and "" not in sys.path
-    if added:
-        sys.path.append(here)
-    try:
-        importlib.import_module(module)
-    finally:
-        if added:
-            sys.path.remove(here)
-
-
 def _build(cls, values: dict, prefix: str):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     if not prefix and "plugins" in values:  # first: what they register may be named below
-        kwargs["plugins"] = _import_plugins(values["plugins"])
+        kwargs["plugins"] = import_plugins(values["plugins"])
         values = {k: v for k, v in values.items() if k != "plugins"}
     for name, value in values.items():
         key = f"{prefix}{name}"

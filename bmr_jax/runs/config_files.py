@@ -9,7 +9,10 @@ strings (:func:`load_yaml`).
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
+import sys
 from pathlib import Path
 
 import yaml
@@ -93,3 +96,31 @@ def parse_override(text: str) -> dict:
             raise ConfigError(f"override {text!r}: empty key")
         out = {part: out}
     return out
+
+
+def import_plugins(value) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"plugins: expected a list of module names, got {value!r}")
+    for module in value:
+        try:
+            _import_from_here(module)
+        except Exception as e:  # the plugin's own error, reported on one line
+            raise ConfigError(f"plugins: cannot import {module!r} ({type(e).__name__}: {e})") from e
+    return tuple(value)
+
+
+def _import_from_here(module: str) -> None:
+    """Imports ``module`` from Python's import path with the current directory on it, as
+    ``python -m bmr_jax`` has it and the ``bmr-jax`` script (whose path starts at its own
+    folder) does not: a plugin saved where the command runs is found either way."""
+    here = os.getcwd()
+    added = here not in sys.path and "" not in sys.path
+    if added:
+        sys.path.append(here)
+    try:
+        importlib.import_module(module)
+    finally:
+        if added:
+            sys.path.remove(here)

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 
+from bmr_jax.runs.config import dump_config, flat_settings
 from bmr_jax.runs.folder import RunFolder, atomic_write
-from bmr_jax.validate import check_fields, setting
+from bmr_jax.runs.tracking_settings import TrackingSettings
 
 TEST_METRICS = ("acc", "nll", "ece", "lpd")
 BLOCK_METRICS = {"loss": "block/loss", "pruned_fraction": "sparsity/pruned_fraction",
@@ -41,24 +41,6 @@ BLOCK_METRICS = {"loss": "block/loss", "pruned_fraction": "sparsity/pruned_fract
                  "weight_compression_by_mask": "sparsity/weight_compression_by_mask",
                  "lr": "train/lr", "train_seconds": "seconds/train",
                  "reduce_seconds": "seconds/reduce", "eval_seconds": "seconds/eval"}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class TrackingSettings:
-    """``tracking.*``: where a run's metrics are copied to (the module docstring).
-
-    Attributes:
-      tensorboard: write TensorBoard event files to ``RUN/tensorboard``.
-      mlflow: an MLflow tracking URI to log to (``None``: no MLflow).
-      mlflow_experiment: the MLflow experiment the run is logged under.
-    """
-
-    tensorboard: bool = setting(False)
-    mlflow: str | None = setting(None)
-    mlflow_experiment: str = setting("bmr-jax")
-
-    def __post_init__(self):
-        check_fields(self, "tracking")
 
 
 def block_scalars(record: dict) -> dict:
@@ -137,8 +119,6 @@ class MlflowTracker:
                 self._block(record)
 
     def _new_run(self, config) -> str:
-        from bmr_jax.runs.config import dump_config, flat_settings
-
         found = self.client.get_experiment_by_name(self.experiment)
         experiment = (found.experiment_id if found
                       else self.client.create_experiment(self.experiment))  # fmt: skip

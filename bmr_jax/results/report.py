@@ -21,21 +21,12 @@ import math
 from pathlib import Path
 
 from bmr_jax.bmr.reduce import COMPRESSIONS, record_compressions
+from bmr_jax.results.records import METHOD_ORDER, NET_ORDER, Run, paper_rank
 from bmr_jax.runs.folder import MARKER, RunFolder, atomic_write, block_seconds
 
 RUN_COLUMNS = ("run", "dataset", "net", "preset", "method")
 BLOCK_COLUMNS = ("block", "step", "loss", "acc", "nll", "ece", "lpd", "pruned_fraction",
                  "dead_fraction", *COMPRESSIONS, "seconds")  # fmt: skip
-# the paper's order of networks and methods (tables here, lines in bmr_jax.runs.plots)
-NET_ORDER = ("mlp", "lenet5", "vit", "mixer", "lenet_300_100", "lenet5_caffe")
-METHOD_ORDER = ("flat_map", "flat_ff", "tiered_ff", "bmr_ss", "bmr_rhs", "bmr_units")
-
-
-def paper_rank(value: str, order: tuple[str, ...]) -> tuple[int, str]:
-    """Sort key: position in ``order`` (unknown values last, by name)."""
-    return (order.index(value) if value in order else len(order), value)
-
-
 def load_runs(paths) -> list[tuple[dict, list[dict]]]:
     """``(identity, per-block records)`` of each run folder, in the paper's network and method
     order; ``identity`` holds ``RUN_COLUMNS``."""
@@ -147,8 +138,8 @@ def save_records(paths, out_dir) -> list[Path]:
 def report(paths, csv_path=None, records_dir=None, frontier: bool = False,
            speedup: bool = False) -> str:  # fmt: skip
     """The Markdown summary of ``paths`` (a row per run, or with ``frontier`` a row per
-    frontier point: :func:`bmr_jax.runs.frontier.frontier_table`, or with ``speedup`` a row
-    per point of the structured frontier: :func:`bmr_jax.runs.speedup.speedup_table`); writes
+    frontier point: :func:`bmr_jax.results.frontier.frontier_table`, or with ``speedup`` a row
+    per point of the structured frontier: :func:`bmr_jax.results.speedup.speedup_table`); writes
     the per-block CSV to ``csv_path`` and the runs' records to ``records_dir``
     (:func:`save_records`) if given."""
     runs = load_runs(paths) if csv_path is not None or not (frontier or speedup) else None
@@ -157,13 +148,11 @@ def report(paths, csv_path=None, records_dir=None, frontier: bool = False,
     if records_dir is not None:
         save_records(paths, records_dir)
     if speedup:
-        from bmr_jax.runs.plots import Run
-        from bmr_jax.runs.speedup import speed_points, speedup_table
+        from bmr_jax.results.speedup import speed_points, speedup_table
 
         return speedup_table(speed_points([Run(path) for path in paths]))
     if frontier:
-        from bmr_jax.runs.frontier import frontier_table, points
-        from bmr_jax.runs.plots import Run
+        from bmr_jax.results.frontier import frontier_table, points
 
         return frontier_table(points([Run(path) for path in paths]))
     return summary_markdown(runs)

@@ -19,8 +19,8 @@ from typing import NamedTuple
 
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from bmr_jax.runs import figure_style as style
-from bmr_jax.runs.frontier import mean_sd, seed_counts
+from bmr_jax.results import figure_style as style
+from bmr_jax.results.frontier import mean_sd, seed_counts
 
 SPEEDUP_FILE = "speedup.json"
 # Neklyudov et al. 2017 (Structured Bayesian Pruning), table 2: test error (%), measured CPU
@@ -62,7 +62,7 @@ def _ratios(measured: dict) -> dict:
 
 
 def speed_points(runs) -> list[SpeedPoint]:
-    """The points of ``runs`` (``bmr_jax.runs.plots.Run``) that have a final evaluated record
+    """The points of ``runs`` (``bmr_jax.results.plots.Run``) that have a final evaluated record
     and a speed-up measurement."""
     groups = defaultdict(list)
     for run in runs:
@@ -115,7 +115,7 @@ def _speed_axis(ax, values) -> None:
 def figure_speedup(runs, out) -> list[Path]:
     """Test error against the measured speed-up at batch 1000 and batch 1 and against the
     FLOP reduction, a row per network (``out.png``/``.pdf``)."""
-    from bmr_jax.runs.plots import PlotError
+    from bmr_jax.results.records import PlotError
 
     points = speed_points(runs)
     if not points:

@@ -36,7 +36,7 @@ import numpy as np
 from matplotlib.ticker import FuncFormatter
 
 from bmr_jax.bmr.reduce import record_compressions
-from bmr_jax.runs import figure_style as style
+from bmr_jax.results import figure_style as style
 
 # Molchanov, Ashukha & Vetrov 2017, table 1: (test error %, compression) of Sparse VD
 PUBLISHED_SPARSE_VD = {"lenet_300_100": (1.92, 68.0), "lenet5_caffe": (0.75, 280.0)}
@@ -100,7 +100,7 @@ def mean_sd(values) -> tuple[float, float]:
 
 
 def points(runs) -> list[Point]:
-    """The frontier points of ``runs`` (``bmr_jax.runs.plots.Run``), each from the final
+    """The frontier points of ``runs`` (``bmr_jax.results.plots.Run``), each from the final
     evaluated record of every seed; runs with no evaluated record are left out."""
     groups = defaultdict(list)
     for run in runs:
@@ -201,7 +201,7 @@ def _mark_off_scale(ax, members, key, far, also_in_scale=()):
 
 def figure_frontier(runs, out) -> list[Path]:
     """Error, NLL and ECE against compression, a row per network (``out.png``/``.pdf``)."""
-    from bmr_jax.runs.plots import PlotError
+    from bmr_jax.results.records import PlotError
 
     frontier = points(runs)
     if not frontier:
