@@ -13,6 +13,8 @@ from scipy import integrate, optimize, stats
 
 from bmr_jax.bmr import delta_f, delta_f_matrix_normal_rows, delta_f_mvn, group_delta_f
 
+pytestmark = pytest.mark.numerics  # scripts/device_check.sh runs these on a device
+
 MEANS = (0.0, 0.3, -2.5)
 PRECISIONS = (1e-3, 0.5, 20.0, 1e6)
 PRIOR_VARS = (1.0, 0.04)

@@ -29,6 +29,8 @@ from bmr_jax.bayes import guides, priors
 from bmr_jax.bayes.model import BayesianNetwork
 from bmr_jax.inference import evaluate
 
+pytestmark = pytest.mark.numerics  # scripts/device_check.sh runs these on a device
+
 EPS32 = float(np.finfo(np.float32).eps)
 IN, OUT, N, SAMPLES = 5, 3, 13, 40
 

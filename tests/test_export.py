@@ -72,6 +72,7 @@ def _export(module, shape, masks, name, preset, scales=None):
                                  sequential=spec.sequential, scales=scales)  # fmt: skip
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("name, preset", NETWORKS)
 def test_the_export_computes_what_the_masked_network_computes(name, preset, images):
     rng = np.random.default_rng(7)
@@ -95,6 +96,7 @@ def test_the_export_computes_what_the_masked_network_computes(name, preset, imag
         assert exported.units["blocks.1.attention heads"] == (4, 3)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("name, preset", NETWORKS)
 def test_an_unpruned_network_exports_as_itself(name, preset, images):
     module, _, masks, shape = _masked(name, preset, lambda view: {s.name: np.ones(s.shape, bool)
@@ -175,6 +177,7 @@ def test_sparse_encodings_give_back_the_same_bits(encoding):
     np.testing.assert_array_equal(back.view(np.uint32), array.view(np.uint32))
 
 
+@pytest.mark.numerics
 def test_the_gaussian_predictive_matches_a_numpy_monte_carlo():
     layer = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from scipy import stats
 
 from bmr_jax.bayes.guides import GUIDES, MatrixNormal
+
+pytestmark = pytest.mark.numerics  # scripts/device_check.sh runs these on a device
 
 
 def _matrix_normal():

@@ -20,6 +20,8 @@ from bmr_jax.bmr import (
     sparsity,
 )
 
+pytestmark = pytest.mark.numerics  # scripts/device_check.sh runs these on a device
+
 
 def _dense_view():
     """784 -> 3 -> 2 (dense), as rows x (fan_in + 1) matrices."""
