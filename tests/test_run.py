@@ -303,3 +303,18 @@ def test_a_reference_start_says_why_nothing_is_pruned_yet(tmp_path):
         lines[init] = "\n".join(out)
     assert "the reference start (guide.init: paper) leaves few weights prunable" in lines["paper"]
     assert "reference start" not in lines["network"]
+
+
+def test_a_run_with_a_decaying_rate_is_not_extended(tmp_path, capsys):
+    """``train.lr_schedule: linear_second_half`` spreads the decay over ``train.blocks``:
+    more blocks would change the rate of steps already taken, so the extension is refused
+    (exit 2, one line); a constant rate extends as before."""
+    out = str(tmp_path / "run")
+    tiny = [*TINY, "train.blocks=1", "train.steps_per_block=4", "eval.samples=1",
+            "train.lr_schedule=linear_second_half", "train.optimizer=adam"]  # fmt: skip
+    assert main(["run", QUICKSTART, *tiny, "--out", out, "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["run", QUICKSTART, *tiny, "train.blocks=2", "--out", out, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot change train.blocks" in err
+    assert "linear_second_half" in err

@@ -53,7 +53,8 @@ class TrainSettings:
         VD: ``[5, 20]``, as its paper; the others: none).
       optimizer: ``adabelief`` (ours) or ``adam`` (the Sparse VD paper's, beta1 0.9).
       lr_schedule: ``constant`` or ``linear_second_half``: the rate held for the first half of
-        the run's steps, then falling linearly to 0 at the last (the Sparse VD paper's code).
+        the run's steps, then falling linearly to 0 at the last (the Sparse VD paper's code);
+        such a run cannot be extended (its total of steps is the decay's).
       on_nonfinite: ``stop`` (an error naming block and step) or ``rollback`` (back to the
         last good state with the learning rate times ``rollback_factor``, at most
         ``max_rollbacks`` times).

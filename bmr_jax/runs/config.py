@@ -67,7 +67,8 @@ Keys (defaults in brackets):
   the method's (``[5, 20]`` for sparse_vd, else none); ``[0, 0]``: always 1.
 - ``train.optimizer`` [adabelief]: adabelief | adam (the Sparse VD paper's).
 - ``train.lr_schedule`` [constant]: constant | linear_second_half: the rate held for the first
-  half of the run's steps, then lowered linearly to 0 at the last (the Sparse VD paper's code).
+  half of the run's steps, then lowered linearly to 0 at the last (the Sparse VD paper's code);
+  a run under it cannot be extended to more ``train.blocks``.
 - ``train.minibatches`` [epochs]: epochs | random: a fresh permutation per epoch cut into
   batches, or an independent subsample every step (the reference code's, METHOD.md 4.7; the
   reference configs select it).

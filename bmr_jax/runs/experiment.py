@@ -80,6 +80,11 @@ def claim_folder(folder: RunFolder, config: Config, *, force: bool, log) -> None
                                  "--force to delete that run's results and start anew")  # fmt: skip
         log(f"{folder.path}: --force: deleting the run of a different config")
         folder.clear()
+    elif "train.blocks" in differ and config.train.lr_schedule != "constant":
+        raise RunFolderError(f"{folder.path}: cannot change train.blocks of a run under "
+                             f"train.lr_schedule={config.train.lr_schedule}: its decay is "
+                             "spread over the run's steps, and the steps already taken "
+                             "followed the old total (--force starts it anew)")  # fmt: skip
     elif "train.blocks" in differ and folder.is_finished():
         if not folder.checkpoints():
             raise RunFolderError(f"{folder.path}: cannot extend this finished run: its final "
