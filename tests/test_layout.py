@@ -12,7 +12,7 @@ import bmr_jax
 
 PACKAGE = Path(bmr_jax.__file__).parent
 LAYERS = ["errors registry runtime validate", "data", "nets", "bayes", "inference", "bmr",
-          "methods", "runs", "results", "export", "cli"]  # fmt: skip
+          "methods posthoc", "runs", "results", "export", "cli"]  # fmt: skip
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names.split()}
 
 

@@ -203,22 +203,38 @@ def bmr_pruning(
     entries with the largest Delta F are pruned to the scheduled fraction (ranked globally),
     which is what a comparison at equal sparsity needs.
     """
-    from bmr_jax.bmr import spike_and_slab
 
     def masks_fn(params, inner_state, alive, selected, count):
-        df = bmr_delta_f(params, inner_state)
-        if schedule is not None:
-            scores = jax.tree.map(jnp.negative, df)
-            return global_masks(scores, alive, selected, schedule(count // every))
-        leaves, treedef = jax.tree.flatten(df)
-        alive_leaves = treedef.flatten_up_to(alive)
-        chosen = treedef.flatten_up_to(selected)
-        return treedef.unflatten([
-            spike_and_slab(d, a)[0] if c else a
-            for d, a, c in zip(leaves, alive_leaves, chosen, strict=True)
-        ])  # fmt: skip
+        fraction = None if schedule is None else schedule(count // every)
+        return masks_from_delta_f(bmr_delta_f(params, inner_state), alive, selected, fraction)
 
     return prune(inner, masks_fn=masks_fn, every=every, prunable=prunable)
+
+
+def masks_from_delta_f(delta_f, alive, selected, fraction=None):
+    """Masks from a pytree of Delta F: each selected leaf by the spike-and-slab rule with a
+    learned inclusion rate (METHOD.md 4.4.1), or, with ``fraction``, the entries of largest
+    Delta F pruned to that fraction, ranked across all selected leaves (:func:`global_masks`).
+    Leaves not selected keep ``alive``."""
+    from bmr_jax.bmr import spike_and_slab
+
+    if fraction is not None:
+        return global_masks(jax.tree.map(jnp.negative, delta_f), alive, selected, fraction)
+    leaves, treedef = jax.tree.flatten(delta_f)
+    alive_leaves = treedef.flatten_up_to(alive)
+    chosen = treedef.flatten_up_to(selected)
+    return treedef.unflatten([
+        spike_and_slab(d, a)[0] if c else a
+        for d, a, c in zip(leaves, alive_leaves, chosen, strict=True)
+    ])  # fmt: skip
+
+
+def selected_leaves(params, prunable=None):
+    """``{leaf: bool}`` pytree: which leaves ``prunable`` (default: :func:`weight_matrices`)
+    selects, after :func:`check_selects_weights`."""
+    prunable = prunable or weight_matrices
+    check_selects_weights(params, prunable)
+    return _prunable_tree(params, prunable)
 
 
 def pruned_fraction(masks, params, prunable=None) -> float:
