@@ -1,11 +1,12 @@
 """Post-hoc pruning of an Adam-trained network (issue 39), scores side by side on one network:
 BMR on its Laplace posterior (the spike's Delta F, prior precision calibrated by the evidence,
 and without calibration), magnitude, and Optimal Brain Damage's saliency from the same
-curvature. Each is pruned to the same fractions of the kernels and evaluated on the test set
-as pruned (no refit), and the spike-and-slab rule's own operating point is reported.
+curvature. Each is pruned to the same fractions of the kernels (ranked across layers) and
+evaluated on the test set, as pruned or after ``--refit`` Adam steps on the kept weights, and
+the spike-and-slab rule's own operating point is reported.
 
     python scripts/posthoc_prune.py [--net lenet_300_100] [--steps 6000] [--seed 137]
-        [--curvature-data 10000] [--json FILE]
+        [--curvature-data 10000] [--refit 600] [--sampled] [--json FILE]
 
 Prints a Markdown table of test error per fraction and score, the calibrated prior precision,
 and the seconds of training, curvature and pruning.
@@ -29,8 +30,11 @@ from bmr_jax.inference import baseline
 FRACTIONS = (0.9, 0.95, 0.9667, 0.99, 0.9967)
 
 
-def _error(graphdef, params, masks, split) -> float:
+def _error(graphdef, params, masks, split, refit=None) -> float:
+    """Test error (%) of ``params`` pruned by ``masks``, after ``refit(params, masks)``."""
     pruned = jax.tree.map(lambda p, m: jnp.where(m, p, 0.0), params, masks)
+    if refit is not None:
+        pruned = refit(pruned, masks)
     model = nnx.merge(graphdef, pruned)
     return 100.0 * (1.0 - baseline.accuracy(model, split))
 
@@ -43,6 +47,10 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=137)
     parser.add_argument("--curvature-data", type=int, default=10000,
                         help="training images the GGN sums over (scaled to the whole set)")
+    parser.add_argument("--refit", type=int, default=0,
+                        help="Adam steps refitting the kept weights after each pruning")
+    parser.add_argument("--sampled", action="store_true",
+                        help="the GGN from one sampled label a datum (10x cheaper)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
@@ -60,7 +68,8 @@ def main(argv=None) -> None:
 
     start = time.perf_counter()
     n = min(args.curvature_data, len(ds.train))
-    ggn = posthoc.ggn_diagonal(apply, params, ds.train.images[:n])
+    key = jax.random.key(args.seed) if args.sampled else None
+    ggn = posthoc.ggn_diagonal(apply, params, ds.train.images[:n], key=key)
     ggn = jax.tree.map(lambda h: h * (len(ds.train) / n), ggn)  # the whole set's sum
     curvature_seconds = time.perf_counter() - start
     start = time.perf_counter()
@@ -71,10 +80,15 @@ def main(argv=None) -> None:
               for name, post in posteriors.items()}  # fmt: skip
     scores["obd"] = posthoc.obd_saliency(posteriors["bmr_calibrated"])
     scores["magnitude"] = jax.tree.map(jnp.abs, params)
+    def refit(p, masks):
+        return posthoc.refit(apply, p, masks, ds.train.images, ds.train.labels,
+                             steps=args.refit, seed=args.seed)  # fmt: skip
+
+    after = refit if args.refit else None
     selected = selected_leaves(params)
     alive = jax.tree.map(lambda x: jnp.ones(x.shape, bool), params)
-    rows = {name: {f: _error(graphdef, params, global_masks(s, alive, selected, f), ds.test)
-                   for f in FRACTIONS} for name, s in scores.items()}  # fmt: skip
+    rows = {name: {f: _error(graphdef, params, global_masks(s, alive, selected, f), ds.test,
+                             after) for f in FRACTIONS} for name, s in scores.items()}  # fmt: skip
     own = posthoc.prune_laplace(posteriors["bmr_calibrated"])
     kernels = [m for m, c in zip(jax.tree.leaves(own), jax.tree.leaves(selected), strict=True)
                if c]  # fmt: skip
@@ -86,12 +100,15 @@ def main(argv=None) -> None:
         "prior_precision": {"/".join(map(str, p)): float(d) for p, d in
                             jax.tree_util.tree_leaves_with_path(delta)},
         "errors": rows,
-        "spike_and_slab": {"pruned": own_fraction, "error": _error(graphdef, params, own, ds.test)},
+        "refit_steps": args.refit, "sampled_ggn": args.sampled,
+        "spike_and_slab": {"pruned": own_fraction,
+                           "error": _error(graphdef, params, own, ds.test, after)},
         "seconds": {"train": train_seconds, "curvature": curvature_seconds,
                     "prune": prune_seconds},
     }  # fmt: skip
     print(f"{args.net} on {args.dataset}, seed {args.seed}, {args.steps} Adam steps: dense "
-          f"error {result['dense_error']:.2f} %")
+          f"error {result['dense_error']:.2f} %; refit {args.refit} steps; GGN "
+          f"{'sampled' if args.sampled else 'exact'} on {n} images")
     print("| score | " + " | ".join(f"{f:.2%} pruned ({1 / (1 - f):.0f}x)" for f in FRACTIONS)
           + " |")
     print("|---|" + "---|" * len(FRACTIONS))

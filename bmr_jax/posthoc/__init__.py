@@ -1,7 +1,8 @@
 """Post-hoc BMR for a network trained the usual way (issue 39): a Laplace posterior around its
 weights (:mod:`~bmr_jax.posthoc.curvature`: the GGN diagonal), its prior precision chosen by the
 Laplace evidence (:mod:`~bmr_jax.posthoc.evidence`), and pruning by the evidence of the spike
-(:mod:`~bmr_jax.posthoc.prune`). No Bayesian retraining::
+(:mod:`~bmr_jax.posthoc.prune`), then optionally a short refit of the kept weights
+(:mod:`~bmr_jax.posthoc.refit`). No Bayesian retraining::
 
     ggn = ggn_diagonal(apply, params, images)          # apply(params, x) -> logits
     delta = calibrate_prior_precision(params, ggn)
@@ -17,6 +18,7 @@ from bmr_jax.posthoc.prune import (
     obd_saliency,
     prune_laplace,
 )
+from bmr_jax.posthoc.refit import refit
 
 __all__ = [
     "LaplacePosterior",
@@ -29,4 +31,5 @@ __all__ = [
     "obd_saliency",
     "output_factors",
     "prune_laplace",
+    "refit",
 ]
