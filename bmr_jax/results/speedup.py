@@ -104,10 +104,13 @@ def speedup_table(points: list[SpeedPoint]) -> str:
 
 
 def _speed_axis(ax, values) -> None:
-    """A log axis from just below 1x to just above the largest ratio, ticks at 1, 2, 5 x 10^k."""
+    """A log axis from just below the smallest to just above the largest of ``values`` (1x
+    among them), ticks at 1, 2, 5 x 10^k, or at every digit on a narrow range."""
     ax.set_xscale("log")
-    ax.set_xlim(min(values) / 1.15, max(values) * 1.25)
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    low, high = min(values) / 1.15, max(values) * 1.25
+    ax.set_xlim(low, high)
+    narrow = high / low < 4  # within a factor 4: a tick at every digit (0.7x, 0.8x, ...)
+    ax.xaxis.set_major_locator(LogLocator(subs=tuple(range(1, 10)) if narrow else (1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
@@ -140,7 +143,9 @@ def figure_speedup(runs, out) -> list[Path]:
                         linestyle="none", label="SBP, published (its own CPU)")  # fmt: skip
             published = [PUBLISHED_SBP[net][1]] if key == "speedup_1000" and net in PUBLISHED_SBP \
                 else []  # fmt: skip
-            _speed_axis(ax, [getattr(p, key)[0] for p in mine] + [1.0] + published)
+            extents = [getattr(p, key)[0] + sign * getattr(p, key)[1] for p in mine
+                       for sign in (-1, 1)]  # the error bars' ends  # fmt: skip
+            _speed_axis(ax, [v for v in extents if v > 0] + [1.0] + published)
             split = "/".join(sorted({p.split for p in mine}))
             ax.set(xlabel=xlabel, ylabel=f"{split} error (%)", title=style.net_style(net)[0])
             ax.grid(alpha=0.3, which="both")
