@@ -23,7 +23,9 @@ def refit(apply: Callable, params, masks, images, labels, *, steps: int, lr: flo
         return jax.tree.map(lambda x, m: jnp.where(m, x, 0.0), p, masks)
 
     @jax.jit
-    def step(p, opt_state, x, y):
+    def step(p, opt_state, images, labels, order, i):
+        x, y = gather(images, labels, order, i)  # on the device, inside the compiled step
+
         def loss(q):
             logits = apply(zeroed(q), x)
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
@@ -37,6 +39,6 @@ def refit(apply: Callable, params, masks, images, labels, *, steps: int, lr: flo
     batches = EpochBatches(len(images), batch_size, jax.random.key(seed))
     images, labels = jnp.asarray(images), jnp.asarray(labels)
     for _ in range(steps):
-        x, y = gather(images, labels, *batches.next())
-        params, opt_state = step(params, opt_state, x, y)
+        order, i = batches.next()
+        params, opt_state = step(params, opt_state, images, labels, order, i)
     return params
