@@ -91,14 +91,16 @@ def _version(name: str) -> str | None:
         return None
 
 
-def _run(command: list[str], log: Path, budget: float, env=None) -> tuple[int, bool]:
-    """Runs ``command`` with its output in ``log``; past ``budget`` seconds it gets SIGTERM
-    (a ``bmr-jax run`` checkpoints and stops), then SIGKILL 60 s later. ``(rc, timed_out)``."""
-    with log.open("a") as out:
+def _run(command: list[str], log: Path, budget: float, stdout: Path | None = None,
+         ) -> tuple[int, bool]:  # fmt: skip
+    """Runs ``command`` with its output in ``log`` (its standard output in ``stdout``, if
+    given); past ``budget`` seconds it gets SIGTERM (a ``bmr-jax run`` checkpoints and
+    stops), then SIGKILL 60 s later. ``(rc, timed_out)``."""
+    with log.open("a") as out, (stdout or log).open("a") as result:
         out.write(f"$ {' '.join(command)}\n")
         out.flush()
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                                   env={**os.environ, **(env or {})})  # fmt: skip
+        process = subprocess.Popen(command, stdout=result if stdout else out,
+                                   stderr=subprocess.STDOUT if stdout is None else out, cwd=REPO)
         try:
             return process.wait(timeout=max(budget, 1.0)), False
         except subprocess.TimeoutExpired:
@@ -135,20 +137,13 @@ def phase_bench(out: Path, budget: float, smoke: bool, data_dir: str | None) -> 
             results[net] = "no time left"
             continue
         path = out / "logs" / f"bench_{net}.json"
-        with path.open("w") as json_out:
-            command = [sys.executable, "-m", "bmr_jax", "bench", "step", "--net", net,
-                       "--preset", preset, "--dataset", "mnist_mini", "--json",
-                       "--rounds", "3" if smoke else "20"]  # fmt: skip
-            process = subprocess.Popen(command, stdout=json_out, cwd=REPO,
-                                       stderr=(out / "logs" / "bench.log").open("a"))  # fmt: skip
-            try:
-                process.wait(timeout=left)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        rc, _ = _run([sys.executable, "-m", "bmr_jax", "bench", "step", "--net", net,
+                      "--preset", preset, "--dataset", "mnist_mini", "--json",
+                      "--rounds", "3" if smoke else "20"], out / "logs" / "bench.log", left,
+                     stdout=path)  # fmt: skip
         text = path.read_text().strip()
-        if process.returncode != 0 or not text:
-            results[net] = f"failed (rc {process.returncode}; logs/bench.log)"
+        if rc != 0 or not text:
+            results[net] = f"failed (rc {rc}; logs/bench.log)"
             continue
         seconds = json.loads(text.splitlines()[-1])
         results[net] = {"preset": preset, "ms": {k: 1e3 * v for k, v in seconds.items()},

@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 
 from bmr_jax import data, nets, posthoc
-from bmr_jax.bmr.pruning import global_masks, selected_leaves
+from bmr_jax.bmr.pruning import global_masks, pruned_fraction, selected_leaves
 from bmr_jax.inference import baseline
 
 FRACTIONS = (0.9, 0.95, 0.9667, 0.99, 0.9967)
@@ -39,7 +39,7 @@ def _error(graphdef, params, masks, split, refit=None) -> float:
     return 100.0 * (1.0 - baseline.accuracy(model, split))
 
 
-def main(argv=None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--net", default="lenet_300_100")
     parser.add_argument("--dataset", default="mnist")
@@ -52,27 +52,11 @@ def main(argv=None) -> None:
     parser.add_argument("--sampled", action="store_true",
                         help="the GGN from one sampled label a datum (10x cheaper)")
     parser.add_argument("--json", default=None, help="also write the results here")
-    args = parser.parse_args(argv)
+    return parser
 
-    ds = data.load(args.dataset, image_size=nets.get_net_spec(args.net).image_size)
-    model = nets.create_net(args.net, ds.num_classes, ds.image_shape, "paper",
-                            rngs=nnx.Rngs(args.seed))  # fmt: skip
-    start = time.perf_counter()
-    baseline.fit(model, ds.train, steps=args.steps, batch_size=100, seed=args.seed,
-                 progress=False)  # fmt: skip
-    train_seconds = time.perf_counter() - start
-    graphdef, params = nnx.split(model, nnx.Param)
 
-    def apply(p, x):
-        return nnx.merge(graphdef, p)(x)
-
-    start = time.perf_counter()
-    n = min(args.curvature_data, len(ds.train))
-    key = jax.random.key(args.seed) if args.sampled else None
-    ggn = posthoc.ggn_diagonal(apply, params, ds.train.images[:n], key=key)
-    ggn = jax.tree.map(lambda h: h * (len(ds.train) / n), ggn)  # the whole set's sum
-    curvature_seconds = time.perf_counter() - start
-    start = time.perf_counter()
+def _scores(params, ggn):
+    """``(scores, calibrated posterior, prior precisions)``: higher score = keep."""
     delta = posthoc.calibrate_prior_precision(params, ggn, scope="leaf")
     posteriors = {"bmr_calibrated": posthoc.laplace_posterior(params, ggn, delta),
                   "bmr_delta_1": posthoc.laplace_posterior(params, ggn, 1.0)}  # fmt: skip
@@ -80,43 +64,66 @@ def main(argv=None) -> None:
               for name, post in posteriors.items()}  # fmt: skip
     scores["obd"] = posthoc.obd_saliency(posteriors["bmr_calibrated"])
     scores["magnitude"] = jax.tree.map(jnp.abs, params)
+    return scores, posteriors["bmr_calibrated"], delta
+
+
+def _print(result: dict, images: int) -> None:
+    print(f"{result['net']} on {result['dataset']}, seed {result['seed']}, {result['steps']} "
+          f"Adam steps: dense error {result['dense_error']:.2f} %; refit "
+          f"{result['refit_steps']} steps; GGN {'sampled' if result['sampled_ggn'] else 'exact'} "
+          f"on {images} images")  # fmt: skip
+    print("| score | " + " | ".join(f"{f:.2%} pruned ({1 / (1 - f):.0f}x)" for f in FRACTIONS)
+          + " |")
+    print("|---|" + "---|" * len(FRACTIONS))
+    for name, errors in result["errors"].items():
+        print(f"| {name} | " + " | ".join(f"{errors[f]:.2f}" for f in FRACTIONS) + " |")
+    own = result["spike_and_slab"]
+    print(f"spike-and-slab rule: {own['pruned']:.2%} pruned, error {own['error']:.2f} %")
+    print("seconds:", {k: round(v, 1) for k, v in result["seconds"].items()})
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    ds = data.load(args.dataset, image_size=nets.get_net_spec(args.net).image_size)
+    model = nets.create_net(args.net, ds.num_classes, ds.image_shape, "paper",
+                            rngs=nnx.Rngs(args.seed))  # fmt: skip
+    seconds, start = {}, time.perf_counter()
+    baseline.fit(model, ds.train, steps=args.steps, batch_size=100, seed=args.seed,
+                 progress=False)  # fmt: skip
+    seconds["train"], start = time.perf_counter() - start, time.perf_counter()
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def apply(p, x):
+        return nnx.merge(graphdef, p)(x)
+
     def refit(p, masks):
         return posthoc.refit(apply, p, masks, ds.train.images, ds.train.labels,
                              steps=args.refit, seed=args.seed)  # fmt: skip
 
+    n = min(args.curvature_data, len(ds.train))
+    key = jax.random.key(args.seed) if args.sampled else None
+    ggn = posthoc.ggn_diagonal(apply, params, ds.train.images[:n], key=key)
+    ggn = jax.tree.map(lambda h: h * (len(ds.train) / n), ggn)  # the whole set's sum
+    seconds["curvature"], start = time.perf_counter() - start, time.perf_counter()
+    scores, calibrated, delta = _scores(params, ggn)
     after = refit if args.refit else None
     selected = selected_leaves(params)
     alive = jax.tree.map(lambda x: jnp.ones(x.shape, bool), params)
     rows = {name: {f: _error(graphdef, params, global_masks(s, alive, selected, f), ds.test,
                              after) for f in FRACTIONS} for name, s in scores.items()}  # fmt: skip
-    own = posthoc.prune_laplace(posteriors["bmr_calibrated"])
-    kernels = [m for m, c in zip(jax.tree.leaves(own), jax.tree.leaves(selected), strict=True)
-               if c]  # fmt: skip
-    own_fraction = 1.0 - sum(int(m.sum()) for m in kernels) / sum(m.size for m in kernels)
-    prune_seconds = time.perf_counter() - start
+    own = posthoc.prune_laplace(calibrated)
+    own_result = {"pruned": pruned_fraction(own, params),
+                  "error": _error(graphdef, params, own, ds.test, after)}  # fmt: skip
+    seconds["prune"] = time.perf_counter() - start
     result = {
         "net": args.net, "dataset": args.dataset, "seed": args.seed, "steps": args.steps,
         "dense_error": _error(graphdef, params, alive, ds.test),
         "prior_precision": {"/".join(map(str, p)): float(d) for p, d in
                             jax.tree_util.tree_leaves_with_path(delta)},
-        "errors": rows,
-        "refit_steps": args.refit, "sampled_ggn": args.sampled,
-        "spike_and_slab": {"pruned": own_fraction,
-                           "error": _error(graphdef, params, own, ds.test, after)},
-        "seconds": {"train": train_seconds, "curvature": curvature_seconds,
-                    "prune": prune_seconds},
+        "errors": rows, "refit_steps": args.refit, "sampled_ggn": args.sampled,
+        "spike_and_slab": own_result, "seconds": seconds,
     }  # fmt: skip
-    print(f"{args.net} on {args.dataset}, seed {args.seed}, {args.steps} Adam steps: dense "
-          f"error {result['dense_error']:.2f} %; refit {args.refit} steps; GGN "
-          f"{'sampled' if args.sampled else 'exact'} on {n} images")
-    print("| score | " + " | ".join(f"{f:.2%} pruned ({1 / (1 - f):.0f}x)" for f in FRACTIONS)
-          + " |")
-    print("|---|" + "---|" * len(FRACTIONS))
-    for name, errors in rows.items():
-        print(f"| {name} | " + " | ".join(f"{errors[f]:.2f}" for f in FRACTIONS) + " |")
-    print(f"spike-and-slab rule: {own_fraction:.2%} pruned, error "
-          f"{result['spike_and_slab']['error']:.2f} %")
-    print("seconds:", {k: round(v, 1) for k, v in result["seconds"].items()})
+    _print(result, n)
     if args.json:
         with open(args.json, "w") as out:
             json.dump(result, out, indent=1, default=float)

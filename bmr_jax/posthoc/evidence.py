@@ -39,12 +39,18 @@ def log_evidence_terms(theta: np.ndarray, h: np.ndarray, delta: float) -> float:
                  - 0.5 * np.sum(np.log(h + delta)))  # fmt: skip
 
 
+def per_leaf(prior_precision, params):
+    """``prior_precision`` as a pytree like ``params``: a number repeated for every leaf, or
+    the per-leaf pytree :func:`calibrate_prior_precision` returns, as it is."""
+    if jax.tree.structure(prior_precision) == jax.tree.structure(0.0):
+        return jax.tree.map(lambda _: prior_precision, params)
+    return prior_precision
+
+
 def log_marginal_likelihood(log_likelihood: float, params, ggn, prior_precision) -> float:
     """The Laplace log evidence, given ``ln p(D | theta)`` and ``prior_precision`` as from
     :func:`calibrate_prior_precision` (a number, or a pytree of numbers like ``params``)."""
-    scalar = jax.tree.structure(prior_precision) == jax.tree.structure(0.0)
-    deltas = ([prior_precision] * len(jax.tree.leaves(params)) if scalar
-              else jax.tree.leaves(prior_precision))  # fmt: skip
+    deltas = jax.tree.leaves(per_leaf(prior_precision, params))
     total = log_likelihood
     for (theta, h), delta in zip(_groups(params, ggn, "leaf"), deltas, strict=True):
         total += log_evidence_terms(theta, h, float(delta))

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from bmr_jax.bmr.delta_f import delta_f_spike
 from bmr_jax.bmr.pruning import masks_from_delta_f, selected_leaves
+from bmr_jax.posthoc.evidence import per_leaf
 
 RULES = ("spike_and_slab", "evidence", "target")
 
@@ -34,8 +35,7 @@ class LaplacePosterior(NamedTuple):
 def laplace_posterior(params, ggn, prior_precision) -> LaplacePosterior:
     """``N(params, 1 / (ggn + prior_precision))``; ``prior_precision`` a number or a pytree
     of numbers like ``params`` (:func:`.evidence.calibrate_prior_precision`)."""
-    if jax.tree.structure(prior_precision) == jax.tree.structure(0.0):
-        prior_precision = jax.tree.map(lambda _: prior_precision, params)
+    prior_precision = per_leaf(prior_precision, params)
     precision = jax.tree.map(lambda h, d: h + d, ggn, prior_precision)
     return LaplacePosterior(params, precision, prior_precision)
 
